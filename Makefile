@@ -1,0 +1,49 @@
+# Entry points for people and CI. The build itself is CMake; this file only orders the steps.
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+JOBS       ?= $(shell nproc)
+PACKAGES   := cmake g++ libdnnl-dev libcxxopts-dev nlohmann-json3-dev doctest-dev libstb-dev
+
+.PHONY: all deps build run test asan bench clean format
+
+all: build
+
+# Install whichever Debian packages are missing; do nothing when all are there.
+deps:
+	@missing=""; for p in $(PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	else echo "dependencies: all present"; fi
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
+
+build: $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+# The main job: set up, build, run.
+run: deps build
+	./$(BUILD)/metafew demo
+
+# Tests run one process at a time: each uses every core through OpenMP, and two at once oversubscribe the
+# machine (spinning OpenMP barriers then slow both by an order of magnitude).
+test: build
+	cd $(BUILD) && ctest --output-on-failure
+
+asan:
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMETAFEW_SANITIZE=ON
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && ctest --output-on-failure
+
+bench: build
+	./$(BUILD)/conv_bench
+
+format:
+	clang-format -i $$(git ls-files '*.h' '*.cpp')
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,431 @@
+#include "backend/dnnl/conv.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstdlib>
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <sstream>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "backend/dnnl/context.h"
+#include "core/error.h"
+
+namespace metafew::backend::dnnl_backend {
+
+// Note [Conv layout]
+// TODO: filled in from the measurements of bench/conv_bench.cpp (bench/results/conv.md).
+
+// Note [oneDNN inside a parallel region]
+// With the OpenMP runtime oneDNN runs a primitive on the calling thread alone when it executes inside an active
+// parallel region, but some kernels size their work split at creation from omp_get_max_threads(), which inside
+// a region still reports the team size. A primitive created there for N threads and run on one could then skip
+// the work of threads 1..N-1. So (a) plans are keyed by the thread count they run with (1 inside a region), and
+// (b) inside a region the thread's nthreads ICV is set to 1 while a plan is created, so the primitive is built
+// exactly as in a one-thread program: a task gives the same numbers whatever the outer thread count is.
+
+namespace {
+
+namespace dn = ::dnnl;
+using tag = dn::memory::format_tag;
+using md = dn::memory::desc;
+using tensor::ConvShape;
+
+constexpr std::size_t kAlignment = 64;
+
+// A grow-only, 64-byte aligned byte buffer. reserve() may move the data (callers re-read data()).
+class AlignedBuffer {
+ public:
+  void* reserve(std::size_t bytes) {
+    if (bytes > capacity_) {
+      const std::size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
+      data_.reset();  // free first: the old contents are never needed
+      void* p = std::aligned_alloc(kAlignment, rounded);
+      MF_CHECK(p != nullptr, "oneDNN conv: cannot allocate ", rounded, " bytes of intermediate memory");
+      data_.reset(p);
+      capacity_ = rounded;
+    }
+    return data_.get();
+  }
+  void* data() const { return data_.get(); }
+
+ private:
+  struct Free {
+    void operator()(void* p) const { std::free(p); }
+  };
+  std::unique_ptr<void, Free> data_;
+  std::size_t capacity_ = 0;
+};
+
+// Slots of per-thread memory a plan binds its internal (primitive-layout) memories to. Plans run one at a time
+// on a thread and need nothing from a previous call, so all plans of a thread share these buffers.
+constexpr int kTensorSlots = 3;                // at most three reordered tensors per kernel
+constexpr int kScratchSlot = kTensorSlots;     // the scratchpad of whichever primitive runs
+constexpr int kSlots = kTensorSlots + 1;
+constexpr int kUserPointers = 4;               // e.g. forward: x, w, bias, y
+
+struct Step {
+  dn::primitive primitive;
+  std::vector<dnnl_exec_arg_t> args;  // raw handles of memories owned by the Plan
+};
+
+// Everything one kernel call executes: reorders of the inputs, the convolution, reorders of the outputs.
+struct Plan {
+  std::vector<Step> steps;
+  std::vector<std::pair<int, dn::memory>> user;      // (user pointer index, memory in the user's plain layout)
+  std::vector<std::pair<int, dn::memory>> internal;  // (slot, memory in the primitive's layout or scratchpad)
+  std::array<std::size_t, kSlots> slot_bytes{};
+  std::string description;
+};
+
+struct PlanKey {
+  ConvShape shape;
+  ConvKernel kernel;
+  bool bias;
+  ConvLayout layout;  // resolved, never automatic
+  int threads;        // oneDNN threads the plan runs with (1 inside a parallel region)
+  bool operator==(const PlanKey&) const = default;
+};
+
+struct PlanKeyHash {
+  std::size_t operator()(const PlanKey& k) const {
+    std::size_t h = 0;
+    auto mix = [&h](int64_t v) { h ^= std::hash<int64_t>{}(v) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2); };
+    const ConvShape& s = k.shape;
+    for (int64_t v : {s.n, s.ic, s.ih, s.iw, s.oc, s.kh, s.kw, s.sh, s.sw, s.ph, s.pw}) mix(v);
+    mix(static_cast<int64_t>(k.kernel));
+    mix(k.bias);
+    mix(static_cast<int64_t>(k.layout));
+    mix(k.threads);
+    return h;
+  }
+};
+
+struct ThreadState {
+  std::unordered_map<PlanKey, std::unique_ptr<Plan>, PlanKeyHash> plans;
+  std::array<AlignedBuffer, kSlots> slots;
+};
+
+ThreadState& thread_state() {
+  thread_local ThreadState state;
+  return state;
+}
+
+// Names the layouts that occur here; anything else prints as "blocked".
+std::string layout_name(const md& d) {
+  static constexpr std::pair<tag, const char*> kAct[] = {
+      {tag::nchw, "nchw"},       {tag::nhwc, "nhwc"},       {tag::nChw16c, "nChw16c"},
+      {tag::nChw8c, "nChw8c"},   {tag::nChw4c, "nChw4c"},   {tag::NChw16n16c, "NChw16n16c"}};
+  static constexpr std::pair<tag, const char*> kWei[] = {
+      {tag::oihw, "oihw"},           {tag::hwio, "hwio"},           {tag::ohwi, "ohwi"},
+      {tag::OIhw16i16o, "OIhw16i16o"}, {tag::OIhw16o16i, "OIhw16o16i"}, {tag::Ohwi16o, "Ohwi16o"},
+      {tag::Oihw16o, "Oihw16o"},     {tag::OIhw8i8o, "OIhw8i8o"},   {tag::IOhw16o16i, "IOhw16o16i"},
+      {tag::IOhw16i16o, "IOhw16i16o"}};
+  const dn::memory::dims dims = d.dims();
+  if (dims.size() == 1) return "x";
+  if (dims.size() != 4) return "blocked";
+  for (const auto& [t, name] : kAct) {
+    if (md(dims, dn::memory::data_type::f32, t) == d) return name;
+  }
+  for (const auto& [t, name] : kWei) {
+    if (md(dims, dn::memory::data_type::f32, t) == d) return name;
+  }
+  return "blocked";
+}
+
+dn::primitive_attr user_scratchpad_attr() {
+  dn::primitive_attr attr;
+  attr.set_scratchpad_mode(dn::scratchpad_mode::user);
+  return attr;
+}
+
+// Assembles a Plan around one primitive: each argument is bound either directly to the user's buffer (when the
+// primitive's layout is the plain one) or to a slot buffer with a cached reorder at the boundary.
+class PlanBuilder {
+ public:
+  explicit PlanBuilder(const dn::engine& engine) : engine_(engine), plan_(std::make_unique<Plan>()) {}
+
+  void input(int arg, int user_index, const md& user_md, const md& prim_md) {
+    bind(arg, user_index, user_md, prim_md, /*is_input=*/true);
+  }
+  void output(int arg, int user_index, const md& user_md, const md& prim_md) {
+    bind(arg, user_index, user_md, prim_md, /*is_input=*/false);
+  }
+
+  std::unique_ptr<Plan> finish(const dn::primitive& primitive, const md& scratchpad_md, const char* impl) {
+    add_scratchpad(main_args_, scratchpad_md);
+    Plan& p = *plan_;
+    p.steps = std::move(pre_);
+    p.steps.push_back(Step{primitive, std::move(main_args_)});
+    for (Step& s : post_) p.steps.push_back(std::move(s));
+    std::ostringstream os;
+    os << impl << description_.str() << " reorders=" << reorders_;
+    p.description = os.str();
+    return std::move(plan_);
+  }
+
+ private:
+  static const char* arg_name(int arg) {
+    switch (arg) {
+      case DNNL_ARG_SRC: return "src";
+      case DNNL_ARG_WEIGHTS: return "wei";
+      case DNNL_ARG_BIAS: return "bia";
+      case DNNL_ARG_DST: return "dst";
+      case DNNL_ARG_DIFF_SRC: return "diff_src";
+      case DNNL_ARG_DIFF_WEIGHTS: return "diff_wei";
+      case DNNL_ARG_DIFF_BIAS: return "diff_bia";
+      case DNNL_ARG_DIFF_DST: return "diff_dst";
+      default: return "arg";
+    }
+  }
+
+  void bind(int arg, int user_index, const md& user_md, const md& prim_md, bool is_input) {
+    description_ << " " << arg_name(arg) << "=" << layout_name(prim_md);
+    dn::memory user_mem(user_md, engine_, DNNL_MEMORY_NONE);
+    plan_->user.emplace_back(user_index, user_mem);
+    if (user_md == prim_md) {
+      main_args_.push_back({arg, user_mem.get()});
+      return;
+    }
+    MF_CHECK(next_slot_ < kTensorSlots, "oneDNN conv: more than ", kTensorSlots, " reordered arguments");
+    const int slot = next_slot_++;
+    dn::memory prim_mem(prim_md, engine_, DNNL_MEMORY_NONE);
+    plan_->internal.emplace_back(slot, prim_mem);
+    plan_->slot_bytes[slot] = prim_md.get_size();
+    main_args_.push_back({arg, prim_mem.get()});
+
+    const md& from = is_input ? user_md : prim_md;
+    const md& to = is_input ? prim_md : user_md;
+    dn::reorder::primitive_desc rpd(engine_, from, engine_, to, user_scratchpad_attr());
+    Step step{dn::reorder(rpd),
+              {{DNNL_ARG_FROM, (is_input ? user_mem : prim_mem).get()},
+               {DNNL_ARG_TO, (is_input ? prim_mem : user_mem).get()}}};
+    add_scratchpad(step.args, rpd.scratchpad_desc());
+    (is_input ? pre_ : post_).push_back(std::move(step));
+    ++reorders_;
+  }
+
+  void add_scratchpad(std::vector<dnnl_exec_arg_t>& args, const md& scratchpad_md) {
+    const std::size_t bytes = scratchpad_md.get_size();
+    if (bytes == 0) return;
+    dn::memory mem(scratchpad_md, engine_, DNNL_MEMORY_NONE);
+    plan_->internal.emplace_back(kScratchSlot, mem);
+    plan_->slot_bytes[kScratchSlot] = std::max(plan_->slot_bytes[kScratchSlot], bytes);
+    args.push_back({DNNL_ARG_SCRATCHPAD, mem.get()});
+  }
+
+  const dn::engine& engine_;
+  std::unique_ptr<Plan> plan_;
+  std::vector<Step> pre_, post_;
+  std::vector<dnnl_exec_arg_t> main_args_;
+  std::ostringstream description_;
+  int next_slot_ = 0;
+  int reorders_ = 0;
+};
+
+// Sets the calling thread's nthreads ICV to 1 for its lifetime when inside an active parallel region
+// (Note [oneDNN inside a parallel region]).
+class SerialCreationGuard {
+ public:
+  SerialCreationGuard() : active_(omp_in_parallel() != 0), saved_(omp_get_max_threads()) {
+    if (active_) omp_set_num_threads(1);
+  }
+  ~SerialCreationGuard() {
+    if (active_) omp_set_num_threads(saved_);
+  }
+  SerialCreationGuard(const SerialCreationGuard&) = delete;
+  SerialCreationGuard& operator=(const SerialCreationGuard&) = delete;
+
+ private:
+  bool active_;
+  int saved_;
+};
+
+std::unique_ptr<Plan> build_plan(const PlanKey& key) {
+  const ConvShape& s = key.shape;
+  const dn::engine& engine = cpu_engine();
+  using dt = dn::memory::data_type;
+  const dn::memory::dims x_dims{s.n, s.ic, s.ih, s.iw}, w_dims{s.oc, s.ic, s.kh, s.kw},
+      y_dims{s.n, s.oc, s.oh(), s.ow()}, strides{s.sh, s.sw}, padding{s.ph, s.pw};
+  const md x_user(x_dims, dt::f32, tag::nchw), w_user(w_dims, dt::f32, tag::oihw),
+      y_user(y_dims, dt::f32, tag::nchw), b_user({s.oc}, dt::f32, tag::x);
+  const bool plain = key.layout == ConvLayout::plain;
+  const md x_q(x_dims, dt::f32, plain ? tag::nchw : tag::any), w_q(w_dims, dt::f32, plain ? tag::oihw : tag::any),
+      y_q(y_dims, dt::f32, plain ? tag::nchw : tag::any);
+  const dn::primitive_attr attr = user_scratchpad_attr();
+  const auto algo = dn::algorithm::convolution_direct;
+  const auto prop = dn::prop_kind::forward_training;
+
+  // The forward primitive descriptor; also the hint the backward descriptors take, so they agree on layouts.
+  auto forward_pd = [&](bool with_bias) {
+    const auto d = with_bias ? dn::convolution_forward::desc(prop, algo, x_q, w_q, b_user, y_q, strides, padding,
+                                                             padding)
+                             : dn::convolution_forward::desc(prop, algo, x_q, w_q, y_q, strides, padding, padding);
+    return dn::convolution_forward::primitive_desc(d, attr, engine);
+  };
+
+  PlanBuilder b(engine);
+  switch (key.kernel) {
+    case ConvKernel::forward: {
+      const auto pd = forward_pd(key.bias);
+      b.input(DNNL_ARG_SRC, 0, x_user, pd.src_desc());
+      b.input(DNNL_ARG_WEIGHTS, 1, w_user, pd.weights_desc());
+      if (key.bias) b.input(DNNL_ARG_BIAS, 2, b_user, pd.bias_desc());
+      b.output(DNNL_ARG_DST, 3, y_user, pd.dst_desc());
+      return b.finish(dn::convolution_forward(pd), pd.scratchpad_desc(), pd.impl_info_str());
+    }
+    case ConvKernel::backward_data: {
+      const auto hint = forward_pd(false);
+      const dn::convolution_backward_data::desc d(algo, x_q, w_q, y_q, strides, padding, padding);
+      const dn::convolution_backward_data::primitive_desc pd(d, attr, engine, hint);
+      b.input(DNNL_ARG_DIFF_DST, 0, y_user, pd.diff_dst_desc());
+      b.input(DNNL_ARG_WEIGHTS, 1, w_user, pd.weights_desc());
+      b.output(DNNL_ARG_DIFF_SRC, 2, x_user, pd.diff_src_desc());
+      return b.finish(dn::convolution_backward_data(pd), pd.scratchpad_desc(), pd.impl_info_str());
+    }
+    case ConvKernel::backward_weights: {
+      const auto hint = forward_pd(key.bias);
+      const auto d = key.bias ? dn::convolution_backward_weights::desc(algo, x_q, w_q, b_user, y_q, strides,
+                                                                       padding, padding)
+                              : dn::convolution_backward_weights::desc(algo, x_q, w_q, y_q, strides, padding,
+                                                                       padding);
+      const dn::convolution_backward_weights::primitive_desc pd(d, attr, engine, hint);
+      b.input(DNNL_ARG_SRC, 0, x_user, pd.src_desc());
+      b.input(DNNL_ARG_DIFF_DST, 1, y_user, pd.diff_dst_desc());
+      b.output(DNNL_ARG_DIFF_WEIGHTS, 2, w_user, pd.diff_weights_desc());
+      if (key.bias) b.output(DNNL_ARG_DIFF_BIAS, 3, b_user, pd.diff_bias_desc());
+      return b.finish(dn::convolution_backward_weights(pd), pd.scratchpad_desc(), pd.impl_info_str());
+    }
+  }
+  MF_CHECK(false, "oneDNN conv: unknown kernel ", static_cast<int>(key.kernel));
+  return nullptr;
+}
+
+PlanKey make_key(const char* op, const ConvShape& s, ConvKernel kernel, bool bias, ConvLayout layout) {
+  MF_CHECK(s.valid(), op, ": invalid convolution shape ", s.to_string(),
+           "; expected positive sizes and strides, non-negative padding and a kernel no larger than the "
+           "padded input");
+  const ConvLayout resolved = layout == ConvLayout::automatic ? conv2d_layout(s, kernel) : layout;
+  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  return PlanKey{s, kernel, bias, resolved, threads};
+}
+
+Plan& find_or_build(const char* op, const PlanKey& key) {
+  ThreadState& ts = thread_state();
+  auto it = ts.plans.find(key);
+  if (it != ts.plans.end()) return *it->second;
+  std::unique_ptr<Plan> plan;
+  try {
+    SerialCreationGuard guard;
+    plan = build_plan(key);
+  } catch (const dn::error& e) {
+    throw Error(detail::concat(op, ": oneDNN could not create a ", to_string(key.layout), "-layout primitive for ",
+                               key.shape.to_string(), ": ", e.what(), " (status ", static_cast<int>(e.status),
+                               ")"));
+  }
+  return *ts.plans.emplace(key, std::move(plan)).first->second;
+}
+
+void execute(const char* op, Plan& plan, const std::array<const void*, kUserPointers>& pointers) {
+  ThreadState& ts = thread_state();
+  try {
+    // oneDNN reads, never writes, the input buffers: casting const away only satisfies its handle type.
+    for (auto& [index, mem] : plan.user) mem.set_data_handle(const_cast<void*>(pointers[index]));
+    for (int slot = 0; slot < kSlots; ++slot) ts.slots[slot].reserve(plan.slot_bytes[slot]);
+    for (auto& [slot, mem] : plan.internal) {
+      void* p = ts.slots[slot].data();
+      if (mem.get_data_handle() != p) mem.set_data_handle(p);
+    }
+  } catch (const dn::error& e) {
+    throw Error(detail::concat(op, ": binding buffers failed: ", e.what()));
+  }
+  // The C API takes the cached argument arrays as they are; the C++ execute() would rebuild a map per call.
+  const dnnl_stream_t stream = thread_stream().get();
+  for (Step& step : plan.steps) {
+    const dnnl_status_t st =
+        dnnl_primitive_execute(step.primitive.get(), stream, static_cast<int>(step.args.size()), step.args.data());
+    MF_CHECK(st == dnnl_success, op, ": oneDNN execution failed with status ", static_cast<int>(st), " (",
+             plan.description, ")");
+  }
+  const dnnl_status_t st = dnnl_stream_wait(stream);
+  MF_CHECK(st == dnnl_success, op, ": oneDNN stream wait failed with status ", static_cast<int>(st));
+}
+
+void run(const char* op, const ConvShape& s, ConvKernel kernel, bool bias, ConvLayout layout,
+         const std::array<const void*, kUserPointers>& pointers, int required) {
+  const PlanKey key = make_key(op, s, kernel, bias, layout);
+  for (int i = 0; i < kUserPointers; ++i) {
+    const bool needed = (required >> i) & 1;
+    MF_CHECK(!needed || pointers[i] != nullptr, op, ": buffer argument ", i, " is null for ", s.to_string());
+  }
+  execute(op, find_or_build(op, key), pointers);
+}
+
+constexpr int bits(std::initializer_list<int> indices) {
+  int m = 0;
+  for (int i : indices) m |= 1 << i;
+  return m;
+}
+
+}  // namespace
+
+ConvLayout conv2d_layout(const ConvShape& /*s*/, ConvKernel /*kernel*/) { return ConvLayout::blocked; }
+
+void conv2d_forward(const float* x, const float* w, const float* bias, float* y, const ConvShape& s,
+                    ConvLayout layout) {
+  const bool with_bias = bias != nullptr;
+  run("conv2d_forward (oneDNN)", s, ConvKernel::forward, with_bias, layout, {x, w, bias, y},
+      with_bias ? bits({0, 1, 2, 3}) : bits({0, 1, 3}));
+}
+
+void conv2d_backward_data(const float* gy, const float* w, float* gx, const ConvShape& s, ConvLayout layout) {
+  run("conv2d_backward_data (oneDNN)", s, ConvKernel::backward_data, false, layout, {gy, w, gx, nullptr},
+      bits({0, 1, 2}));
+}
+
+void conv2d_backward_weights(const float* x, const float* gy, float* gw, float* gbias, const ConvShape& s,
+                             ConvLayout layout) {
+  const bool with_bias = gbias != nullptr;
+  run("conv2d_backward_weights (oneDNN)", s, ConvKernel::backward_weights, with_bias, layout, {x, gy, gw, gbias},
+      with_bias ? bits({0, 1, 2, 3}) : bits({0, 1, 2}));
+}
+
+std::string conv2d_describe(const ConvShape& s, ConvKernel kernel, bool with_bias, ConvLayout layout) {
+  const PlanKey key = make_key("conv2d_describe", s, kernel, with_bias, layout);
+  return find_or_build("conv2d_describe", key).description;
+}
+
+void release_thread_cache() {
+  ThreadState& ts = thread_state();
+  ts.plans.clear();
+  ts.slots = {};
+}
+
+std::size_t thread_cache_size() { return thread_state().plans.size(); }
+
+const char* to_string(ConvKernel kernel) {
+  switch (kernel) {
+    case ConvKernel::forward: return "forward";
+    case ConvKernel::backward_data: return "backward_data";
+    case ConvKernel::backward_weights: return "backward_weights";
+  }
+  return "unknown";
+}
+
+const char* to_string(ConvLayout layout) {
+  switch (layout) {
+    case ConvLayout::automatic: return "automatic";
+    case ConvLayout::blocked: return "blocked";
+    case ConvLayout::plain: return "plain";
+  }
+  return "unknown";
+}
+
+}  // namespace metafew::backend::dnnl_backend

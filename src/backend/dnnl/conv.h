@@ -1,0 +1,65 @@
+#pragma once
+// f32 2-D convolution through oneDNN: the three kernels of the convolution triple (ARCHITECTURE.md, decision 2),
+// each one oneDNN primitive.
+//
+// Buffers: x, y, gy, gx contiguous NCHW; w, gw contiguous OIHW; bias, gbias contiguous (oc); sizes from `s`
+// (conv_shape.h). Blocked layouts never leave this module: when oneDNN computes in a blocked layout the data is
+// reordered at the boundary (Note [Conv layout] in conv.cpp says when that happens).
+//
+// Threading (ARCHITECTURE.md, decision 3): every thread keeps its own primitives, reorders, intermediate buffers
+// and scratchpad, created on first use of a (shape, kernel, bias, layout, thread count) and reused afterwards,
+// so steady-state calls allocate no buffers. Called outside an OpenMP parallel region a kernel uses all OpenMP
+// threads; called inside one it runs on the calling thread only. The kernels are safe to call concurrently from
+// different threads on different outputs. Results depend only on the inputs and on whether the call runs
+// inside a parallel region (or on omp_get_max_threads() outside one), never on timing.
+//
+// Errors: a shape with !s.valid(), a null pointer, or a oneDNN failure throws metafew::Error naming the kernel
+// and the shape.
+#include <cstddef>
+#include <string>
+
+#include "tensor/conv_shape.h"
+
+namespace metafew::backend::dnnl_backend {
+
+enum class ConvKernel { forward, backward_data, backward_weights };
+
+// The layout a primitive computes in. User buffers are plain whatever this says.
+//   blocked:   oneDNN picks (format_tag::any: nChw16c / OIhw16i16o style); reorders at the boundary.
+//   plain:     nchw / oihw forced, no reorders (oneDNN then uses its GEMM-based kernels).
+//   automatic: the measured rule of Note [Conv layout] (conv.cpp); what the library uses by default.
+enum class ConvLayout { automatic, blocked, plain };
+
+// y = conv(x, w) (+ bias broadcast over n, h, w when bias != nullptr). Overwrites y.
+// requires: s.valid(); x: s.x_numel(), w: s.w_numel(), bias: s.oc or nullptr, y: s.y_numel(); y aliases nothing.
+void conv2d_forward(const float* x, const float* w, const float* bias, float* y, const tensor::ConvShape& s,
+                    ConvLayout layout = ConvLayout::automatic);
+
+// gx = (d conv / d x)^T gy, the transposed convolution. Overwrites gx.
+// requires: s.valid(); gy: s.y_numel(), w: s.w_numel(), gx: s.x_numel(); gx aliases nothing.
+void conv2d_backward_data(const float* gy, const float* w, float* gx, const tensor::ConvShape& s,
+                          ConvLayout layout = ConvLayout::automatic);
+
+// gw = (d conv / d w)^T gy; when gbias != nullptr also gbias[o] = sum_{n,i,j} gy[n,o,i,j]. Overwrites both.
+// requires: s.valid(); x: s.x_numel(), gy: s.y_numel(), gw: s.w_numel(), gbias: s.oc or nullptr; no aliasing.
+void conv2d_backward_weights(const float* x, const float* gy, float* gw, float* gbias, const tensor::ConvShape& s,
+                             ConvLayout layout = ConvLayout::automatic);
+
+// What ConvLayout::automatic resolves to for this shape and kernel (never returns automatic).
+ConvLayout conv2d_layout(const tensor::ConvShape& s, ConvKernel kernel);
+
+// For benchmarks and logs: the oneDNN implementation and the layouts this thread's cached plan uses, e.g.
+// "jit:avx512_core src=nChw16c wei=OIhw16i16o dst=nChw16c reorders=3". Creates the plan when missing.
+std::string conv2d_describe(const tensor::ConvShape& s, ConvKernel kernel, bool with_bias,
+                            ConvLayout layout = ConvLayout::automatic);
+
+// Drops the calling thread's cached primitives and frees its buffers (the next call rebuilds them).
+void release_thread_cache();
+
+// Number of plans (primitive + reorders) cached by the calling thread.
+std::size_t thread_cache_size();
+
+const char* to_string(ConvKernel kernel);
+const char* to_string(ConvLayout layout);
+
+}  // namespace metafew::backend::dnnl_backend

@@ -1,0 +1,60 @@
+// metafew entry point. The full command line (meta-train, eval, adapt, bench, data) is the CLI issue's work;
+// today it dispatches `demo` (the engine smoke demo that `make run` shows) and --version / --help.
+#include <omp.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "backend/dnnl/context.h"
+#include "cli/demo.h"
+#include "core/error.h"
+#include "core/version.h"
+
+namespace {
+
+void print_usage(FILE* to) {
+  std::fprintf(to,
+               "usage: metafew <command> [options]\n\n"
+               "commands:\n"
+               "  demo        second-order MAML on sinusoid regression: a smoke demo of the engine\n\n"
+               "options:\n"
+               "  --version   version, oneDNN version and ISA, thread count\n"
+               "  --help      this text\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    if (argc < 2) {
+      print_usage(stderr);
+      return 2;
+    }
+    const std::string cmd = argv[1];
+    if (cmd == "--help" || cmd == "-h" || cmd == "help") {
+      print_usage(stdout);
+      return 0;
+    }
+    if (cmd == "--version") {
+      std::printf("metafew %s (%s)\noneDNN %s, ISA %s\nthreads %d\n", metafew::kVersion, metafew::kGitHash,
+                  metafew::backend::dnnl_backend::onednn_version().c_str(),
+                  metafew::backend::dnnl_backend::onednn_isa().c_str(), omp_get_max_threads());
+      return 0;
+    }
+    if (cmd == "demo") return metafew::cli::run_demo(argc - 1, argv + 1);
+    std::fprintf(stderr, "error: unknown command '%s'\nhint: run 'metafew --help' for the list of commands\n",
+                 cmd.c_str());
+    return 2;
+  } catch (const metafew::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    if (e.kind() == metafew::ErrorKind::usage) {
+      std::fprintf(stderr, "hint: run 'metafew --help'\n");
+      return 2;
+    }
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,95 @@
+#pragma once
+// Differentiable ops on Variables. Every op keeps its forward, its backward rule and its shape checks in one
+// place, and every backward rule is written with these same ops, so derivatives of any order exist
+// (ARCHITECTURE.md, decision 1): a rule never reads raw buffers of its gradient argument.
+#include <vector>
+
+#include "autograd/variable.h"
+#include "tensor/conv_shape.h"
+
+namespace metafew::ops {
+
+using autograd::Variable;
+using tensor::Shape;
+using tensor::Tensor;
+
+// ---- element-wise (numpy broadcasting) ----
+Variable add(const Variable& a, const Variable& b);
+Variable sub(const Variable& a, const Variable& b);
+Variable mul(const Variable& a, const Variable& b);
+Variable div(const Variable& a, const Variable& b);
+Variable neg(const Variable& x);
+Variable exp(const Variable& x);
+Variable log(const Variable& x);
+Variable pow(const Variable& x, double exponent);
+Variable sqrt(const Variable& x);
+Variable rsqrt(const Variable& x);
+Variable relu(const Variable& x);
+Variable add_scalar(const Variable& x, double c);
+Variable mul_scalar(const Variable& x, double c);
+
+// ---- broadcasting and reductions ----
+Variable sum_to(const Variable& x, const Shape& shape);        // adjoint of broadcast_to
+Variable broadcast_to(const Variable& x, const Shape& shape);
+Variable sum(const Variable& x, const std::vector<int64_t>& axes, bool keepdim = false);
+Variable sum(const Variable& x);  // all elements, a scalar
+Variable mean(const Variable& x, const std::vector<int64_t>& axes, bool keepdim = false);
+Variable mean(const Variable& x);
+
+// ---- shape ----
+Variable reshape(const Variable& x, const Shape& shape);
+Variable flatten(const Variable& x, int64_t start_axis = 1);  // keeps axes before start_axis
+Variable permute(const Variable& x, const std::vector<int64_t>& perm);
+Variable transpose(const Variable& x, int64_t axis0 = 0, int64_t axis1 = 1);
+Variable slice(const Variable& x, int64_t axis, int64_t start, int64_t end);
+Variable slice_scatter(const Variable& g, const Shape& full, int64_t axis, int64_t start);
+Variable concat(const std::vector<Variable>& xs, int64_t axis);
+Variable index_select(const Variable& x, int64_t axis, const Tensor& index);  // i32 index
+Variable index_add(const Variable& g, int64_t axis, const Tensor& index, int64_t size);
+
+// ---- linear algebra ----
+Variable matmul(const Variable& a, const Variable& b, bool trans_a = false, bool trans_b = false);
+// x (N, in) @ w (out, in)^T + b (out); b may be undefined.
+Variable linear(const Variable& x, const Variable& w, const Variable& b);
+
+// ---- convolution: the closed triple (Note [Double backward of conv] in conv.cpp) ----
+struct Conv2dParams {
+  int64_t stride = 1;
+  int64_t padding = 0;
+};
+tensor::ConvShape conv_shape(const Shape& x_shape, const Shape& w_shape, const Conv2dParams& p, const char* op);
+// x (N, C, H, W), w (O, C, kh, kw), b (O) or undefined.
+Variable conv2d(const Variable& x, const Variable& w, const Variable& b, const Conv2dParams& p);
+Variable conv2d(const Variable& x, const Variable& w, const Conv2dParams& p);
+Variable conv2d_grad_input(const Variable& gy, const Variable& w, const Shape& x_shape, const Conv2dParams& p);
+Variable conv2d_grad_weight(const Variable& x, const Variable& gy, const Shape& w_shape, const Conv2dParams& p);
+
+// ---- pooling (indices kept; scatter and gather are each other's adjoint) ----
+Variable max_pool2d(const Variable& x, int64_t kernel, int64_t stride);
+Variable pool_scatter(const Variable& g, const Tensor& index, const Shape& input_shape);
+Variable pool_gather(const Variable& x, const Tensor& index, const Shape& output_shape);
+
+// ---- normalisation: batch statistics over (N, H, W), affine gamma and beta of C elements ----
+Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& beta, double eps = 1e-5);
+
+// ---- softmax and losses ----
+Variable log_softmax(const Variable& x, int64_t axis = -1);
+Variable softmax(const Variable& x, int64_t axis = -1);
+// Mean over rows of -log_softmax(logits)[row, label]; logits (N, C), labels i32 (N) in [0, C).
+Variable cross_entropy(const Variable& logits, const Tensor& labels);
+Variable mse(const Variable& prediction, const Variable& target);
+// (N, D) and (M, D) -> (N, M): squared Euclidean distances, and cosine similarities.
+Variable pairwise_sq_distance(const Variable& a, const Variable& b);
+Variable cosine_similarity(const Variable& a, const Variable& b, double eps = 1e-8);
+
+// ---- operators ----
+inline Variable operator+(const Variable& a, const Variable& b) { return add(a, b); }
+inline Variable operator-(const Variable& a, const Variable& b) { return sub(a, b); }
+inline Variable operator*(const Variable& a, const Variable& b) { return mul(a, b); }
+inline Variable operator/(const Variable& a, const Variable& b) { return div(a, b); }
+inline Variable operator-(const Variable& x) { return neg(x); }
+inline Variable operator*(const Variable& x, double c) { return mul_scalar(x, c); }
+inline Variable operator*(double c, const Variable& x) { return mul_scalar(x, c); }
+inline Variable operator+(const Variable& x, double c) { return add_scalar(x, c); }
+
+}  // namespace metafew::ops

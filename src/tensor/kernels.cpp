@@ -1,0 +1,603 @@
+#include "tensor/kernels.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "oneapi/dnnl/dnnl.h"
+
+namespace metafew::tensor {
+
+bool may_parallelize(int64_t work) {
+  return work >= (int64_t(1) << 15) && !omp_in_parallel() && omp_get_max_threads() > 1;
+}
+
+namespace {
+
+// Calls fn(begin, end) over [0, n): split across threads when the range is large enough.
+template <class Fn>
+void parallel_range(int64_t n, Fn&& fn) {
+  if (!may_parallelize(n)) {
+    fn(int64_t(0), n);
+    return;
+  }
+#pragma omp parallel
+  {
+    int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+    int64_t chunk = (n + nt - 1) / nt;
+    int64_t b = std::min(n, t * chunk), e = std::min(n, b + chunk);
+    if (b < e) fn(b, e);
+  }
+}
+
+void check_same_dtype(const Tensor& a, const Tensor& b, const char* op) {
+  MF_CHECK(a.defined() && b.defined(), op, ": an operand is undefined");
+  MF_CHECK(a.dtype() == b.dtype(), op, ": operands have different dtypes (", dtype_name(a.dtype()), " and ",
+           dtype_name(b.dtype()), ")");
+}
+
+// Note [Broadcast plan]: an output shape plus, per operand, its strides in the output's index space (0 where
+// broadcast). Unit dimensions are dropped and adjacent dimensions merged when every operand walks them as one,
+// so the common cases become one or two loops with a contiguous inner run.
+struct Plan {
+  std::vector<int64_t> shape;
+  std::vector<std::vector<int64_t>> strides;  // one per operand
+};
+
+Plan make_plan(const Shape& out, const std::vector<std::vector<int64_t>>& operand_strides) {
+  Plan p;
+  size_t k = operand_strides.size();
+  p.strides.resize(k);
+  for (size_t d = 0; d < out.size(); ++d) {
+    if (out[d] == 1) continue;
+    bool merge = !p.shape.empty();
+    for (size_t o = 0; o < k && merge; ++o)
+      merge = p.strides[o].back() == operand_strides[o][d] * out[d];
+    if (merge) {
+      p.shape.back() *= out[d];
+      for (size_t o = 0; o < k; ++o) p.strides[o].back() = operand_strides[o][d];
+    } else {
+      p.shape.push_back(out[d]);
+      for (size_t o = 0; o < k; ++o) p.strides[o].push_back(operand_strides[o][d]);
+    }
+  }
+  if (p.shape.empty()) {
+    p.shape.push_back(1);
+    for (size_t o = 0; o < k; ++o) p.strides[o].push_back(0);
+  }
+  return p;
+}
+
+// Strides of `in` (right-aligned, broadcasting) in the index space of `out`.
+std::vector<int64_t> broadcast_strides(const Shape& in, const Shape& out) {
+  std::vector<int64_t> s(out.size(), 0);
+  auto cs = contiguous_strides(in);
+  size_t off = out.size() - in.size();
+  for (size_t i = 0; i < in.size(); ++i) s[i + off] = in[i] == 1 ? 0 : cs[i];
+  return s;
+}
+
+// Visits the plan's index space in [begin, end) as inner runs: fn(offsets[k], run_length).
+template <size_t K, class Fn>
+void for_runs(const Plan& p, int64_t begin, int64_t end, Fn&& fn) {
+  const int64_t r = static_cast<int64_t>(p.shape.size());
+  const int64_t inner = p.shape[r - 1];
+  int64_t pos = begin;
+  while (pos < end) {
+    int64_t rem = pos / inner, j = pos % inner;
+    int64_t off[K];
+    for (size_t o = 0; o < K; ++o) off[o] = j * p.strides[o][r - 1];
+    for (int64_t d = r - 2; d >= 0; --d) {
+      int64_t idx = rem % p.shape[d];
+      rem /= p.shape[d];
+      for (size_t o = 0; o < K; ++o) off[o] += idx * p.strides[o][d];
+    }
+    int64_t len = std::min(inner - j, end - pos);
+    fn(off, len);
+    pos += len;
+  }
+}
+
+template <class T, class F>
+void binary_loop(const Plan& p, const T* a, const T* b, T* y, int64_t n, F f) {
+  const int64_t r = static_cast<int64_t>(p.shape.size());
+  const int64_t ia = p.strides[1][r - 1], ib = p.strides[2][r - 1];
+  parallel_range(n, [&](int64_t begin, int64_t end) {
+    for_runs<3>(p, begin, end, [&](const int64_t* off, int64_t len) {
+      T* yy = y + off[0];
+      const T* aa = a + off[1];
+      const T* bb = b + off[2];
+      if (ia == 1 && ib == 1) {
+#pragma omp simd
+        for (int64_t j = 0; j < len; ++j) yy[j] = f(aa[j], bb[j]);
+      } else if (ia == 1 && ib == 0) {
+        const T bv = bb[0];
+#pragma omp simd
+        for (int64_t j = 0; j < len; ++j) yy[j] = f(aa[j], bv);
+      } else if (ia == 0 && ib == 1) {
+        const T av = aa[0];
+#pragma omp simd
+        for (int64_t j = 0; j < len; ++j) yy[j] = f(av, bb[j]);
+      } else {
+        for (int64_t j = 0; j < len; ++j) yy[j] = f(aa[j * ia], bb[j * ib]);
+      }
+    });
+  });
+}
+
+}  // namespace
+
+Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
+  check_same_dtype(a, b, "binary");
+  Shape out = broadcast_shapes(a.shape(), b.shape(), "binary");
+  Tensor y = Tensor::empty(out, a.dtype());
+  if (y.numel() == 0) return y;
+  Plan p = make_plan(out, {contiguous_strides(out), broadcast_strides(a.shape(), out),
+                           broadcast_strides(b.shape(), out)});
+  dispatch_float(a.dtype(), "binary", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* pa = a.data<T>();
+    const T* pb = b.data<T>();
+    T* py = y.data<T>();
+    switch (op) {
+      case BinaryOp::add: binary_loop(p, pa, pb, py, y.numel(), [](T u, T v) { return u + v; }); break;
+      case BinaryOp::sub: binary_loop(p, pa, pb, py, y.numel(), [](T u, T v) { return u - v; }); break;
+      case BinaryOp::mul: binary_loop(p, pa, pb, py, y.numel(), [](T u, T v) { return u * v; }); break;
+      case BinaryOp::div: binary_loop(p, pa, pb, py, y.numel(), [](T u, T v) { return u / v; }); break;
+    }
+  });
+  return y;
+}
+
+Tensor unary(UnaryOp op, const Tensor& a, double param) {
+  MF_CHECK(a.defined(), "unary: the operand is undefined");
+  Tensor y = Tensor::empty(a.shape(), a.dtype());
+  dispatch_float(a.dtype(), "unary", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* x = a.data<T>();
+    T* o = y.data<T>();
+    const T c = static_cast<T>(param);
+    auto run = [&](auto f) {
+      parallel_range(a.numel(), [&](int64_t b, int64_t e) {
+#pragma omp simd
+        for (int64_t i = b; i < e; ++i) o[i] = f(x[i]);
+      });
+    };
+    switch (op) {
+      case UnaryOp::neg: run([](T v) { return -v; }); break;
+      case UnaryOp::exp: run([](T v) { return std::exp(v); }); break;
+      case UnaryOp::log: run([](T v) { return std::log(v); }); break;
+      case UnaryOp::sqrt: run([](T v) { return std::sqrt(v); }); break;
+      case UnaryOp::rsqrt: run([](T v) { return T(1) / std::sqrt(v); }); break;
+      case UnaryOp::relu: run([](T v) { return v > T(0) ? v : T(0); }); break;
+      case UnaryOp::step: run([](T v) { return v > T(0) ? T(1) : T(0); }); break;
+      case UnaryOp::pow:
+        if (param == 2.0)
+          run([](T v) { return v * v; });
+        else
+          run([c](T v) { return std::pow(v, c); });
+        break;
+      case UnaryOp::add_scalar: run([c](T v) { return v + c; }); break;
+      case UnaryOp::mul_scalar: run([c](T v) { return v * c; }); break;
+    }
+  });
+  return y;
+}
+
+Tensor sum_to(const Tensor& x, const Shape& target) {
+  MF_CHECK(broadcastable_to(target, x.shape()), "sum_to: cannot sum shape ", to_string(x.shape()), " down to ",
+           to_string(target));
+  if (x.shape() == target) return x;
+  Tensor y = Tensor::zeros(target, x.dtype());
+  if (x.numel() == 0) return y;
+  Plan p = make_plan(x.shape(), {contiguous_strides(x.shape()), broadcast_strides(target, x.shape())});
+  dispatch_float(x.dtype(), "sum_to", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* px = x.data<T>();
+    T* py = y.data<T>();
+    const int64_t iy = p.strides[1].back();
+    // Serial on purpose: a fixed summation order keeps results independent of the thread count.
+    for_runs<2>(p, 0, x.numel(), [&](const int64_t* off, int64_t len) {
+      const T* xx = px + off[0];
+      T* yy = py + off[1];
+      if (iy == 0) {
+        T acc = 0;
+        for (int64_t j = 0; j < len; ++j) acc += xx[j];
+        yy[0] += acc;
+      } else {
+        for (int64_t j = 0; j < len; ++j) yy[j * iy] += xx[j];
+      }
+    });
+  });
+  return y;
+}
+
+namespace {
+// Copies src into a fresh tensor of `out_shape`, reading src at the given strides (in out's index space).
+Tensor strided_copy(const Tensor& src, const Shape& out_shape, const std::vector<int64_t>& src_strides,
+                    int64_t src_offset = 0) {
+  Tensor y = Tensor::empty(out_shape, src.dtype());
+  if (y.numel() == 0) return y;
+  Plan p = make_plan(out_shape, {contiguous_strides(out_shape), src_strides});
+  const size_t es = dtype_size(src.dtype());
+  const char* s = static_cast<const char*>(src.raw_data()) + src_offset * static_cast<int64_t>(es);
+  char* d = static_cast<char*>(y.raw_data());
+  const int64_t is = p.strides[1].back();
+  parallel_range(y.numel(), [&](int64_t b, int64_t e) {
+    for_runs<2>(p, b, e, [&](const int64_t* off, int64_t len) {
+      if (is == 1) {
+        std::memcpy(d + off[0] * es, s + off[1] * es, static_cast<size_t>(len) * es);
+      } else {
+        for (int64_t j = 0; j < len; ++j) std::memcpy(d + (off[0] + j) * es, s + (off[1] + j * is) * es, es);
+      }
+    });
+  });
+  return y;
+}
+}  // namespace
+
+Tensor broadcast_to(const Tensor& x, const Shape& target) {
+  MF_CHECK(broadcastable_to(x.shape(), target), "broadcast_to: cannot broadcast ", to_string(x.shape()), " to ",
+           to_string(target));
+  if (x.shape() == target) return x;
+  return strided_copy(x, target, broadcast_strides(x.shape(), target));
+}
+
+Tensor permute(const Tensor& x, const std::vector<int64_t>& perm) {
+  MF_CHECK(static_cast<int64_t>(perm.size()) == x.dim(), "permute: permutation of length ", perm.size(),
+           " for a tensor of rank ", x.dim());
+  std::vector<bool> seen(perm.size(), false);
+  Shape out(perm.size());
+  auto cs = contiguous_strides(x.shape());
+  std::vector<int64_t> st(perm.size());
+  for (size_t i = 0; i < perm.size(); ++i) {
+    int64_t a = normalize_axis(perm[i], x.dim(), "permute");
+    MF_CHECK(!seen[a], "permute: axis ", a, " appears twice");
+    seen[a] = true;
+    out[i] = x.shape()[a];
+    st[i] = cs[a];
+  }
+  return strided_copy(x, out, st);
+}
+
+Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end) {
+  int64_t a = normalize_axis(axis, x.dim(), "slice");
+  MF_CHECK(0 <= start && start <= end && end <= x.shape()[a], "slice: range [", start, ", ", end,
+           ") is outside [0, ", x.shape()[a], "] on axis ", a, " of ", to_string(x.shape()));
+  Shape out = x.shape();
+  out[a] = end - start;
+  auto cs = contiguous_strides(x.shape());
+  return strided_copy(x, out, cs, start * cs[a]);
+}
+
+Tensor slice_scatter(const Tensor& g, const Shape& full, int64_t axis, int64_t start) {
+  int64_t a = normalize_axis(axis, static_cast<int64_t>(full.size()), "slice_scatter");
+  Shape expect = full;
+  expect[a] = g.shape()[a];
+  MF_CHECK(g.shape() == expect && start >= 0 && start + g.shape()[a] <= full[a], "slice_scatter: ",
+           to_string(g.shape()), " at ", start, " does not fit into ", to_string(full), " on axis ", a);
+  Tensor y = Tensor::zeros(full, g.dtype());
+  const size_t es = dtype_size(g.dtype());
+  int64_t outer = 1, inner = 1;
+  for (int64_t i = 0; i < a; ++i) outer *= full[i];
+  for (size_t i = a + 1; i < full.size(); ++i) inner *= full[i];
+  const int64_t len = g.shape()[a];
+  char* d = static_cast<char*>(y.raw_data());
+  const char* s = static_cast<const char*>(g.raw_data());
+  for (int64_t o = 0; o < outer; ++o)
+    std::memcpy(d + ((o * full[a] + start) * inner) * es, s + (o * len * inner) * es,
+                static_cast<size_t>(len * inner) * es);
+  return y;
+}
+
+Tensor concat(const std::vector<Tensor>& xs, int64_t axis) {
+  MF_CHECK(!xs.empty(), "concat: no tensors given");
+  int64_t a = normalize_axis(axis, xs[0].dim(), "concat");
+  Shape out = xs[0].shape();
+  out[a] = 0;
+  for (const Tensor& x : xs) {
+    Shape s = x.shape();
+    MF_CHECK(x.dtype() == xs[0].dtype() && x.dim() == xs[0].dim(), "concat: tensors differ in dtype or rank");
+    s[a] = 0;
+    Shape ref = xs[0].shape();
+    ref[a] = 0;
+    MF_CHECK(s == ref, "concat: shapes ", to_string(x.shape()), " and ", to_string(xs[0].shape()),
+             " differ outside axis ", a);
+    out[a] += x.shape()[a];
+  }
+  Tensor y = Tensor::empty(out, xs[0].dtype());
+  const size_t es = dtype_size(y.dtype());
+  int64_t outer = 1, inner = 1;
+  for (int64_t i = 0; i < a; ++i) outer *= out[i];
+  for (size_t i = a + 1; i < out.size(); ++i) inner *= out[i];
+  char* d = static_cast<char*>(y.raw_data());
+  int64_t at = 0;
+  for (const Tensor& x : xs) {
+    const int64_t len = x.shape()[a];
+    const char* s = static_cast<const char*>(x.raw_data());
+    for (int64_t o = 0; o < outer; ++o)
+      std::memcpy(d + ((o * out[a] + at) * inner) * es, s + (o * len * inner) * es,
+                  static_cast<size_t>(len * inner) * es);
+    at += len;
+  }
+  return y;
+}
+
+namespace {
+void check_index(const Tensor& index, int64_t size, const char* op) {
+  MF_CHECK(index.dtype() == DType::i32 && index.dim() == 1, op, ": expected a 1-D i32 index, got ",
+           dtype_name(index.dtype()), " ", to_string(index.shape()));
+  const int32_t* ix = index.data<int32_t>();
+  for (int64_t i = 0; i < index.numel(); ++i)
+    MF_CHECK(ix[i] >= 0 && ix[i] < size, op, ": index ", ix[i], " at position ", i, " is outside [0, ", size, ")");
+}
+}  // namespace
+
+Tensor index_select(const Tensor& x, int64_t axis, const Tensor& index) {
+  int64_t a = normalize_axis(axis, x.dim(), "index_select");
+  check_index(index, x.shape()[a], "index_select");
+  Shape out = x.shape();
+  out[a] = index.numel();
+  Tensor y = Tensor::empty(out, x.dtype());
+  const size_t es = dtype_size(x.dtype());
+  int64_t outer = 1, inner = 1;
+  for (int64_t i = 0; i < a; ++i) outer *= out[i];
+  for (size_t i = a + 1; i < out.size(); ++i) inner *= out[i];
+  const int32_t* ix = index.data<int32_t>();
+  const char* s = static_cast<const char*>(x.raw_data());
+  char* d = static_cast<char*>(y.raw_data());
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t k = 0; k < index.numel(); ++k)
+      std::memcpy(d + ((o * index.numel() + k) * inner) * es, s + ((o * x.shape()[a] + ix[k]) * inner) * es,
+                  static_cast<size_t>(inner) * es);
+  return y;
+}
+
+Tensor index_add(const Tensor& g, int64_t axis, const Tensor& index, int64_t size) {
+  int64_t a = normalize_axis(axis, g.dim(), "index_add");
+  check_index(index, size, "index_add");
+  MF_CHECK(g.shape()[a] == index.numel(), "index_add: ", index.numel(), " indices for extent ", g.shape()[a]);
+  Shape out = g.shape();
+  out[a] = size;
+  Tensor y = Tensor::zeros(out, g.dtype());
+  int64_t outer = 1, inner = 1;
+  for (int64_t i = 0; i < a; ++i) outer *= out[i];
+  for (size_t i = a + 1; i < out.size(); ++i) inner *= out[i];
+  const int32_t* ix = index.data<int32_t>();
+  dispatch_float(g.dtype(), "index_add", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* s = g.data<T>();
+    T* d = y.data<T>();
+    for (int64_t o = 0; o < outer; ++o)
+      for (int64_t k = 0; k < index.numel(); ++k) {
+        T* dd = d + (o * size + ix[k]) * inner;
+        const T* ss = s + (o * index.numel() + k) * inner;
+        for (int64_t j = 0; j < inner; ++j) dd[j] += ss[j];
+      }
+  });
+  return y;
+}
+
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
+  check_same_dtype(a, b, "matmul");
+  MF_CHECK(a.dim() == 2 && b.dim() == 2, "matmul: expected 2-D operands, got ", to_string(a.shape()), " and ",
+           to_string(b.shape()));
+  const int64_t m = trans_a ? a.shape()[1] : a.shape()[0];
+  const int64_t k = trans_a ? a.shape()[0] : a.shape()[1];
+  const int64_t kb = trans_b ? b.shape()[1] : b.shape()[0];
+  const int64_t n = trans_b ? b.shape()[0] : b.shape()[1];
+  MF_CHECK(k == kb, "matmul: inner extents differ: ", to_string(a.shape()), (trans_a ? "^T" : ""), " @ ",
+           to_string(b.shape()), (trans_b ? "^T" : ""));
+  Tensor y = Tensor::empty({m, n}, a.dtype());
+  if (m == 0 || n == 0) return y;
+  if (k == 0) {
+    y.fill_(0.0);
+    return y;
+  }
+  const int64_t lda = a.shape()[1], ldb = b.shape()[1];
+  if (a.dtype() == DType::f32) {
+    dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, 1.0f, a.data<float>(), lda,
+                                  b.data<float>(), ldb, 0.0f, y.data<float>(), n);
+    MF_CHECK(st == dnnl_success, "matmul: oneDNN sgemm failed with status ", static_cast<int>(st));
+    return y;
+  }
+  dispatch_float(a.dtype(), "matmul", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* pa = a.data<T>();
+    const T* pb = b.data<T>();
+    T* py = y.data<T>();
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        T acc = 0;
+        for (int64_t l = 0; l < k; ++l) {
+          T av = trans_a ? pa[l * lda + i] : pa[i * lda + l];
+          T bv = trans_b ? pb[j * ldb + l] : pb[l * ldb + j];
+          acc += av * bv;
+        }
+        py[i * n + j] = acc;
+      }
+  });
+  return y;
+}
+
+std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, int64_t kernel, int64_t stride) {
+  MF_CHECK(x.dim() == 4, "max_pool2d: expected NCHW input, got ", to_string(x.shape()));
+  MF_CHECK(kernel >= 1 && stride >= 1, "max_pool2d: kernel ", kernel, " and stride ", stride, " must be >= 1");
+  const int64_t n = x.shape()[0], c = x.shape()[1], h = x.shape()[2], w = x.shape()[3];
+  MF_CHECK(h >= kernel && w >= kernel, "max_pool2d: input ", to_string(x.shape()), " is smaller than the ",
+           kernel, "x", kernel, " window");
+  const int64_t oh = (h - kernel) / stride + 1, ow = (w - kernel) / stride + 1;
+  Tensor y = Tensor::empty({n, c, oh, ow}, x.dtype());
+  Tensor idx = Tensor::empty({n, c, oh, ow}, DType::i32);
+  dispatch_float(x.dtype(), "max_pool2d", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* px = x.data<T>();
+    T* py = y.data<T>();
+    int32_t* pi = idx.data<int32_t>();
+    parallel_range(n * c * oh * ow, [&](int64_t b, int64_t e) {
+      for (int64_t o = b; o < e; ++o) {
+        const int64_t plane = o / (oh * ow), r = o % (oh * ow), i = r / ow, j = r % ow;
+        const T* src = px + plane * h * w;
+        int64_t best = (i * stride) * w + j * stride;
+        T bv = src[best];
+        for (int64_t di = 0; di < kernel; ++di)
+          for (int64_t dj = 0; dj < kernel; ++dj) {
+            int64_t at = (i * stride + di) * w + j * stride + dj;
+            if (src[at] > bv) {
+              bv = src[at];
+              best = at;
+            }
+          }
+        py[o] = bv;
+        pi[o] = static_cast<int32_t>(best);
+      }
+    });
+  });
+  return {y, idx};
+}
+
+Tensor pool_scatter(const Tensor& g, const Tensor& index, const Shape& input_shape) {
+  MF_CHECK(g.shape() == index.shape() && g.dim() == 4 && input_shape.size() == 4, "pool_scatter: gradient ",
+           to_string(g.shape()), " and index ", to_string(index.shape()), " must match");
+  Tensor y = Tensor::zeros(input_shape, g.dtype());
+  const int64_t planes = g.shape()[0] * g.shape()[1], per = g.shape()[2] * g.shape()[3];
+  const int64_t hw = input_shape[2] * input_shape[3];
+  const int32_t* pi = index.data<int32_t>();
+  dispatch_float(g.dtype(), "pool_scatter", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* pg = g.data<T>();
+    T* py = y.data<T>();
+    // One plane per thread: collisions (overlapping windows) add up in a fixed order.
+    parallel_range(planes * per, [&](int64_t b, int64_t e) {
+      for (int64_t p = b / per; p < (e + per - 1) / per; ++p) {
+        if (p * per < b) continue;  // a plane belongs to the thread holding its first element
+        for (int64_t o = p * per; o < (p + 1) * per; ++o) py[p * hw + pi[o]] += pg[o];
+      }
+    });
+  });
+  return y;
+}
+
+Tensor pool_gather(const Tensor& x, const Tensor& index, const Shape& output_shape) {
+  MF_CHECK(index.shape() == output_shape && x.dim() == 4, "pool_gather: index ", to_string(index.shape()),
+           " must have the output shape ", to_string(output_shape));
+  Tensor y = Tensor::empty(output_shape, x.dtype());
+  const int64_t per = output_shape[2] * output_shape[3], hw = x.shape()[2] * x.shape()[3];
+  const int32_t* pi = index.data<int32_t>();
+  dispatch_float(x.dtype(), "pool_gather", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* px = x.data<T>();
+    T* py = y.data<T>();
+    parallel_range(y.numel(), [&](int64_t b, int64_t e) {
+      for (int64_t o = b; o < e; ++o) py[o] = px[(o / per) * hw + pi[o]];
+    });
+  });
+  return y;
+}
+
+namespace {
+template <bool kLog>
+Tensor softmax_impl(const Tensor& x, int64_t axis, const char* op) {
+  int64_t a = normalize_axis(axis, x.dim(), op);
+  int64_t outer = 1, inner = 1, c = x.shape()[a];
+  for (int64_t i = 0; i < a; ++i) outer *= x.shape()[i];
+  for (int64_t i = a + 1; i < x.dim(); ++i) inner *= x.shape()[i];
+  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  dispatch_float(x.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* px = x.data<T>();
+    T* py = y.data<T>();
+    parallel_range(outer * inner * c, [&](int64_t b, int64_t e) {
+      for (int64_t r = b / c; r < (e + c - 1) / c; ++r) {
+        if (r * c < b) continue;
+        const int64_t o = r / inner, i = r % inner;
+        const T* s = px + o * c * inner + i;
+        T* d = py + o * c * inner + i;
+        T mx = -std::numeric_limits<T>::infinity();
+        for (int64_t k = 0; k < c; ++k) mx = std::max(mx, s[k * inner]);
+        T sum = 0;
+        for (int64_t k = 0; k < c; ++k) sum += std::exp(s[k * inner] - mx);
+        if constexpr (kLog) {
+          const T lse = mx + std::log(sum);
+          for (int64_t k = 0; k < c; ++k) d[k * inner] = s[k * inner] - lse;
+        } else {
+          for (int64_t k = 0; k < c; ++k) d[k * inner] = std::exp(s[k * inner] - mx) / sum;
+        }
+      }
+    });
+  });
+  return y;
+}
+}  // namespace
+
+Tensor log_softmax(const Tensor& x, int64_t axis) { return softmax_impl<true>(x, axis, "log_softmax"); }
+Tensor softmax(const Tensor& x, int64_t axis) { return softmax_impl<false>(x, axis, "softmax"); }
+
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor* mean,
+                  Tensor* invstd) {
+  MF_CHECK(x.dim() == 4 || x.dim() == 2, "batch_norm: expected NCHW or NC input, got ", to_string(x.shape()));
+  const int64_t n = x.shape()[0], c = x.shape()[1], hw = x.dim() == 4 ? x.shape()[2] * x.shape()[3] : 1;
+  MF_CHECK(gamma.numel() == c && beta.numel() == c, "batch_norm: gamma ", to_string(gamma.shape()), " and beta ",
+           to_string(beta.shape()), " must have ", c, " elements (the channels of ", to_string(x.shape()), ")");
+  MF_CHECK(n * hw > 0, "batch_norm: no elements to normalise in ", to_string(x.shape()));
+  check_same_dtype(x, gamma, "batch_norm");
+  check_same_dtype(x, beta, "batch_norm");
+  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  Tensor m = Tensor::empty({c}, x.dtype()), is = Tensor::empty({c}, x.dtype());
+  dispatch_float(x.dtype(), "batch_norm", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* px = x.data<T>();
+    const T* pg = gamma.data<T>();
+    const T* pb = beta.data<T>();
+    T* py = y.data<T>();
+    T* pm = m.data<T>();
+    T* ps = is.data<T>();
+    const bool par = may_parallelize(x.numel());
+#pragma omp parallel for if (par)
+    for (int64_t ch = 0; ch < c; ++ch) {
+      double s = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const T* p = px + (i * c + ch) * hw;
+        for (int64_t j = 0; j < hw; ++j) s += p[j];
+      }
+      const double mu = s / static_cast<double>(n * hw);
+      double v = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const T* p = px + (i * c + ch) * hw;
+        for (int64_t j = 0; j < hw; ++j) v += (p[j] - mu) * (p[j] - mu);
+      }
+      const double inv = 1.0 / std::sqrt(v / static_cast<double>(n * hw) + eps);
+      pm[ch] = static_cast<T>(mu);
+      ps[ch] = static_cast<T>(inv);
+      const T scale = static_cast<T>(inv * pg[ch]);
+      const T shift = static_cast<T>(pb[ch] - mu * inv * pg[ch]);
+      for (int64_t i = 0; i < n; ++i) {
+        const T* p = px + (i * c + ch) * hw;
+        T* q = py + (i * c + ch) * hw;
+        for (int64_t j = 0; j < hw; ++j) q[j] = p[j] * scale + shift;
+      }
+    }
+  });
+  if (mean) *mean = m;
+  if (invstd) *invstd = is;
+  return y;
+}
+
+double max_abs_diff(const Tensor& a, const Tensor& b) {
+  MF_CHECK(a.shape() == b.shape(), "max_abs_diff: shapes ", to_string(a.shape()), " and ", to_string(b.shape()));
+  auto va = a.to_vector(), vb = b.to_vector();
+  double m = 0;
+  for (size_t i = 0; i < va.size(); ++i) m = std::max(m, std::abs(va[i] - vb[i]));
+  return m;
+}
+
+double max_abs(const Tensor& a) {
+  double m = 0;
+  for (double v : a.to_vector()) m = std::max(m, std::abs(v));
+  return m;
+}
+
+}  // namespace metafew::tensor

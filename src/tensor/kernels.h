@@ -1,0 +1,58 @@
+#pragma once
+// Raw kernels on tensors: no gradients here. Floating kernels accept f32 and f64 (f64 exists for gradient
+// checks); inputs must share a dtype. Element-wise work is split across OpenMP threads when large enough and
+// not already inside a parallel region (ARCHITECTURE.md, decision 3); reductions run in a fixed order, so
+// results do not depend on the thread count.
+#include <utility>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace metafew::tensor {
+
+enum class BinaryOp { add, sub, mul, div };
+enum class UnaryOp { neg, exp, log, sqrt, rsqrt, relu, step, pow, add_scalar, mul_scalar };
+
+// a (op) b with numpy broadcasting.
+Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b);
+// f(a); `param` is the exponent of pow and the scalar of add_scalar / mul_scalar. step(x) = x > 0 ? 1 : 0.
+Tensor unary(UnaryOp op, const Tensor& a, double param = 0.0);
+
+// Sums x down to `target` (x's shape must broadcast from target): the adjoint of broadcast_to.
+Tensor sum_to(const Tensor& x, const Shape& target);
+Tensor broadcast_to(const Tensor& x, const Shape& target);
+
+Tensor permute(const Tensor& x, const std::vector<int64_t>& perm);
+// x[..., start:end, ...] along `axis`, and its adjoint: zeros of `full` with g written at [start, start+len).
+Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end);
+Tensor slice_scatter(const Tensor& g, const Shape& full, int64_t axis, int64_t start);
+Tensor concat(const std::vector<Tensor>& xs, int64_t axis);
+// Rows of x along `axis` picked by i32 indices, and its adjoint: zeros with extent `size` along axis, g added.
+Tensor index_select(const Tensor& x, int64_t axis, const Tensor& index);
+Tensor index_add(const Tensor& g, int64_t axis, const Tensor& index, int64_t size);
+
+// op(a) @ op(b) for 2-D tensors, op = transpose when the flag is set. f32 runs oneDNN's sgemm.
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+
+// Max pooling of NCHW with a square window, no padding; returns (y, i32 argmax within each input plane).
+std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, int64_t kernel, int64_t stride);
+// y-shaped g sent to the argmax positions of an `input_shape` tensor (summing collisions), and its adjoint.
+Tensor pool_scatter(const Tensor& g, const Tensor& index, const Shape& input_shape);
+Tensor pool_gather(const Tensor& x, const Tensor& index, const Shape& output_shape);
+
+Tensor log_softmax(const Tensor& x, int64_t axis);
+Tensor softmax(const Tensor& x, int64_t axis);
+
+// Batch norm over (N, H, W) of an NCHW tensor (or over N of an (N, C) one) with batch statistics:
+// y = (x - mean) / sqrt(var + eps) * gamma + beta, var biased. Returns y; mean and invstd if asked.
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor* mean = nullptr,
+                  Tensor* invstd = nullptr);
+
+// Largest |a - b| and largest |b|: test helpers.
+double max_abs_diff(const Tensor& a, const Tensor& b);
+double max_abs(const Tensor& a);
+
+// True when kernels may start their own OpenMP team (not already inside one).
+bool may_parallelize(int64_t work);
+
+}  // namespace metafew::tensor
