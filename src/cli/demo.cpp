@@ -90,7 +90,7 @@ double evaluate(const std::vector<Variable>& p, uint32_t seed, int tasks, double
 
 int run_demo(int argc, char** argv) {
   cxxopts::Options opts("metafew demo", "Second-order MAML on sinusoid regression (engine smoke demo)");
-  opts.add_options()("iterations", "meta-iterations", cxxopts::value<int>()->default_value("2000"))(
+  opts.add_options()("iterations", "meta-iterations", cxxopts::value<int>()->default_value("10000"))(
       "seed", "random seed", cxxopts::value<uint32_t>()->default_value("1"))("h,help", "show this help");
   auto args = opts.parse(argc, argv);
   if (args.count("help")) {
