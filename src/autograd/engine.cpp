@@ -102,9 +102,11 @@ std::unordered_map<const VariableImpl*, Variable> run_backward(const Graph& grap
           else
             it->second = accumulate(it->second, in_grads[i]);
         }
+        // Only nodes that ran are freed: parts of the graph beyond the inputs stay usable (an inner-loop
+        // gradient must not free the fast weights' history that the outer gradient still needs).
+        if (!retain_graph) node->release();
       }
     }
-    if (!retain_graph) node->release();
   }
   return grads;
 }

@@ -114,6 +114,18 @@ TEST_CASE("gradients with respect to intermediate variables and multiple outputs
   CHECK(g[1].item() == doctest::Approx(4.0 * 3.0 + 27.0));
 }
 
+TEST_CASE("a gradient with respect to an intermediate leaves the graph above it usable") {
+  // The first-order inner loop: fast = w - lr * g; a later grad(loss(fast), fast) without retain_graph must not
+  // free the history of fast, which the outer gradient still walks.
+  Variable w = param({1.0, -2.0});
+  Variable fast = ops::mul_scalar(w, 0.5);
+  Variable inner = ops::sum(ops::mul(fast, fast));
+  auto g = autograd::grad({inner}, {fast});
+  CHECK(g[0].data().to_vector() == std::vector<double>{1.0, -2.0});
+  auto outer = autograd::grad({ops::sum(fast)}, {w});
+  CHECK(outer[0].data().to_vector() == std::vector<double>{0.5, 0.5});
+}
+
 TEST_CASE("a deep graph is traversed and torn down without recursion") {
   // 200k chained ops would overflow the stack with recursive traversal or teardown.
   const int64_t before = autograd::live_nodes();

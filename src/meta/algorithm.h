@@ -1,0 +1,81 @@
+#pragma once
+// The meta-learning algorithms behind one interface: a meta-gradient for one task (the trainer sums them over
+// a meta-batch and takes an outer step), and adaptation + prediction for evaluation.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "meta/task.h"
+#include "nn/model.h"
+
+namespace metafew::meta {
+
+using autograd::Variable;
+
+struct AlgoConfig {
+  std::string algo = "maml";  // maml | fomaml | metasgd | anil | reptile | protonet | matchingnet | paramnet
+  int64_t inner_steps = 1;    // inner-loop steps in meta-training
+  double inner_lr = 0.4;
+  bool first_order = false;   // maml/anil/metasgd/paramnet: drop second-order terms (fomaml sets it)
+  // Reptile: inner mini-batch size and optimiser (adam with beta1 = 0, as in the paper's code, or sgd).
+  int64_t inner_batch = 10;
+  std::string inner_optimizer = "adam";
+  // ParamNet: inner steps refining the predicted head (0 = prediction only).
+  int64_t refine_steps = 0;
+};
+
+struct TaskOutput {
+  double loss = 0;      // query loss after adaptation
+  double accuracy = 0;  // query accuracy after adaptation (classification), or -MSE (regression)
+};
+
+class Algorithm {
+ public:
+  virtual ~Algorithm() = default;
+  const std::string& name() const { return config_.algo; }
+  const AlgoConfig& config() const { return config_; }
+  const nn::Model& model() const { return model_; }
+
+  // Every meta-learned tensor: the model's parameters, then the algorithm's own (Meta-SGD's rates, ...).
+  std::vector<Variable>& parameters() { return params_; }
+  const std::vector<Variable>& parameters() const { return params_; }
+  const std::vector<std::string>& parameter_names() const { return names_; }
+
+  // One task's contribution to the meta-update, one tensor per parameter: the meta-gradient, or for
+  // Reptile the direction (parameters - adapted parameters). Thread-safe: reads the parameters only.
+  virtual TaskOutput meta_gradient(const Task& task, std::vector<Tensor>& grads) const = 0;
+  // Adapts to the support set with `steps` inner steps (ignored by metric methods) and returns query
+  // outputs: logits (Q, ways) or regression predictions (Q, 1). No graph is kept.
+  virtual Tensor predict(const Task& task, int64_t steps) const = 0;
+
+  // The loss of outputs against labels (cross-entropy, or MSE for regression), and the score of predictions.
+  static Variable task_loss(const Variable& outputs, const Tensor& labels, bool regression);
+  static double score(const Tensor& outputs, const Tensor& labels, bool regression);
+
+ protected:
+  Algorithm(nn::Model model, AlgoConfig config) : model_(std::move(model)), config_(std::move(config)) {}
+  nn::Model model_;
+  AlgoConfig config_;
+  std::vector<Variable> params_;
+  std::vector<std::string> names_;
+};
+
+// The algorithm named by config.algo, with freshly initialised parameters.
+std::unique_ptr<Algorithm> make_algorithm(const nn::Model& model, const AlgoConfig& config, core::Rng& rng);
+// Whether the algorithm needs a linear head on the model (the metric methods do not).
+bool algorithm_uses_head(const std::string& algo);
+const std::vector<std::string>& algorithm_names();
+
+// Head computations of the metric methods, exposed for hand-checked tests.
+// prototypes: per-class means of support features (ways, D), support labels i32 in [0, ways).
+Variable class_prototypes(const Variable& support_features, const Tensor& support_y, int64_t ways);
+// ProtoNets: logits = -|q - p_c|^2.
+Variable protonet_logits(const Variable& support_features, const Tensor& support_y, const Variable& query_features,
+                         int64_t ways);
+// Matching Networks: log of the cosine-attention-weighted vote of the support labels.
+Variable matching_log_probs(const Variable& support_features, const Tensor& support_y,
+                            const Variable& query_features, int64_t ways);
+// ParamNet: head weights W = P A^T and biases b_c = s0 |p_c|^2 + s1 predicted from the prototypes P.
+std::pair<Variable, Variable> paramnet_head(const Variable& prototypes, const Variable& a, const Variable& s);
+
+}  // namespace metafew::meta

@@ -1,0 +1,89 @@
+#include "meta/trainer.h"
+
+#include <omp.h>
+
+#include <cmath>
+#include <exception>
+
+#include "tensor/kernels.h"
+
+namespace metafew::meta {
+
+namespace {
+// Runs fn(i) for i in [0, n) one index per thread; rethrows the first exception (by index) afterwards.
+template <class Fn>
+void parallel_tasks(int64_t n, Fn&& fn) {
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
+#pragma omp parallel for schedule(dynamic, 1) if (n > 1)
+  for (int64_t i = 0; i < n; ++i) {
+    try {
+      fn(i);
+    } catch (...) {
+      errors[static_cast<size_t>(i)] = std::current_exception();
+    }
+  }
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+}  // namespace
+
+StepResult mean_meta_gradient(const Algorithm& algo, const std::vector<Task>& tasks, std::vector<Tensor>& mean) {
+  MF_CHECK(!tasks.empty(), "meta-step: the task batch is empty");
+  const int64_t b = static_cast<int64_t>(tasks.size());
+  std::vector<std::vector<Tensor>> grads(tasks.size());
+  std::vector<TaskOutput> outs(tasks.size());
+  parallel_tasks(b, [&](int64_t i) { outs[i] = algo.meta_gradient(tasks[i], grads[i]); });
+  // Fixed-order reduction.
+  const size_t np = algo.parameters().size();
+  mean.assign(np, Tensor());
+  for (size_t p = 0; p < np; ++p) {
+    Tensor acc = grads[0][p].clone();
+    float* a = acc.data<float>();
+    for (int64_t t = 1; t < b; ++t) {
+      const float* g = grads[t][p].data<float>();
+      for (int64_t j = 0; j < acc.numel(); ++j) a[j] += g[j];
+    }
+    const float inv = 1.0f / static_cast<float>(b);
+    for (int64_t j = 0; j < acc.numel(); ++j) a[j] *= inv;
+    mean[p] = acc;
+  }
+  StepResult r;
+  for (const TaskOutput& o : outs) {
+    r.loss += o.loss / static_cast<double>(b);
+    r.accuracy += o.accuracy / static_cast<double>(b);
+  }
+  return r;
+}
+
+StepResult meta_step(Algorithm& algo, const std::vector<Task>& tasks, optim::Optimizer& opt) {
+  std::vector<Tensor> mean;
+  StepResult r = mean_meta_gradient(algo, tasks, mean);
+  opt.step(algo.parameters(), mean);
+  return r;
+}
+
+EvalResult summarize(const std::vector<double>& scores) {
+  EvalResult r;
+  r.episodes = static_cast<int64_t>(scores.size());
+  if (scores.empty()) return r;
+  for (double s : scores) r.mean += s;
+  r.mean /= static_cast<double>(scores.size());
+  double var = 0;
+  for (double s : scores) var += (s - r.mean) * (s - r.mean);
+  r.stddev = std::sqrt(var / static_cast<double>(scores.size()));
+  r.ci95 = 1.96 * r.stddev / std::sqrt(static_cast<double>(scores.size()));
+  return r;
+}
+
+EvalResult evaluate(const Algorithm& algo, const std::function<Task(uint64_t)>& task_at, int64_t episodes,
+                    int64_t steps) {
+  MF_CHECK(episodes > 0, "evaluate: the number of episodes must be positive, got ", episodes);
+  std::vector<double> scores(static_cast<size_t>(episodes));
+  parallel_tasks(episodes, [&](int64_t i) {
+    Task t = task_at(static_cast<uint64_t>(i));
+    scores[static_cast<size_t>(i)] = Algorithm::score(algo.predict(t, steps), t.query_y, t.regression());
+  });
+  return summarize(scores);
+}
+
+}  // namespace metafew::meta

@@ -1,0 +1,42 @@
+#pragma once
+// The outer loop's building blocks: one meta-update over a batch of tasks, and the evaluation protocol.
+//
+// Note [Task parallelism]: tasks of a meta-batch run one per OpenMP thread, each building its own graph on
+// the shared (read-only) parameters; each task's result lands in its own slot and the slots are summed in
+// task order, so the update does not depend on the thread count (ARCHITECTURE.md, decision 3). Inside the
+// parallel region every kernel, oneDNN's included, runs single-threaded. Exceptions are captured per task
+// and rethrown after the region.
+#include <functional>
+
+#include "meta/algorithm.h"
+#include "optim/optimizer.h"
+
+namespace metafew::meta {
+
+struct StepResult {
+  double loss = 0;      // mean query loss after adaptation
+  double accuracy = 0;  // mean query accuracy (or -MSE)
+};
+
+// Mean of the tasks' meta-gradients, then one step of `opt` on algo.parameters().
+StepResult meta_step(Algorithm& algo, const std::vector<Task>& tasks, optim::Optimizer& opt);
+
+// The mean meta-gradient alone (for tests and the benchmark).
+StepResult mean_meta_gradient(const Algorithm& algo, const std::vector<Task>& tasks, std::vector<Tensor>& mean);
+
+struct EvalResult {
+  double mean = 0;
+  double ci95 = 0;    // 1.96 * std / sqrt(episodes), std over episodes (population, as MAML's code computes it)
+  double stddev = 0;
+  int64_t episodes = 0;
+};
+
+// Runs `episodes` tasks (task_at(i) must be a pure function of i), adapting with `steps` inner steps, and
+// reports the mean score with its 95% interval. Episodes run in parallel; the result does not depend on it.
+EvalResult evaluate(const Algorithm& algo, const std::function<Task(uint64_t)>& task_at, int64_t episodes,
+                    int64_t steps);
+
+// mean and 95% interval of a list of scores.
+EvalResult summarize(const std::vector<double>& scores);
+
+}  // namespace metafew::meta

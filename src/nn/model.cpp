@@ -1,0 +1,179 @@
+#include "nn/model.h"
+
+#include <cmath>
+
+#include "ops/ops.h"
+
+namespace metafew::nn {
+
+namespace {
+constexpr double kBnEps = 1e-5;
+
+// Batch norm of hs with its own statistics and of hq with hs's (bn = support), written with ops so that every
+// derivative order exists.
+std::pair<Variable, Variable> bn_support_stats(const Variable& hs, const Variable& hq, const Variable& gamma,
+                                               const Variable& beta) {
+  const std::vector<int64_t> axes = hs.dim() == 4 ? std::vector<int64_t>{0, 2, 3} : std::vector<int64_t>{0};
+  const Shape bshape = hs.dim() == 4 ? Shape{1, hs.shape()[1], 1, 1} : Shape{1, hs.shape()[1]};
+  Variable mu = ops::mean(hs, axes, true);
+  Variable xc = ops::sub(hs, mu);
+  Variable inv = ops::rsqrt(ops::add_scalar(ops::mean(ops::mul(xc, xc), axes, true), kBnEps));
+  Variable scale = ops::mul(inv, ops::reshape(gamma, bshape));
+  Variable shift = ops::reshape(beta, bshape);
+  return {ops::add(ops::mul(xc, scale), shift), ops::add(ops::mul(ops::sub(hq, mu), scale), shift)};
+}
+}  // namespace
+
+Model::Model(ModelConfig config) : config_(std::move(config)) {
+  const ModelConfig& c = config_;
+  if (c.arch == "conv4") {
+    MF_CHECK(c.in_channels > 0 && c.height > 0 && c.width > 0 && c.filters > 0, "conv4: invalid input ",
+             c.in_channels, "x", c.height, "x", c.width, " or filters ", c.filters);
+    int64_t ch = c.in_channels, h = c.height, w = c.width;
+    for (int b = 0; b < 4; ++b) {
+      const std::string p = "block" + std::to_string(b + 1) + ".";
+      specs_.push_back({p + "conv.weight", {c.filters, ch, 3, 3}});
+      specs_.push_back({p + "conv.bias", {c.filters}});
+      specs_.push_back({p + "bn.weight", {c.filters}});
+      specs_.push_back({p + "bn.bias", {c.filters}});
+      ch = c.filters;
+      if (c.max_pool) {
+        MF_CHECK(h >= 2 && w >= 2, "conv4: input ", c.height, "x", c.width, " is too small for four 2x2 pools");
+        h /= 2;
+        w /= 2;
+      } else {
+        h = (h + 2 - 3) / 2 + 1;
+        w = (w + 2 - 3) / 2 + 1;
+      }
+      block_out_.push_back({ch, h, w});
+    }
+    feature_dim_ = ch * h * w;
+  } else if (c.arch == "mlp") {
+    int64_t in = c.in_features;
+    for (size_t i = 0; i < c.hidden.size(); ++i) {
+      const std::string p = "fc" + std::to_string(i + 1) + ".";
+      specs_.push_back({p + "weight", {c.hidden[i], in}});
+      specs_.push_back({p + "bias", {c.hidden[i]}});
+      in = c.hidden[i];
+    }
+    feature_dim_ = in;
+  } else {
+    throw Error(detail::concat("model: unknown architecture '", c.arch, "' (expected conv4 or mlp)"),
+                ErrorKind::usage);
+  }
+  head_begin_ = specs_.size();
+  if (c.outputs > 0) {
+    specs_.push_back({"head.weight", {c.outputs, feature_dim_}});
+    specs_.push_back({"head.bias", {c.outputs}});
+  }
+}
+
+std::vector<Variable> Model::init(core::Rng& rng) const {
+  std::vector<Variable> params;
+  for (const ParamSpec& s : specs_) {
+    tensor::Tensor t = tensor::Tensor::zeros(s.shape);
+    const bool is_bias = s.name.ends_with(".bias");
+    const bool is_bn_scale = s.name.ends_with("bn.weight");
+    if (is_bn_scale) {
+      t.fill_(1.0);
+    } else if (!is_bias) {
+      // He-uniform (bound sqrt(6 / fan_in)) for backbone weights, LeCun-uniform (sqrt(3 / fan_in)) for the head.
+      int64_t fan_in = 1;
+      for (size_t i = 1; i < s.shape.size(); ++i) fan_in *= s.shape[i];
+      const double bound = std::sqrt(3.0 / static_cast<double>(fan_in)) * (s.name.starts_with("head") ? 1.0 : std::sqrt(2.0));
+      float* p = t.data<float>();
+      for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<float>(rng.uniform(-bound, bound));
+    }
+    params.emplace_back(t, true);
+  }
+  return params;
+}
+
+Variable Model::embed_impl(const std::vector<Variable>& p, const Variable& x, const Variable* support_x,
+                           Variable* support_out) const {
+  const ModelConfig& c = config_;
+  MF_CHECK(p.size() >= head_begin_, "model: ", p.size(), " parameters given, the backbone needs ", head_begin_);
+  Variable h = x, hs = support_x ? *support_x : Variable();
+  if (c.arch == "conv4") {
+    MF_CHECK(x.dim() == 4 && x.shape()[1] == c.in_channels && x.shape()[2] == c.height && x.shape()[3] == c.width,
+             "conv4: expected input (N, ", c.in_channels, ", ", c.height, ", ", c.width, "), got ",
+             tensor::to_string(x.shape()));
+    const ops::Conv2dParams conv{c.max_pool ? 1 : 2, 1};
+    for (int b = 0; b < 4; ++b) {
+      const Variable& w = p[4 * b];
+      const Variable& bias = p[4 * b + 1];
+      const Variable& gamma = p[4 * b + 2];
+      const Variable& beta = p[4 * b + 3];
+      h = ops::conv2d(h, w, bias, conv);
+      if (support_x) {
+        hs = ops::conv2d(hs, w, bias, conv);
+        auto [ns, nq] = bn_support_stats(hs, h, gamma, beta);
+        hs = ops::relu(ns);
+        h = ops::relu(nq);
+        if (c.max_pool) hs = ops::max_pool2d(hs, 2, 2);
+      } else {
+        h = ops::relu(ops::batch_norm(h, gamma, beta, kBnEps));
+      }
+      if (c.max_pool) h = ops::max_pool2d(h, 2, 2);
+    }
+    h = ops::flatten(h);
+    if (support_x) hs = ops::flatten(hs);
+  } else {
+    MF_CHECK(x.dim() == 2 && x.shape()[1] == c.in_features, "mlp: expected input (N, ", c.in_features, "), got ",
+             tensor::to_string(x.shape()));
+    for (size_t i = 0; i < c.hidden.size(); ++i) {
+      h = ops::relu(ops::linear(h, p[2 * i], p[2 * i + 1]));
+      if (support_x) hs = ops::relu(ops::linear(hs, p[2 * i], p[2 * i + 1]));
+    }
+  }
+  if (support_out) *support_out = hs;
+  return h;
+}
+
+Variable Model::embed(const std::vector<Variable>& params, const Variable& x) const {
+  return embed_impl(params, x, nullptr, nullptr);
+}
+
+std::pair<Variable, Variable> Model::embed_pair(const std::vector<Variable>& params, const Variable& xs,
+                                                const Variable& xq) const {
+  if (config_.bn == BnMode::transductive || config_.arch != "conv4")
+    return {embed(params, xs), embed(params, xq)};
+  Variable fs;
+  Variable fq = embed_impl(params, xq, &xs, &fs);
+  return {fs, fq};
+}
+
+Variable Model::head(const Variable& w, const Variable& b, const Variable& features) {
+  return ops::linear(features, w, b);
+}
+
+Variable Model::forward(const std::vector<Variable>& params, const Variable& x) const {
+  MF_CHECK(config_.outputs > 0, "model: forward needs a head (outputs > 0)");
+  MF_CHECK(params.size() == specs_.size(), "model: ", params.size(), " parameters given, expected ", specs_.size());
+  return head(params[head_begin_], params[head_begin_ + 1], embed(params, x));
+}
+
+double Model::forward_macs(int64_t n) const {
+  const ModelConfig& c = config_;
+  double macs = 0;
+  if (c.arch == "conv4") {
+    int64_t ch = c.in_channels, h = c.height, w = c.width;
+    for (int b = 0; b < 4; ++b) {
+      const int64_t oh = c.max_pool ? h : (h + 2 - 3) / 2 + 1, ow = c.max_pool ? w : (w + 2 - 3) / 2 + 1;
+      macs += static_cast<double>(n) * c.filters * oh * ow * ch * 9;
+      ch = c.filters;
+      h = block_out_[b][1];
+      w = block_out_[b][2];
+    }
+  } else {
+    int64_t in = c.in_features;
+    for (int64_t hdim : c.hidden) {
+      macs += static_cast<double>(n) * in * hdim;
+      in = hdim;
+    }
+  }
+  if (c.outputs > 0) macs += static_cast<double>(n) * feature_dim_ * c.outputs;
+  return macs;
+}
+
+}  // namespace metafew::nn

@@ -1,0 +1,241 @@
+// Algorithm checks that catch the classic mistakes: a "second-order" MAML that is first order, Meta-SGD
+// rates without gradient, metric heads with wrong signs or normalisation.
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "meta/algorithm.h"
+#include "support/gradcheck.h"
+
+namespace metafew::testing {
+namespace {
+
+using meta::Task;
+
+// Converts an algorithm's parameters to f64 leaves (the engine runs the reference kernels in f64).
+void to_f64(meta::Algorithm& a) {
+  for (auto& p : a.parameters()) p = Variable(p.data().to(DType::f64), true);
+}
+
+// Central differences of F(params) = query loss after `steps` inner steps (evaluated by predict()).
+std::vector<std::vector<double>> numeric_meta_gradient(meta::Algorithm& a, const Task& t, int64_t steps) {
+  std::vector<Tensor> values;
+  for (auto& p : a.parameters()) values.push_back(p.data().clone());
+  return numeric_gradient(
+      [&](std::vector<Tensor>& ts) {
+        for (size_t i = 0; i < ts.size(); ++i) a.parameters()[i] = Variable(ts[i], true);
+        Tensor out = a.predict(t, steps);
+        autograd::NoGradGuard ng;
+        return meta::Algorithm::task_loss(Variable(out), t.query_y, t.regression()).item();
+      },
+      values);
+}
+
+Task image_task(std::mt19937& rng, int64_t ways, int64_t shots, int64_t queries, int64_t side) {
+  Task t;
+  t.ways = ways;
+  t.support_x = random_tensor({ways * shots, 1, side, side}, rng);
+  t.query_x = random_tensor({ways * queries, 1, side, side}, rng);
+  std::vector<int32_t> ys, yq;
+  for (int64_t c = 0; c < ways; ++c) {
+    for (int64_t k = 0; k < shots; ++k) ys.push_back(static_cast<int32_t>(c));
+    for (int64_t k = 0; k < queries; ++k) yq.push_back(static_cast<int32_t>(c));
+  }
+  t.support_y = Tensor::from_indices(ys, {ways * shots});
+  t.query_y = Tensor::from_indices(yq, {ways * queries});
+  return t;
+}
+
+nn::ModelConfig tiny_conv(int64_t outputs) {
+  nn::ModelConfig c;
+  c.arch = "conv4";
+  c.height = c.width = 16;
+  c.filters = 3;
+  c.outputs = outputs;
+  return c;
+}
+
+std::vector<Variable> as_vars(const std::vector<Tensor>& ts) {
+  std::vector<Variable> v;
+  for (const auto& t : ts) v.emplace_back(t);
+  return v;
+}
+
+TEST_CASE("meta: MAML with 2 inner steps, meta-gradient equals central differences (tiny conv-4, f64)") {
+  std::mt19937 rng(17);
+  meta::AlgoConfig cfg;
+  cfg.algo = "maml";
+  cfg.inner_steps = 2;
+  cfg.inner_lr = 0.3;
+  core::Rng init(5);
+  auto algo = meta::make_algorithm(nn::Model(tiny_conv(2)), cfg, init);
+  to_f64(*algo);
+  Task t = image_task(rng, 2, 2, 3, 16);
+  std::vector<Tensor> g;
+  algo->meta_gradient(t, g);
+  auto numeric = numeric_meta_gradient(*algo, t, 2);
+  CHECK(compare("MAML 2 steps", as_vars(g), numeric) == 0);
+}
+
+TEST_CASE("meta: Meta-SGD, gradients with respect to the learned inner rates match finite differences") {
+  std::mt19937 rng(23);
+  meta::AlgoConfig cfg;
+  cfg.algo = "metasgd";
+  cfg.inner_steps = 1;
+  cfg.inner_lr = 0.2;
+  core::Rng init(9);
+  auto algo = meta::make_algorithm(nn::Model(tiny_conv(2)), cfg, init);
+  to_f64(*algo);
+  Task t = image_task(rng, 2, 1, 2, 16);
+  std::vector<Tensor> g;
+  algo->meta_gradient(t, g);
+  const size_t n = algo->model().specs().size();
+  REQUIRE(g.size() == 2 * n);
+  auto numeric = numeric_meta_gradient(*algo, t, 1);
+  CHECK(compare("Meta-SGD", as_vars(g), numeric) == 0);
+  // The rates do receive a gradient (a Meta-SGD that detached them would leave these at zero).
+  double rate_grad = 0;
+  for (size_t i = n; i < 2 * n; ++i) rate_grad = std::max(rate_grad, tensor::max_abs(g[i]));
+  CHECK(rate_grad > 1e-4);
+}
+
+// Linear regression y = W x + b with MSE: a quadratic with a closed form for MAML and first-order MAML.
+TEST_CASE("meta: MAML and first-order MAML on a quadratic toy match their closed forms") {
+  const int64_t d = 3, n = 6, k = 2;  // features, examples, inner steps
+  const double alpha = 0.1;
+  std::mt19937 rng(31);
+  Task t;
+  t.ways = 0;
+  t.support_x = random_tensor({n, d}, rng);
+  t.support_y = random_tensor({n, 1}, rng);
+  t.query_x = random_tensor({n, d}, rng);
+  t.query_y = random_tensor({n, 1}, rng);
+  nn::ModelConfig mc;
+  mc.arch = "mlp";
+  mc.hidden = {};
+  mc.in_features = d;
+  mc.outputs = 1;
+
+  std::vector<std::vector<double>> results;
+  std::vector<double> theta0;
+  for (const char* name : {"maml", "fomaml"}) {
+    meta::AlgoConfig cfg;
+    cfg.algo = name;
+    cfg.inner_steps = k;
+    cfg.inner_lr = alpha;
+    core::Rng init(77);
+    auto algo = meta::make_algorithm(nn::Model(mc), cfg, init);
+    to_f64(*algo);
+    std::vector<Tensor> g;
+    algo->meta_gradient(t, g);
+    std::vector<double> flat = g[0].to_vector();
+    flat.push_back(g[1].to_vector()[0]);
+    results.push_back(flat);
+    theta0 = algo->parameters()[0].data().to_vector();
+    theta0.push_back(algo->parameters()[1].data().to_vector()[0]);
+  }
+
+  // theta = [W, b]; X~ = [X, 1]; L(theta) = |X~ theta - y|^2 / n; grad = H theta - c, H = 2/n X~^T X~, c = 2/n X~^T y.
+  const int64_t m = d + 1;
+  auto design = [&](const Tensor& x, const Tensor& y, std::vector<double>& h, std::vector<double>& c) {
+    auto xv = x.to_vector(), yv = y.to_vector();
+    h.assign(m * m, 0.0);
+    c.assign(m, 0.0);
+    for (int64_t r = 0; r < n; ++r) {
+      std::vector<double> row(xv.begin() + r * d, xv.begin() + (r + 1) * d);
+      row.push_back(1.0);
+      for (int64_t i = 0; i < m; ++i) {
+        c[i] += 2.0 / n * row[i] * yv[r];
+        for (int64_t j = 0; j < m; ++j) h[i * m + j] += 2.0 / n * row[i] * row[j];
+      }
+    }
+  };
+  std::vector<double> hs, cs, hq, cq;
+  design(t.support_x, t.support_y, hs, cs);
+  design(t.query_x, t.query_y, hq, cq);
+  auto matvec = [&](const std::vector<double>& a, const std::vector<double>& v) {
+    std::vector<double> r(m, 0.0);
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < m; ++j) r[i] += a[i * m + j] * v[j];
+    return r;
+  };
+  // Inner steps: theta <- theta - alpha (Hs theta - cs).
+  std::vector<double> th = theta0;
+  for (int64_t s = 0; s < k; ++s) {
+    auto gs = matvec(hs, th);
+    for (int64_t i = 0; i < m; ++i) th[i] -= alpha * (gs[i] - cs[i]);
+  }
+  auto gq = matvec(hq, th);
+  for (int64_t i = 0; i < m; ++i) gq[i] -= cq[i];
+  // MAML: (I - alpha Hs)^k gq (the matrix is symmetric); first order: gq itself.
+  std::vector<double> maml = gq;
+  for (int64_t s = 0; s < k; ++s) {
+    auto hv = matvec(hs, maml);
+    for (int64_t i = 0; i < m; ++i) maml[i] -= alpha * hv[i];
+  }
+  for (int64_t i = 0; i < m; ++i) {
+    CHECK(results[0][i] == doctest::Approx(maml[i]).epsilon(1e-10));
+    CHECK(results[1][i] == doctest::Approx(gq[i]).epsilon(1e-10));
+    // The second-order term is present and of the expected size.
+    CHECK(results[0][i] - results[1][i] == doctest::Approx(maml[i] - gq[i]).epsilon(1e-8));
+  }
+  double term = 0;
+  for (int64_t i = 0; i < m; ++i) term = std::max(term, std::abs(maml[i] - gq[i]));
+  CHECK(term > 1e-3);
+}
+
+// 2-way 1-shot with 2-D features: s0 = (1, 0), s1 = (0, 1), one query q = (2, 0) of class 0.
+struct HandCase {
+  Variable s = Variable(Tensor::from_vector({1, 0, 0, 1}, {2, 2}, DType::f64), true);
+  Variable q = Variable(Tensor::from_vector({2, 0}, {1, 2}, DType::f64), true);
+  Tensor ys = Tensor::from_indices({0, 1}, {2});
+  Tensor yq = Tensor::from_indices({0}, {1});
+};
+const double kSigma1 = std::exp(-4.0) / (1.0 + std::exp(-4.0));  // softmax weight of the wrong class
+
+void check_vec(const Variable& v, std::vector<double> expect) {
+  auto got = v.data().to_vector();
+  REQUIRE(got.size() == expect.size());
+  for (size_t i = 0; i < got.size(); ++i) CHECK(got[i] == doctest::Approx(expect[i]).epsilon(1e-7));
+}
+
+TEST_CASE("meta: ProtoNets loss and gradients on a hand-computed 2-way 1-shot case") {
+  // d0 = |q - p0|^2 = 1, d1 = 5: loss = log(1 + e^-4); dL/dq = 2 s1 (p1 - p0); dL/dp0 = -2 s1 (q - p0);
+  // dL/dp1 = 2 s1 (q - p1), with s1 = e^-4 / (1 + e^-4).
+  HandCase h;
+  Variable loss = ops::cross_entropy(meta::protonet_logits(h.s, h.ys, h.q, 2), h.yq);
+  CHECK(loss.item() == doctest::Approx(std::log1p(std::exp(-4.0))).epsilon(1e-12));
+  auto g = autograd::grad({loss}, {h.q, h.s});
+  check_vec(g[0], {-2 * kSigma1, 2 * kSigma1});
+  check_vec(g[1], {-2 * kSigma1, 0, 4 * kSigma1, -2 * kSigma1});
+}
+
+TEST_CASE("meta: Matching Networks loss and gradients on a hand-computed 2-way 1-shot case") {
+  // cos(q, s0) = 1, cos(q, s1) = 0: attention (e, 1) / (e + 1); loss = -log(e / (e + 1)).
+  // dL/dq = a1 * dcos(q, s1)/dq = a1 * s1 / (|q||s1|) = (0, a1 / 2), a1 = 1 / (e + 1).
+  HandCase h;
+  Variable loss = ops::cross_entropy(meta::matching_log_probs(h.s, h.ys, h.q, 2), h.yq);
+  const double e = std::exp(1.0);
+  CHECK(loss.item() == doctest::Approx(-std::log(e / (e + 1))).epsilon(1e-7));
+  auto g = autograd::grad({loss}, {h.q});
+  check_vec(g[0], {0.0, 0.5 / (e + 1)});
+}
+
+TEST_CASE("meta: ParamNet head, loss and gradients on a hand-computed 2-way 1-shot case") {
+  // A = 2I, s = (-1, 0) gives logits 2 p.q - |p|^2 = (3, -1): the ProtoNet loss log(1 + e^-4).
+  // dL/dA = sum_c dL/dlogit_c q p_c^T = s1 q (p1 - p0)^T; dL/ds = sum_c dL/dlogit_c (|p_c|^2, 1) = 0.
+  HandCase h;
+  Variable a(Tensor::from_vector({2, 0, 0, 2}, {2, 2}, DType::f64), true);
+  Variable s(Tensor::from_vector({-1, 0}, {2}, DType::f64), true);
+  auto [w, b] = meta::paramnet_head(meta::class_prototypes(h.s, h.ys, 2), a, s);
+  check_vec(w, {2, 0, 0, 2});
+  check_vec(b, {-1, -1});
+  Variable loss = ops::cross_entropy(nn::Model::head(w, b, h.q), h.yq);
+  CHECK(loss.item() == doctest::Approx(std::log1p(std::exp(-4.0))).epsilon(1e-12));
+  auto g = autograd::grad({loss}, {a, s});
+  check_vec(g[0], {-2 * kSigma1, 2 * kSigma1, 0, 0});
+  check_vec(g[1], {0, 0});
+}
+
+}  // namespace
+}  // namespace metafew::testing
