@@ -68,10 +68,14 @@ Variable rsqrt(const Variable& x) {
 }
 
 Variable relu(const Variable& x) {
-  return make_result(tensor::unary(UnaryOp::relu, x.data()), "relu", {x}, MF_BACKWARD {
-    // The mask's own derivative is zero almost everywhere, so it enters as a constant.
-    return {mul(g, Variable(tensor::unary(UnaryOp::step, in[0].data())))};
-  });
+  return make_result(tensor::unary(UnaryOp::relu, x.data()), "relu", {x},
+                     MF_BACKWARD { return {relu_grad(g, in[0])}; });
+}
+
+Variable relu_grad(const Variable& g_in, const Variable& x) {
+  // x enters only through the mask, whose derivative is zero almost everywhere: it gets no gradient.
+  return make_result(tensor::relu_grad(g_in.data(), x.data()), "relu_grad", {g_in, x},
+                     MF_BACKWARD { return {need[0] ? relu_grad(g, in[1]) : Variable(), Variable()}; });
 }
 
 Variable add_scalar(const Variable& x, double c) {

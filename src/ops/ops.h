@@ -25,6 +25,8 @@ Variable pow(const Variable& x, double exponent);
 Variable sqrt(const Variable& x);
 Variable rsqrt(const Variable& x);
 Variable relu(const Variable& x);
+// g * (x > 0): relu's backward. Its derivative in x is zero almost everywhere, so only g is differentiated.
+Variable relu_grad(const Variable& g, const Variable& x);
 Variable add_scalar(const Variable& x, double c);
 Variable mul_scalar(const Variable& x, double c);
 

@@ -19,8 +19,8 @@ namespace {
 
 // Calls fn(begin, end) over [0, n): split across threads when the range is large enough.
 template <class Fn>
-void parallel_range(int64_t n, Fn&& fn) {
-  if (!may_parallelize(n)) {
+void parallel_range(int64_t n, Fn&& fn, int64_t cost_per_item = 1) {
+  if (!may_parallelize(n * cost_per_item) || n < 2) {
     fn(int64_t(0), n);
     return;
   }
@@ -187,6 +187,24 @@ Tensor unary(UnaryOp op, const Tensor& a, double param) {
   return y;
 }
 
+Tensor relu_grad(const Tensor& g, const Tensor& x) {
+  check_same_dtype(g, x, "relu_grad");
+  MF_CHECK(g.shape() == x.shape(), "relu_grad: gradient ", to_string(g.shape()), " and input ", to_string(x.shape()),
+           " differ in shape");
+  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  dispatch_float(x.dtype(), "relu_grad", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* pg = g.data<T>();
+    const T* px = x.data<T>();
+    T* py = y.data<T>();
+    parallel_range(x.numel(), [&](int64_t b, int64_t e) {
+#pragma omp simd
+      for (int64_t i = b; i < e; ++i) py[i] = px[i] > T(0) ? pg[i] : T(0);
+    });
+  });
+  return y;
+}
+
 Tensor sum_to(const Tensor& x, const Shape& target) {
   MF_CHECK(broadcastable_to(target, x.shape()), "sum_to: cannot sum shape ", to_string(x.shape()), " down to ",
            to_string(target));
@@ -204,9 +222,14 @@ Tensor sum_to(const Tensor& x, const Shape& target) {
       const T* xx = px + off[0];
       T* yy = py + off[1];
       if (iy == 0) {
+        // The simd reduction fixes one summation order (lane-wise, then across lanes) at compile time.
         T acc = 0;
+#pragma omp simd reduction(+ : acc)
         for (int64_t j = 0; j < len; ++j) acc += xx[j];
         yy[0] += acc;
+      } else if (iy == 1) {
+#pragma omp simd
+        for (int64_t j = 0; j < len; ++j) yy[j] += xx[j];
       } else {
         for (int64_t j = 0; j < len; ++j) yy[j * iy] += xx[j];
       }
@@ -437,6 +460,31 @@ std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, int64_t kernel, int64_t st
     const T* px = x.data<T>();
     T* py = y.data<T>();
     int32_t* pi = idx.data<int32_t>();
+    if (kernel == 2 && stride == 2) {
+      // The common case: walk planes and rows instead of dividing per output.
+      parallel_range(n * c, [&](int64_t b, int64_t e) {
+        for (int64_t plane = b; plane < e; ++plane) {
+          const T* src = px + plane * h * w;
+          T* dst = py + plane * oh * ow;
+          int32_t* di = pi + plane * oh * ow;
+          for (int64_t i = 0; i < oh; ++i) {
+            const T* r0 = src + 2 * i * w;
+            const T* r1 = r0 + w;
+            for (int64_t j = 0; j < ow; ++j) {
+              const int64_t base = 2 * i * w + 2 * j;
+              T bv = r0[2 * j];
+              int64_t best = base;
+              if (r0[2 * j + 1] > bv) bv = r0[2 * j + 1], best = base + 1;
+              if (r1[2 * j] > bv) bv = r1[2 * j], best = base + w;
+              if (r1[2 * j + 1] > bv) bv = r1[2 * j + 1], best = base + w + 1;
+              dst[i * ow + j] = bv;
+              di[i * ow + j] = static_cast<int32_t>(best);
+            }
+          }
+        }
+      }, h * w);
+      return;
+    }
     parallel_range(n * c * oh * ow, [&](int64_t b, int64_t e) {
       for (int64_t o = b; o < e; ++o) {
         const int64_t plane = o / (oh * ow), r = o % (oh * ow), i = r / ow, j = r % ow;
@@ -561,12 +609,14 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
       double s = 0;
       for (int64_t i = 0; i < n; ++i) {
         const T* p = px + (i * c + ch) * hw;
+#pragma omp simd reduction(+ : s)
         for (int64_t j = 0; j < hw; ++j) s += p[j];
       }
       const double mu = s / static_cast<double>(n * hw);
       double v = 0;
       for (int64_t i = 0; i < n; ++i) {
         const T* p = px + (i * c + ch) * hw;
+#pragma omp simd reduction(+ : v)
         for (int64_t j = 0; j < hw; ++j) v += (p[j] - mu) * (p[j] - mu);
       }
       const double inv = 1.0 / std::sqrt(v / static_cast<double>(n * hw) + eps);
@@ -577,6 +627,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
       for (int64_t i = 0; i < n; ++i) {
         const T* p = px + (i * c + ch) * hw;
         T* q = py + (i * c + ch) * hw;
+#pragma omp simd
         for (int64_t j = 0; j < hw; ++j) q[j] = p[j] * scale + shift;
       }
     }

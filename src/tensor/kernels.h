@@ -18,6 +18,9 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b);
 // f(a); `param` is the exponent of pow and the scalar of add_scalar / mul_scalar. step(x) = x > 0 ? 1 : 0.
 Tensor unary(UnaryOp op, const Tensor& a, double param = 0.0);
 
+// g where x > 0, else 0: the backward of relu in one pass.
+Tensor relu_grad(const Tensor& g, const Tensor& x);
+
 // Sums x down to `target` (x's shape must broadcast from target): the adjoint of broadcast_to.
 Tensor sum_to(const Tensor& x, const Shape& target);
 Tensor broadcast_to(const Tensor& x, const Shape& target);

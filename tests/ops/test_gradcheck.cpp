@@ -33,6 +33,8 @@ std::vector<Case> cases() {
       {"sqrt", [](V x) { return ops::sqrt(x[0]); }, {pos({2, 3})}},
       {"rsqrt", [](V x) { return ops::rsqrt(x[0]); }, {pos({2, 3})}},
       {"relu", [](V x) { return ops::mul(ops::relu(x[0]), x[0]); }, {separated_tensor({3, 4}, rng)}},
+      {"relu_grad", [](V x) { return ops::mul(ops::relu_grad(x[0], x[1]), x[0]); },
+       {r({3, 4}), separated_tensor({3, 4}, rng)}},
       {"add_scalar, mul_scalar", [](V x) { return ops::mul_scalar(ops::add_scalar(x[0], 0.3), -2.0); }, {r({3})}},
       {"sum_to", [](V x) { return ops::sum_to(ops::mul(x[0], x[0]), {1, 3, 1}); }, {r({2, 3, 4})}},
       {"broadcast_to", [](V x) { return ops::mul(ops::broadcast_to(x[0], {2, 3, 4}), x[1]); },
