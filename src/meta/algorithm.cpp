@@ -38,6 +38,20 @@ std::vector<Variable> sgd_step(const std::vector<Variable>& fast, const Variable
   return next;
 }
 
+// Query outputs of an adapted gradient-based model (weights = a full parameter list of the model).
+Tensor forward_query(const nn::Model& model, const Adapted& a, const Tensor& query_x) {
+  autograd::NoGradGuard ng;
+  std::vector<Variable> p;
+  for (const auto& t : a.weights) p.emplace_back(t);
+  MF_CHECK(p.size() == model.specs().size(), "predict: the adapted model has ", p.size(), " tensors, the model ",
+           model.specs().size());
+  if (model.config().bn == nn::BnMode::support && model.config().arch == "conv4") {
+    auto [fs, fq] = model.embed_pair(p, Variable(a.support_x), Variable(query_x));
+    return nn::Model::head(p[model.head_begin()], p[model.head_begin() + 1], fq).data();
+  }
+  return model.forward(p, Variable(query_x)).data();
+}
+
 // ---- MAML family: MAML, first-order MAML, Meta-SGD -------------------------------------------------------
 class Maml : public Algorithm {
  public:
@@ -56,39 +70,47 @@ class Maml : public Algorithm {
   }
 
   TaskOutput meta_gradient(const Task& t, std::vector<Tensor>& grads) const override {
-    Variable out = adapted_query_outputs(t, config_.inner_steps, !config_.first_order, true);
+    Variable out = adapted_query_outputs(t, config_.inner_steps, !config_.first_order);
     Variable loss = task_loss(out, t.query_y, t.regression());
     TaskOutput r{loss.item(), score(out.data(), t.query_y, t.regression())};
     write_grads(loss, params_, grads);
     return r;
   }
 
-  Tensor predict(const Task& t, int64_t steps) const override {
-    return adapted_query_outputs(t, steps, false, false).data();
+  Adapted adapt(const Task& t, int64_t steps) const override {
+    std::vector<Variable> fast;
+    const size_t n = model_.specs().size();
+    for (size_t i = 0; i < n; ++i) fast.emplace_back(params_[i].data(), true);
+    std::vector<Variable> rates;
+    if (config_.algo == "metasgd")
+      for (size_t i = n; i < 2 * n; ++i) rates.push_back(params_[i].detach());
+    Variable xs(t.support_x);
+    for (int64_t s = 0; s < steps; ++s) {
+      Variable loss = task_loss(model_.forward(fast, xs), t.support_y, t.regression());
+      fast = sgd_step(fast, loss, false, config_.inner_lr, rates.empty() ? nullptr : &rates);
+      for (auto& p : fast) p = Variable(p.data(), true);
+    }
+    Adapted a{{}, t.support_x, t.support_y, t.ways};
+    for (const auto& p : fast) a.weights.push_back(p.data());
+    return a;
+  }
+
+  Tensor predict_adapted(const Adapted& a, const Tensor& query_x) const override {
+    return forward_query(model_, a, query_x);
   }
 
  private:
-  Variable adapted_query_outputs(const Task& t, int64_t steps, bool create_graph, bool meta) const {
+  // Query outputs after `steps` inner steps, with the whole computation recorded for the meta-gradient.
+  Variable adapted_query_outputs(const Task& t, int64_t steps, bool create_graph) const {
     const size_t n = model_.specs().size();
-    std::vector<Variable> base = slice_params(params_, 0, n);
+    std::vector<Variable> fast = slice_params(params_, 0, n);
     std::vector<Variable> rates;
     if (config_.algo == "metasgd") rates = slice_params(params_, n, 2 * n);
-    if (!meta) {
-      // Evaluation: start from detached leaves, no graph beyond each step.
-      for (auto& p : base) p = Variable(p.data(), true);
-      for (auto& r : rates) r = r.detach();
-    }
-    Variable xs(t.support_x), xq(t.query_x), ys_var;
-    std::vector<Variable> fast = base;
+    Variable xs(t.support_x), xq(t.query_x);
     for (int64_t s = 0; s < steps; ++s) {
-      Variable out = model_.forward(fast, xs);
-      Variable loss = task_loss(out, t.support_y, t.regression());
+      Variable loss = task_loss(model_.forward(fast, xs), t.support_y, t.regression());
       fast = sgd_step(fast, loss, create_graph, config_.inner_lr, rates.empty() ? nullptr : &rates);
-      if (!meta) {
-        for (auto& p : fast) p = Variable(p.data(), true);
-      }
     }
-    autograd::GradModeGuard mode(meta);
     if (model_.config().bn == nn::BnMode::support) {
       auto [fs, fq] = model_.embed_pair(fast, xs, xq);
       return nn::Model::head(fast[model_.head_begin()], fast[model_.head_begin() + 1], fq);
@@ -106,31 +128,44 @@ class Anil : public Algorithm {
   }
 
   TaskOutput meta_gradient(const Task& t, std::vector<Tensor>& grads) const override {
-    Variable out = run(t, config_.inner_steps, !config_.first_order, true);
+    Variable out = run(t, config_.inner_steps, !config_.first_order);
     Variable loss = task_loss(out, t.query_y, t.regression());
     TaskOutput r{loss.item(), score(out.data(), t.query_y, t.regression())};
     write_grads(loss, params_, grads);
     return r;
   }
 
-  Tensor predict(const Task& t, int64_t steps) const override { return run(t, steps, false, false).data(); }
-
- private:
-  Variable run(const Task& t, int64_t steps, bool create_graph, bool meta) const {
-    autograd::GradModeGuard mode(meta);
+  Adapted adapt(const Task& t, int64_t steps) const override {
+    autograd::NoGradGuard ng;
     const size_t hb = model_.head_begin();
-    auto [fs, fq] = model_.embed_pair(params_, Variable(t.support_x), Variable(t.query_x));
-    std::vector<Variable> head = slice_params(params_, hb, hb + 2);
-    if (!meta) {
-      for (auto& p : head) p = Variable(p.data(), true);
-    }
+    Variable fs = model_.embed(params_, Variable(t.support_x));
+    std::vector<Variable> head;
+    for (size_t i = hb; i < hb + 2; ++i) head.emplace_back(params_[i].data(), true);
     for (int64_t s = 0; s < steps; ++s) {
       autograd::GradModeGuard on(true);
       Variable loss = task_loss(nn::Model::head(head[0], head[1], fs), t.support_y, t.regression());
+      head = sgd_step(head, loss, false, config_.inner_lr, nullptr);
+      for (auto& p : head) p = Variable(p.data(), true);
+    }
+    Adapted a{{}, t.support_x, t.support_y, t.ways};
+    for (size_t i = 0; i < hb; ++i) a.weights.push_back(params_[i].data());
+    for (const auto& p : head) a.weights.push_back(p.data());
+    return a;
+  }
+
+  Tensor predict_adapted(const Adapted& a, const Tensor& query_x) const override {
+    return forward_query(model_, a, query_x);
+  }
+
+ private:
+  // Query outputs after `steps` inner steps on the head, recorded for the meta-gradient.
+  Variable run(const Task& t, int64_t steps, bool create_graph) const {
+    const size_t hb = model_.head_begin();
+    auto [fs, fq] = model_.embed_pair(params_, Variable(t.support_x), Variable(t.query_x));
+    std::vector<Variable> head = slice_params(params_, hb, hb + 2);
+    for (int64_t s = 0; s < steps; ++s) {
+      Variable loss = task_loss(nn::Model::head(head[0], head[1], fs), t.support_y, t.regression());
       head = sgd_step(head, loss, create_graph, config_.inner_lr, nullptr);
-      if (!meta) {
-        for (auto& p : head) p = Variable(p.data(), true);
-      }
     }
     return nn::Model::head(head[0], head[1], fq);
   }
@@ -148,7 +183,7 @@ class Reptile : public Algorithm {
   }
 
   TaskOutput meta_gradient(const Task& t, std::vector<Tensor>& grads) const override {
-    std::vector<Variable> fast = adapt(t, config_.inner_steps);
+    std::vector<Variable> fast = inner_loop(t, config_.inner_steps);
     grads.resize(params_.size());
     for (size_t i = 0; i < params_.size(); ++i)
       grads[i] = tensor::binary(tensor::BinaryOp::sub, params_[i].data(), fast[i].data());
@@ -157,15 +192,19 @@ class Reptile : public Algorithm {
     return {task_loss(out, t.query_y, t.regression()).item(), score(out.data(), t.query_y, t.regression())};
   }
 
-  Tensor predict(const Task& t, int64_t steps) const override {
-    std::vector<Variable> fast = adapt(t, steps);
-    autograd::NoGradGuard ng;
-    return model_.forward(fast, Variable(t.query_x)).data();
+  Adapted adapt(const Task& t, int64_t steps) const override {
+    Adapted a{{}, t.support_x, t.support_y, t.ways};
+    for (const auto& p : inner_loop(t, steps)) a.weights.push_back(p.data());
+    return a;
+  }
+
+  Tensor predict_adapted(const Adapted& a, const Tensor& query_x) const override {
+    return forward_query(model_, a, query_x);
   }
 
  private:
   // k inner iterations on mini-batches drawn from the support set without replacement (reshuffled each pass).
-  std::vector<Variable> adapt(const Task& t, int64_t steps) const {
+  std::vector<Variable> inner_loop(const Task& t, int64_t steps) const {
     std::vector<Variable> fast;
     for (const Variable& p : params_) fast.emplace_back(p.data().clone(), true);
     std::unique_ptr<optim::Optimizer> opt;
@@ -229,9 +268,30 @@ class Metric : public Algorithm {
     return r;
   }
 
-  Tensor predict(const Task& t, int64_t steps) const override {
+  Adapted adapt(const Task& t, int64_t steps) const override {
+    Adapted a{{}, t.support_x, t.support_y, t.ways};
+    for (const auto& p : params_) a.weights.push_back(p.data());
+    if (config_.algo == "paramnet") {
+      // The predicted (and refined) head is part of the adapted model.
+      Task support_only = t;
+      support_only.query_x = t.support_x;
+      auto [w, b] = paramnet_adapted_head(support_only, steps);
+      a.weights.push_back(w);
+      a.weights.push_back(b);
+    }
+    return a;
+  }
+
+  Tensor predict_adapted(const Adapted& a, const Tensor& query_x) const override {
     autograd::NoGradGuard ng;
-    return logits(t, config_.algo == "paramnet" ? steps : 0, false, false).data();
+    std::vector<Variable> p;
+    for (const auto& t : a.weights) p.emplace_back(t);
+    auto [fs, fq] = model_.embed_pair(p, Variable(a.support_x), Variable(query_x));
+    if (config_.algo == "protonet") return protonet_logits(fs, a.support_y, fq, a.ways).data();
+    if (config_.algo == "matchingnet") return matching_log_probs(fs, a.support_y, fq, a.ways).data();
+    const size_t n = params_.size();
+    MF_CHECK(a.weights.size() == n + 2, "paramnet: the adapted model lacks its predicted head");
+    return nn::Model::head(p[n], p[n + 1], fq).data();
   }
 
  private:
@@ -240,6 +300,24 @@ class Metric : public Algorithm {
     auto [fs, fq] = model_.embed_pair(params_, Variable(t.support_x), Variable(t.query_x));
     if (config_.algo == "protonet") return protonet_logits(fs, t.support_y, fq, t.ways);
     if (config_.algo == "matchingnet") return matching_log_probs(fs, t.support_y, fq, t.ways);
+    return paramnet_refined(fs, fq, t, steps, create_graph, meta);
+  }
+
+  std::pair<Tensor, Tensor> paramnet_adapted_head(const Task& t, int64_t steps) const {
+    autograd::NoGradGuard ng;
+    Variable fs = model_.embed(params_, Variable(t.support_x));
+    std::pair<Variable, Variable> head = paramnet_head_for(fs, t, steps, false, false);
+    return {head.first.data(), head.second.data()};
+  }
+
+  Variable paramnet_refined(const Variable& fs, const Variable& fq, const Task& t, int64_t steps,
+                            bool create_graph, bool meta) const {
+    auto [w, b] = paramnet_head_for(fs, t, steps, create_graph, meta);
+    return nn::Model::head(w, b, fq);
+  }
+
+  std::pair<Variable, Variable> paramnet_head_for(const Variable& fs, const Task& t, int64_t steps,
+                                                  bool create_graph, bool meta) const {
     const size_t n = model_.specs().size();
     auto [w, b] = paramnet_head(class_prototypes(fs, t.support_y, t.ways), params_[n], params_[n + 1]);
     std::vector<Variable> head{w, b};
@@ -251,7 +329,7 @@ class Metric : public Algorithm {
       Variable loss = ops::cross_entropy(nn::Model::head(head[0], head[1], fs), t.support_y);
       head = sgd_step(head, loss, create_graph && meta, config_.inner_lr, nullptr);
     }
-    return nn::Model::head(head[0], head[1], fq);
+    return {head[0], head[1]};
   }
 };
 

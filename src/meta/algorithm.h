@@ -24,6 +24,16 @@ struct AlgoConfig {
   int64_t refine_steps = 0;
 };
 
+// A model adapted to one support set: what `metafew adapt --save-adapted` stores and `predict` reuses.
+// weights: the adapted parameters (gradient-based methods), or the meta-parameters plus any predicted head
+// (metric methods); the support set is kept because metric methods classify against it, and batch norm in
+// support mode normalises with its statistics.
+struct Adapted {
+  std::vector<Tensor> weights;
+  Tensor support_x, support_y;
+  int64_t ways = 0;
+};
+
 struct TaskOutput {
   double loss = 0;      // query loss after adaptation
   double accuracy = 0;  // query accuracy after adaptation (classification), or -MSE (regression)
@@ -46,7 +56,10 @@ class Algorithm {
   virtual TaskOutput meta_gradient(const Task& task, std::vector<Tensor>& grads) const = 0;
   // Adapts to the support set with `steps` inner steps (ignored by metric methods) and returns query
   // outputs: logits (Q, ways) or regression predictions (Q, 1). No graph is kept.
-  virtual Tensor predict(const Task& task, int64_t steps) const = 0;
+  Tensor predict(const Task& task, int64_t steps) const { return predict_adapted(adapt(task, steps), task.query_x); }
+  // Adaptation alone (the task's query set is not used), and prediction with an adapted model.
+  virtual Adapted adapt(const Task& task, int64_t steps) const = 0;
+  virtual Tensor predict_adapted(const Adapted& adapted, const Tensor& query_x) const = 0;
 
   // The loss of outputs against labels (cross-entropy, or MSE for regression), and the score of predictions.
   static Variable task_loss(const Variable& outputs, const Tensor& labels, bool regression);
