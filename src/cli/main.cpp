@@ -7,7 +7,11 @@
 #include <string>
 
 #include "backend/dnnl/context.h"
+#include "cli/adapt.h"
+#include "cli/data_cmd.h"
 #include "cli/demo.h"
+#include "cli/eval.h"
+#include "cli/meta_train.h"
 #include "core/error.h"
 #include "core/version.h"
 
@@ -17,10 +21,16 @@ void print_usage(FILE* to) {
   std::fprintf(to,
                "usage: metafew <command> [options]\n\n"
                "commands:\n"
-               "  demo        second-order MAML on sinusoid regression: a smoke demo of the engine\n\n"
+               "  meta-train  meta-train on a dataset (MAML, FOMAML, Meta-SGD, ANIL, Reptile, ProtoNets, ...)\n"
+               "  eval        test episodes of a checkpoint: mean accuracy and 95%% interval\n"
+               "  adapt       adapt a checkpoint to a new task from image folders and label query images\n"
+               "  predict     label images with a model saved by adapt --save-adapted\n"
+               "  demo        second-order MAML on sinusoid regression: a smoke demo of the engine\n"
+               "  data        show a dataset's layout, splits, counts and cache (--data PATH|builtin:glyphs)\n\n"
                "options:\n"
                "  --version   version, oneDNN version and ISA, thread count\n"
-               "  --help      this text\n");
+               "  --help      this text\n\n"
+               "run 'metafew <command> --help' for the options of a command and their defaults\n");
 }
 
 }  // namespace
@@ -42,7 +52,12 @@ int main(int argc, char** argv) {
                   metafew::backend::dnnl_backend::onednn_isa().c_str(), omp_get_max_threads());
       return 0;
     }
+    if (cmd == "meta-train") return metafew::cli::run_meta_train(argc - 1, argv + 1);
+    if (cmd == "eval") return metafew::cli::run_eval(argc - 1, argv + 1);
+    if (cmd == "adapt") return metafew::cli::run_adapt(argc - 1, argv + 1);
+    if (cmd == "predict") return metafew::cli::run_predict(argc - 1, argv + 1);
     if (cmd == "demo") return metafew::cli::run_demo(argc - 1, argv + 1);
+    if (cmd == "data") return metafew::cli::run_data(argc - 1, argv + 1);
     std::fprintf(stderr, "error: unknown command '%s'\nhint: run 'metafew --help' for the list of commands\n",
                  cmd.c_str());
     return 2;

@@ -1,0 +1,273 @@
+#include "cli/adapt.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "cli/common.h"
+#include "data/image.h"
+#include "io/run_dir.h"
+
+namespace metafew::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Preprocess {
+  data::ImageSpec spec;
+  bool invert = false;
+};
+
+Preprocess preprocess_from(const io::Checkpoint& ck) {
+  const json& p = ck.header.value("preprocessing", json::object());
+  MF_CHECK(p.contains("channels"), "checkpoint ", ck.source,
+           ": it records no image preprocessing (a regression model cannot label images)");
+  return {{p["channels"].get<int64_t>(), p["height"].get<int64_t>(), p["width"].get<int64_t>()},
+          p.value("invert", false)};
+}
+
+std::vector<std::string> image_files_in(const fs::path& dir) {
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.is_regular_file() && data::has_image_extension(e.path().filename().string())) files.push_back(e.path().string());
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+tensor::Tensor load_images(const std::vector<std::string>& files, const Preprocess& pre) {
+  const int64_t n = static_cast<int64_t>(files.size());
+  tensor::Tensor x = tensor::Tensor::empty({n, pre.spec.channels, pre.spec.height, pre.spec.width});
+  std::vector<uint8_t> buf(static_cast<size_t>(pre.spec.pixels()));
+  float* dst = x.data<float>();
+  for (int64_t i = 0; i < n; ++i) {
+    data::preprocess_image(data::decode_image_file(files[i], pre.spec.channels), pre.spec, pre.invert, buf.data());
+    for (int64_t j = 0; j < pre.spec.pixels(); ++j) dst[i * pre.spec.pixels() + j] = buf[j] / 255.0f;
+  }
+  return x;
+}
+
+// Query images: a folder of images, a folder of class folders (labels known: accuracy is reported), or files.
+struct Queries {
+  std::vector<std::string> files;
+  std::vector<std::string> true_class;  // empty when unknown
+};
+
+Queries collect_queries(const std::vector<std::string>& paths) {
+  Queries q;
+  for (const std::string& p : paths) {
+    std::error_code ec;
+    MF_USAGE_CHECK(fs::exists(p, ec), "adapt: query path ", p, " does not exist");
+    if (fs::is_directory(p, ec)) {
+      std::vector<fs::path> subdirs;
+      for (const auto& e : fs::directory_iterator(p))
+        if (e.is_directory()) subdirs.push_back(e.path());
+      std::sort(subdirs.begin(), subdirs.end());
+      for (const std::string& f : image_files_in(p)) {
+        q.files.push_back(f);
+        q.true_class.push_back("");
+      }
+      for (const auto& d : subdirs)
+        for (const std::string& f : image_files_in(d)) {
+          q.files.push_back(f);
+          q.true_class.push_back(d.filename().string());
+        }
+    } else {
+      MF_USAGE_CHECK(data::has_image_extension(p), "adapt: query file ", p,
+                     " is not an image (expected .png, .jpg, .jpeg, .bmp, .pgm or .ppm)");
+      q.files.push_back(p);
+      q.true_class.push_back("");
+    }
+  }
+  MF_USAGE_CHECK(!q.files.empty(), "adapt: no query images found in ", paths.empty() ? "" : paths[0]);
+  return q;
+}
+
+int label_queries(const meta::Algorithm& algo, const meta::Adapted& adapted, const std::vector<std::string>& classes,
+                  const Preprocess& pre, const std::vector<std::string>& query_paths, bool as_json,
+                  const std::string& out_file) {
+  Queries q = collect_queries(query_paths);
+  tensor::Tensor logits = algo.predict_adapted(adapted, load_images(q.files, pre));
+  const int64_t n = logits.shape()[0], c = logits.shape()[1];
+  std::vector<double> l = logits.to_vector();
+  json preds = json::array();
+  int64_t known = 0, correct = 0;
+  std::string text;
+  for (int64_t i = 0; i < n; ++i) {
+    double mx = -INFINITY;
+    for (int64_t k = 0; k < c; ++k) mx = std::max(mx, l[i * c + k]);
+    double sum = 0;
+    std::vector<double> p(static_cast<size_t>(c));
+    for (int64_t k = 0; k < c; ++k) sum += p[k] = std::exp(l[i * c + k] - mx);
+    int64_t best = 0;
+    json probs = json::object();
+    for (int64_t k = 0; k < c; ++k) {
+      p[k] /= sum;
+      probs[classes[k]] = p[k];
+      if (p[k] > p[best]) best = k;
+    }
+    json row{{"file", q.files[i]}, {"label", classes[best]}, {"probabilities", probs}};
+    if (!q.true_class[i].empty()) {
+      row["true_label"] = q.true_class[i];
+      ++known;
+      correct += q.true_class[i] == classes[best];
+    }
+    preds.push_back(row);
+    text += detail::concat(q.files[i], "\t", classes[best], "\t", p[best], "\n");
+  }
+  json result{{"predictions", preds}, {"accuracy", known > 0 ? json(static_cast<double>(correct) / known) : json(nullptr)}};
+  if (known > 0) text += detail::concat("accuracy ", static_cast<double>(correct) / known, " (", correct, "/", known, ")\n");
+  const std::string rendered = as_json ? result.dump(2) + "\n" : text;
+  if (!out_file.empty())
+    io::write_file_atomic(out_file, rendered, "adapt --out");
+  else
+    std::fputs(rendered.c_str(), stdout);
+  return 0;
+}
+
+cxxopts::ParseResult parse(cxxopts::Options& opts, int argc, char** argv, const char* who) {
+  try {
+    auto args = opts.parse(argc, argv);
+    MF_USAGE_CHECK(args.unmatched().empty(), who, ": unexpected argument '",
+                   args.unmatched().empty() ? "" : args.unmatched()[0], "'");
+    return args;
+  } catch (const cxxopts::exceptions::exception& e) {
+    throw Error(detail::concat(who, ": ", e.what()), ErrorKind::usage);
+  }
+}
+
+}  // namespace
+
+int run_adapt(int argc, char** argv) {
+  cxxopts::Options opts("metafew adapt",
+                        "Adapt a meta-trained checkpoint to a new task (DIR/<class>/<K images>) and label query "
+                        "images; results on stdout (or --out), one line per image or JSON.");
+  opts.add_options()("checkpoint", "checkpoint file or run folder", cxxopts::value<std::string>())(
+      "support", "folder with one sub-folder of K images per class (folder names are the labels)",
+      cxxopts::value<std::string>())("query", "query images: a folder, class folders, or image files (repeatable)",
+                                     cxxopts::value<std::vector<std::string>>())(
+      "steps", "inner steps (default: the run's eval_steps)", cxxopts::value<int64_t>())(
+      "save-adapted", "write the adapted model to this file, for `metafew predict`", cxxopts::value<std::string>())(
+      "out", "write the predictions to this file instead of stdout", cxxopts::value<std::string>())(
+      "threads", "OpenMP threads (0: all cores)", cxxopts::value<int>()->default_value("0"))(
+      "json", "JSON output")("h,help", "show this help");
+  auto args = parse(opts, argc, argv, "adapt");
+  if (args.count("help")) {
+    std::printf("%s\n", opts.help().c_str());
+    return 0;
+  }
+  MF_USAGE_CHECK(args.count("checkpoint"), "adapt: --checkpoint is required");
+  MF_USAGE_CHECK(args.count("support"), "adapt: --support is required (a folder of class folders)");
+  MF_USAGE_CHECK(args.count("query") || args.count("save-adapted"), "adapt: give --query images to label, or --save-adapted");
+  if (args["threads"].as<int>() > 0) omp_set_num_threads(args["threads"].as<int>());
+
+  const std::string path = resolve_checkpoint_path(args["checkpoint"].as<std::string>());
+  io::Checkpoint ck = io::load_checkpoint(path);
+  json cfg = checkpoint_config(ck);
+  MF_USAGE_CHECK(ck.header["kind"] == "training", "adapt: ", path,
+                 " is already an adapted model; use `metafew predict --model ", path, " --query ...`");
+  Preprocess pre = preprocess_from(ck);
+  auto algo = algorithm_from_checkpoint(ck);
+
+  // The support set: one folder per class, the same number of images in each.
+  const std::string support = args["support"].as<std::string>();
+  std::error_code ec;
+  MF_USAGE_CHECK(fs::is_directory(support, ec), "adapt: support folder ", support, " does not exist or is not a folder");
+  std::vector<fs::path> class_dirs;
+  for (const auto& e : fs::directory_iterator(support))
+    if (e.is_directory()) class_dirs.push_back(e.path());
+  std::sort(class_dirs.begin(), class_dirs.end());
+  MF_USAGE_CHECK(class_dirs.size() >= 2, "adapt: support folder ", support, " has ", class_dirs.size(),
+                 " class folders; a task needs at least 2 (one folder of K images per class)");
+  std::vector<std::string> classes, files;
+  int64_t shots = -1;
+  for (const auto& d : class_dirs) {
+    auto imgs = image_files_in(d);
+    MF_USAGE_CHECK(!imgs.empty(), "adapt: class folder ", d.string(), " has no images");
+    if (shots < 0) shots = static_cast<int64_t>(imgs.size());
+    MF_USAGE_CHECK(static_cast<int64_t>(imgs.size()) == shots, "adapt: class folder ", d.string(), " has ",
+                   imgs.size(), " images but ", class_dirs.front().string(), " has ", shots,
+                   "; every class needs the same number of shots");
+    classes.push_back(d.filename().string());
+    files.insert(files.end(), imgs.begin(), imgs.end());
+  }
+  const int64_t ways = static_cast<int64_t>(classes.size());
+  if (meta::algorithm_uses_head(cfg["algo"]))
+    MF_USAGE_CHECK(ways == cfg["ways"].get<int64_t>(), "adapt: the support folder has ", ways,
+                   " classes but this ", cfg["algo"].get<std::string>(), " checkpoint has a ", cfg["ways"].get<int64_t>(),
+                   "-way head");
+  std::vector<int32_t> labels;
+  for (int64_t c = 0; c < ways; ++c)
+    for (int64_t k = 0; k < shots; ++k) labels.push_back(static_cast<int32_t>(c));
+  meta::Task task;
+  task.support_x = load_images(files, pre);
+  task.support_y = tensor::Tensor::from_indices(labels, {ways * shots});
+  task.ways = ways;
+  task.seed = cfg["seed"];
+  const int64_t steps = args.count("steps") ? args["steps"].as<int64_t>() : cfg["eval_steps"].get<int64_t>();
+  MF_USAGE_CHECK(steps >= 0, "adapt: --steps must be >= 0, got ", steps);
+  meta::Adapted adapted = algo->adapt(task, steps);
+
+  if (args.count("save-adapted")) {
+    io::Checkpoint out;
+    out.header = ck.header;
+    out.header["kind"] = "adapted";
+    out.header["class_names"] = classes;
+    out.header["adapted_from"] = path;
+    out.header["adapt_steps"] = steps;
+    out.header["adapted_weights"] = static_cast<int64_t>(adapted.weights.size());
+    out.header["ways"] = ways;
+    for (size_t i = 0; i < algo->parameters().size(); ++i)
+      out.tensors.push_back({"param/" + algo->parameter_names()[i], algo->parameters()[i].data()});
+    for (size_t i = 0; i < adapted.weights.size(); ++i)
+      out.tensors.push_back({"adapted/" + std::to_string(i), adapted.weights[i]});
+    out.tensors.push_back({"support_x", adapted.support_x});
+    out.tensors.push_back({"support_y", adapted.support_y});
+    io::save_checkpoint(args["save-adapted"].as<std::string>(), out);
+    std::fprintf(stderr, "adapt: saved the adapted %lld-way model to %s\n", static_cast<long long>(ways),
+                 args["save-adapted"].as<std::string>().c_str());
+  }
+  if (!args.count("query")) return 0;
+  return label_queries(*algo, adapted, classes, pre, args["query"].as<std::vector<std::string>>(), args.count("json") > 0,
+                       args.count("out") ? args["out"].as<std::string>() : "");
+}
+
+int run_predict(int argc, char** argv) {
+  cxxopts::Options opts("metafew predict", "Label query images with a model saved by `metafew adapt --save-adapted`.");
+  opts.add_options()("model", "adapted model file", cxxopts::value<std::string>())(
+      "query", "query images: a folder, class folders, or image files (repeatable)",
+      cxxopts::value<std::vector<std::string>>())("out", "write the predictions to this file",
+                                                  cxxopts::value<std::string>())(
+      "threads", "OpenMP threads (0: all cores)", cxxopts::value<int>()->default_value("0"))(
+      "json", "JSON output")("h,help", "show this help");
+  auto args = parse(opts, argc, argv, "predict");
+  if (args.count("help")) {
+    std::printf("%s\n", opts.help().c_str());
+    return 0;
+  }
+  MF_USAGE_CHECK(args.count("model"), "predict: --model is required (a file written by adapt --save-adapted)");
+  MF_USAGE_CHECK(args.count("query"), "predict: --query is required");
+  if (args["threads"].as<int>() > 0) omp_set_num_threads(args["threads"].as<int>());
+  const std::string path = args["model"].as<std::string>();
+  io::Checkpoint ck = io::load_checkpoint(path);
+  checkpoint_config(ck);
+  MF_USAGE_CHECK(ck.header["kind"] == "adapted", "predict: ", path,
+                 " is a meta-trained checkpoint, not an adapted model; run `metafew adapt --checkpoint ", path,
+                 " --support DIR --query ...` (add --save-adapted FILE to keep the adapted model)");
+  auto algo = algorithm_from_checkpoint(ck);
+  meta::Adapted adapted;
+  for (int64_t i = 0; i < ck.header["adapted_weights"].get<int64_t>(); ++i)
+    adapted.weights.push_back(io::find_tensor(ck, "adapted/" + std::to_string(i)));
+  adapted.support_x = io::find_tensor(ck, "support_x");
+  adapted.support_y = io::find_tensor(ck, "support_y");
+  adapted.ways = ck.header["ways"];
+  std::vector<std::string> classes = ck.header["class_names"];
+  return label_queries(*algo, adapted, classes, preprocess_from(ck), args["query"].as<std::vector<std::string>>(),
+                       args.count("json") > 0, args.count("out") ? args["out"].as<std::string>() : "");
+}
+
+}  // namespace metafew::cli

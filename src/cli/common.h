@@ -1,0 +1,67 @@
+#pragma once
+// What the subcommands share: the meta-train configuration and its defaults, building the model, the
+// algorithm and the task sources from a resolved configuration, and the checkpoint contents of a training
+// state or an adapted model.
+#include <cxxopts.hpp>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "data/dataset.h"
+#include "data/episode.h"
+#include "io/checkpoint.h"
+#include "meta/algorithm.h"
+#include "optim/optimizer.h"
+
+namespace metafew::cli {
+
+using nlohmann::json;
+
+// Exit codes (README): 0 success, 1 runtime error, 2 usage error, 130 interrupted after saving.
+inline constexpr int kExitInterrupted = 130;
+
+// Every meta-train setting with its generic default; algorithm- and dataset-specific defaults are applied on
+// top of these by resolve_config (Note [Config precedence] in common.cpp).
+json meta_train_defaults();
+// One-line help per configuration key.
+const std::map<std::string, std::string>& config_help();
+
+// Adds one cxxopts option per key of `defaults` (dashes for underscores), showing its default, in `group`.
+void add_config_options(cxxopts::Options& opts, const json& defaults, const std::string& group);
+// The flags given on the command line, as JSON with the defaults' types (only keys actually given).
+json flags_given(const cxxopts::ParseResult& args, const json& defaults);
+
+// defaults < algorithm/dataset defaults < config file < flags; validated (unknown keys, types, ranges).
+json resolve_config(const json& file, const json& flags);
+
+// ---- building blocks from a resolved configuration ----
+bool is_regression(const json& cfg);  // builtin:sinusoid
+nn::ModelConfig model_config(const json& cfg, int64_t outputs);
+meta::AlgoConfig algo_config(const json& cfg);
+std::unique_ptr<optim::Optimizer> make_optimizer(const json& cfg);
+std::shared_ptr<const data::Dataset> open_data(const json& cfg);
+
+// Episode i of `split` as a task: a pure function of (seed, split, i).
+using TaskSource = std::function<meta::Task(uint64_t)>;
+TaskSource task_source(const json& cfg, const std::shared_ptr<const data::Dataset>& ds, const std::string& split,
+                       int64_t ways, int64_t shots, int64_t queries, uint64_t seed);
+meta::Task to_task(const data::Episode& e, int64_t ways, uint64_t seed);
+
+// ---- checkpoints ----
+// kind "training": the meta-parameters, the optimizer state, the resolved config and the iteration.
+io::Checkpoint training_checkpoint(const json& cfg, const meta::Algorithm& algo, const optim::Optimizer& opt,
+                                   int64_t iteration, const json& extra);
+// Rebuilds the algorithm of a checkpoint (training or adapted) with its parameters.
+std::unique_ptr<meta::Algorithm> algorithm_from_checkpoint(const io::Checkpoint& ck);
+// The config stored in a checkpoint; throws naming the file when it is not a metafew model checkpoint.
+json checkpoint_config(const io::Checkpoint& ck);
+// A checkpoint path from a file or a run folder (RUN/best when present, else RUN/last).
+std::string resolve_checkpoint_path(const std::string& path);
+
+// The image preprocessing recorded for a dataset (size, channels, inversion), for `adapt` on new images.
+json preprocessing_of(const data::Dataset& ds);
+
+std::string json_type_name(const json& j);
+
+}  // namespace metafew::cli

@@ -1,0 +1,102 @@
+#include "cli/eval.h"
+
+#include <omp.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "cli/common.h"
+#include "meta/trainer.h"
+
+namespace metafew::cli {
+
+int run_eval(int argc, char** argv) {
+  cxxopts::Options opts("metafew eval",
+                        "Evaluate a checkpoint on test episodes: mean accuracy (or -MSE) and its 95% interval "
+                        "(1.96 std / sqrt(episodes)).");
+  opts.add_options()("checkpoint", "checkpoint file, or a run folder (its best, else its last)",
+                     cxxopts::value<std::string>())(
+      "data", "dataset (default: the one it was trained on)", cxxopts::value<std::string>())(
+      "split", "split to evaluate on", cxxopts::value<std::string>()->default_value("test"))(
+      "ways", "classes per episode (default: the run's test ways)", cxxopts::value<int64_t>())(
+      "shots", "shots per class (default: the run's test shots)", cxxopts::value<int64_t>())(
+      "queries", "queries per class (default: the run's test queries)", cxxopts::value<int64_t>())(
+      "episodes", "test episodes", cxxopts::value<int64_t>()->default_value("600"))(
+      "steps", "inner steps at test time (default: the run's eval_steps)", cxxopts::value<int64_t>())(
+      "seed", "seed of the test episodes", cxxopts::value<uint64_t>()->default_value("0"))(
+      "threads", "OpenMP threads (0: all cores)", cxxopts::value<int>()->default_value("0"))(
+      "json", "print the result as JSON")("h,help", "show this help");
+  cxxopts::ParseResult args;
+  try {
+    args = opts.parse(argc, argv);
+  } catch (const cxxopts::exceptions::exception& e) {
+    throw Error(detail::concat("eval: ", e.what()), ErrorKind::usage);
+  }
+  if (args.count("help")) {
+    std::printf("%s\n", opts.help().c_str());
+    return 0;
+  }
+  MF_USAGE_CHECK(args.unmatched().empty(), "eval: unexpected argument '",
+                 args.unmatched().empty() ? "" : args.unmatched()[0], "'");
+  MF_USAGE_CHECK(args.count("checkpoint"), "eval: --checkpoint is required (a checkpoint file or a run folder)");
+  if (args["threads"].as<int>() > 0) omp_set_num_threads(args["threads"].as<int>());
+
+  const std::string path = resolve_checkpoint_path(args["checkpoint"].as<std::string>());
+  io::Checkpoint ck = io::load_checkpoint(path);
+  json cfg = checkpoint_config(ck);
+  MF_USAGE_CHECK(ck.header["kind"] == "training", "eval: ", path,
+                 " is an adapted model (made by adapt --save-adapted); evaluate the meta-trained checkpoint instead");
+  auto algo = algorithm_from_checkpoint(ck);
+  if (args.count("data")) cfg["data"] = args["data"].as<std::string>();
+  const bool regression = is_regression(cfg);
+  const int64_t ways = args.count("ways") ? args["ways"].as<int64_t>() : cfg["test_ways"].get<int64_t>();
+  const int64_t shots = args.count("shots") ? args["shots"].as<int64_t>() : cfg["test_shots"].get<int64_t>();
+  const int64_t queries = args.count("queries") ? args["queries"].as<int64_t>() : cfg["test_queries"].get<int64_t>();
+  const int64_t steps = args.count("steps") ? args["steps"].as<int64_t>() : cfg["eval_steps"].get<int64_t>();
+  const int64_t episodes = args["episodes"].as<int64_t>();
+  MF_USAGE_CHECK(regression || ways >= 1, "eval: --ways must be >= 1, got ", ways);
+  MF_USAGE_CHECK(shots >= 1, "eval: --shots must be >= 1, got ", shots);
+  MF_USAGE_CHECK(queries >= 1, "eval: --queries must be >= 1, got ", queries);
+  MF_USAGE_CHECK(steps >= 0, "eval: --steps must be >= 0, got ", steps);
+  MF_USAGE_CHECK(episodes >= 1, "eval: --episodes must be >= 1, got ", episodes);
+  if (meta::algorithm_uses_head(cfg["algo"]) && !regression)
+    MF_USAGE_CHECK(ways == cfg["ways"].get<int64_t>(), "eval: this ", cfg["algo"].get<std::string>(),
+                   " checkpoint has a ", cfg["ways"].get<int64_t>(), "-way head; --ways ", ways, " does not fit it");
+
+  auto ds = open_data(cfg);
+  const std::string split = args["split"].as<std::string>();
+  TaskSource tasks = task_source(cfg, ds, split, regression ? 0 : ways, shots, queries, args["seed"].as<uint64_t>());
+  const auto t0 = std::chrono::steady_clock::now();
+  meta::EvalResult r = meta::evaluate(*algo, tasks, episodes, steps);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  json out{{"checkpoint", path},
+           {"algo", cfg["algo"]},
+           {"data", cfg["data"]},
+           {"split", split},
+           {"ways", ways},
+           {"shots", shots},
+           {"queries", queries},
+           {"steps", steps},
+           {"episodes", r.episodes},
+           {"seed", args["seed"].as<uint64_t>()},
+           {regression ? "neg_mse" : "accuracy", r.mean},
+           {"ci95", r.ci95},
+           {"std", r.stddev},
+           {"seconds", secs}};
+  if (regression) out["mse"] = -r.mean;
+  if (args.count("json")) {
+    std::printf("%s\n", out.dump().c_str());
+  } else if (regression) {
+    std::printf("%s %s, %lld-shot, %lld episodes, %lld steps: MSE %.4f +- %.4f (95%%)\n",
+                cfg["algo"].get<std::string>().c_str(), split.c_str(), static_cast<long long>(shots),
+                static_cast<long long>(episodes), static_cast<long long>(steps), -r.mean, r.ci95);
+  } else {
+    std::printf("%s %s, %lld-way %lld-shot, %lld episodes, %lld steps: accuracy %.2f%% +- %.2f%% (95%%)\n",
+                cfg["algo"].get<std::string>().c_str(), split.c_str(), static_cast<long long>(ways),
+                static_cast<long long>(shots), static_cast<long long>(episodes), static_cast<long long>(steps),
+                100 * r.mean, 100 * r.ci95);
+  }
+  return 0;
+}
+
+}  // namespace metafew::cli

@@ -1,0 +1,175 @@
+#include "io/run_dir.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <memory>
+#include <system_error>
+#include <utility>
+
+#include "core/error.h"
+
+// Note [Atomic replace]
+// A file is written to PATH.tmp.<pid> in the same folder, then renamed over PATH. rename() within one file
+// system replaces the target atomically: a reader (or a crash) sees the old complete file or the new
+// complete one, never a mixture. Before the rename the data is pushed out of the C library (fflush) and
+// onto the disk (fsync); without the fsync a file system with delayed allocation may commit the rename
+// before the data, and a power loss leaves an empty or zero-filled PATH where a good file used to be.
+// After the rename the folder is fsynced so that the rename itself survives a crash. That last step is
+// best effort: some file systems refuse fsync on a folder, and by then the new file is complete anyway.
+// The temporary lives in the target's folder (not in /tmp) because rename cannot cross file systems; the
+// pid in its name keeps two processes writing the same target from clobbering each other's temporary.
+
+namespace metafew::io {
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string os_error(int err) {
+  return std::generic_category().message(err);
+}
+
+// For a path that could not be created or opened: names the ancestor that is in the way, if any.
+std::string blocking_ancestor_hint(const fs::path& path) {
+  std::error_code ec;
+  for (fs::path p = path.parent_path(); !p.empty(); p = p.parent_path()) {
+    const fs::file_status st = fs::status(p, ec);
+    if (fs::exists(st)) {
+      if (!fs::is_directory(st)) return " (" + p.string() + " is a file, not a folder)";
+      return "";
+    }
+    if (p == p.parent_path()) break;
+  }
+  return "";
+}
+
+struct FileCloser {
+  void operator()(std::FILE* f) const { std::fclose(f); }
+};
+
+}  // namespace
+
+AtomicFile::AtomicFile(std::string path, std::string context)
+    : path_(std::move(path)), context_(std::move(context)) {
+  MF_CHECK(!path_.empty(), context_, ": the output path is empty");
+  temp_path_ = path_ + ".tmp." + std::to_string(static_cast<long long>(::getpid()));
+  file_ = std::fopen(temp_path_.c_str(), "wb");
+  if (!file_) {
+    const int err = errno;
+    const fs::path parent = fs::path(path_).parent_path();
+    std::error_code ec;
+    if (!parent.empty() && !fs::exists(parent, ec))
+      throw Error(metafew::detail::concat(context_, ": cannot write ", path_, ": the folder ",
+                                          parent.string(), " does not exist",
+                                          blocking_ancestor_hint(parent)));
+    throw Error(metafew::detail::concat(context_, ": cannot create the temporary file ", temp_path_, ": ",
+                                        os_error(err), blocking_ancestor_hint(fs::path(path_))));
+  }
+}
+
+AtomicFile::~AtomicFile() {
+  if (!committed_) discard();
+}
+
+void AtomicFile::discard() noexcept {
+  if (file_) {
+    std::fclose(file_);
+    file_ = nullptr;
+  }
+  std::remove(temp_path_.c_str());
+}
+
+void AtomicFile::write(const void* data, size_t bytes) {
+  MF_CHECK(file_ != nullptr, context_, ": write to ", temp_path_, " after it was committed or closed");
+  if (bytes == 0) return;
+  if (std::fwrite(data, 1, bytes, file_) != bytes) {
+    const int err = errno;
+    throw Error(metafew::detail::concat(context_, ": cannot write ", bytes, " bytes to ", temp_path_, ": ",
+                                        os_error(err)));
+  }
+}
+
+void AtomicFile::commit() {
+  MF_CHECK(file_ != nullptr && !committed_, context_, ": ", path_, " was already committed or closed");
+  if (std::fflush(file_) != 0) {
+    const int err = errno;
+    throw Error(metafew::detail::concat(context_, ": cannot write ", temp_path_, ": ", os_error(err)));
+  }
+  if (::fsync(::fileno(file_)) != 0) {
+    const int err = errno;
+    throw Error(
+        metafew::detail::concat(context_, ": cannot flush ", temp_path_, " to disk: ", os_error(err)));
+  }
+  std::FILE* f = file_;
+  file_ = nullptr;
+  if (std::fclose(f) != 0) {
+    const int err = errno;
+    throw Error(metafew::detail::concat(context_, ": cannot close ", temp_path_, ": ", os_error(err)));
+  }
+  if (std::rename(temp_path_.c_str(), path_.c_str()) != 0) {
+    const int err = errno;
+    throw Error(metafew::detail::concat(context_, ": cannot rename ", temp_path_, " to ", path_, ": ",
+                                        os_error(err)));
+  }
+  committed_ = true;
+
+  // Best effort (Note [Atomic replace]).
+  fs::path folder = fs::path(path_).parent_path();
+  if (folder.empty()) folder = ".";
+  const int fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+void write_file_atomic(const std::string& path, std::string_view bytes, const std::string& context) {
+  AtomicFile out(path, context);
+  out.write(bytes.data(), bytes.size());
+  out.commit();
+}
+
+RunDir::RunDir(std::string path, bool create) : path_(std::move(path)) {
+  MF_CHECK(!path_.empty(), "run directory: the path is empty");
+  std::error_code ec;
+  fs::file_status st = fs::status(path_, ec);
+  if (create && !fs::exists(st)) {
+    fs::create_directories(path_, ec);
+    if (ec)
+      throw Error(metafew::detail::concat("run directory ", path_, ": cannot create it: ", ec.message(),
+                                          blocking_ancestor_hint(fs::path(path_))));
+    st = fs::status(path_, ec);
+  }
+  MF_CHECK(fs::exists(st), "run directory ", path_, ": does not exist",
+           blocking_ancestor_hint(fs::path(path_)));
+  MF_CHECK(fs::is_directory(st), "run directory ", path_, ": exists but is not a folder");
+}
+
+std::string RunDir::file(const std::string& name) const {
+  return (fs::path(path_) / name).string();
+}
+
+void RunDir::write_json(const std::string& name, const nlohmann::json& j) const {
+  const std::string text = j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  write_file_atomic(file(name), text, "run directory " + path_);
+}
+
+void RunDir::append_metrics(const nlohmann::json& line) const {
+  const std::string text = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  const std::string target = file("metrics.jsonl");
+  std::unique_ptr<std::FILE, FileCloser> f(std::fopen(target.c_str(), "ab"));
+  if (!f) {
+    const int err = errno;
+    throw Error(metafew::detail::concat("run directory ", path_, ": cannot open ", target,
+                                        " for appending: ", os_error(err)));
+  }
+  if (std::fwrite(text.data(), 1, text.size(), f.get()) != text.size() || std::fflush(f.get()) != 0) {
+    const int err = errno;
+    throw Error(
+        metafew::detail::concat("run directory ", path_, ": cannot append to ", target, ": ", os_error(err)));
+  }
+}
+
+}  // namespace metafew::io

@@ -1,0 +1,282 @@
+// End-to-end tests of the metafew binary on builtin:glyphs, in a temporary folder.
+#include <doctest/doctest.h>
+#include <stb/stb_image_write.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "data/dataset.h"
+#include "io/checkpoint.h"
+
+namespace metafew::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+struct Result {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() / ("metafew_cli_" + std::to_string(::getpid()) + "_" +
+                                        std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+// Runs `metafew <args>` with its stdout and stderr captured.
+Result metafew(const std::string& args, const fs::path& dir) {
+  const fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
+  const std::string cmd = std::string(METAFEW_BINARY) + " " + args + " > " + out.string() + " 2> " + err.string();
+  const int status = std::system(cmd.c_str());
+  Result r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = slurp(out);
+  r.err = slurp(err);
+  return r;
+}
+
+// A small, fast training configuration on builtin:glyphs.
+const char* kSmall =
+    "--data builtin:glyphs --ways 5 --shots 1 --queries 5 --meta-batch 4 --filters 16 --inner-lr 0.4 "
+    "--eval-steps 5 --val-episodes 20 --log-every 20 --threads 2";
+
+void write_png(const fs::path& file, const float* pixels, int side) {
+  std::vector<unsigned char> bytes(static_cast<size_t>(side * side));
+  // Glyph images are strokes 1.0 on 0.0, stored as they are (no inversion for the built-in dataset).
+  for (int i = 0; i < side * side; ++i) bytes[i] = static_cast<unsigned char>(std::lround(pixels[i] * 255.0f));
+  REQUIRE(stbi_write_png(file.string().c_str(), side, side, 1, bytes.data(), side) != 0);
+}
+
+// A 5-way 1-shot task from the glyph test split as folders: support/<class>/0.png, query/<class>/{0..2}.png.
+void write_task_folders(const fs::path& dir) {
+  auto ds = data::open_dataset("builtin:glyphs", {});
+  const data::Split& test = ds->split("test");
+  std::vector<float> img(28 * 28);
+  for (int c = 0; c < 5; ++c) {
+    const data::SplitClass& sc = test.classes[static_cast<size_t>(c * 7)];
+    const int64_t first = ds->base_class(sc.base_class).first_image;
+    const std::string name = "class" + std::to_string(c);
+    fs::create_directories(dir / "support" / name);
+    fs::create_directories(dir / "query" / name);
+    ds->read_image(first, sc.quarter_turns, img.data());
+    write_png(dir / "support" / name / "0.png", img.data(), 28);
+    for (int q = 0; q < 3; ++q) {
+      ds->read_image(first + 1 + q, sc.quarter_turns, img.data());
+      write_png(dir / "query" / name / (std::to_string(q) + ".png"), img.data(), 28);
+    }
+  }
+}
+
+TEST_CASE("cli: meta-train, eval, adapt and predict on builtin:glyphs, with JSON outputs") {
+  TempDir tmp;
+  const fs::path run = tmp.path / "run";
+  Result train = metafew("meta-train " + std::string(kSmall) + " --algo maml --iterations 200 --val-every 100 --out " +
+                             run.string() + " --json",
+                         tmp.path);
+  INFO(train.err);
+  REQUIRE(train.code == 0);
+  json summary = json::parse(train.out);
+  CHECK(summary["iterations"] == 200);
+  CHECK(summary.contains("val_accuracy"));
+  CHECK(fs::exists(run / "last"));
+  CHECK(fs::exists(run / "best"));
+  CHECK(json::parse(slurp(run / "config.json"))["algo"] == "maml");
+  // metrics.jsonl: one JSON object per line, training lines and validation lines.
+  std::ifstream metrics(run / "metrics.jsonl");
+  int lines = 0, val_lines = 0;
+  for (std::string line; std::getline(metrics, line); ++lines) {
+    json j = json::parse(line);
+    CHECK(j.contains("iteration"));
+    val_lines += j.contains("val_accuracy");
+  }
+  CHECK(lines == 12);  // 10 logging lines + 2 validations
+  CHECK(val_lines == 2);
+
+  Result ev = metafew("eval --checkpoint " + run.string() + " --episodes 100 --json", tmp.path);
+  INFO(ev.err);
+  REQUIRE(ev.code == 0);
+  json e = json::parse(ev.out);
+  for (const char* k : {"accuracy", "ci95", "episodes", "ways", "shots"}) CHECK(e.contains(k));
+  CHECK(e["episodes"] == 100);
+  CHECK(e["ways"] == 5);
+  // 200 iterations of a small conv-4 on glyphs: clearly above chance (20%).
+  CHECK(e["accuracy"].get<double>() > 0.35);
+
+  write_task_folders(tmp.path);
+  const fs::path adapted = tmp.path / "adapted.mf";
+  Result ad = metafew("adapt --checkpoint " + (run / "best").string() + " --support " + (tmp.path / "support").string() +
+                          " --query " + (tmp.path / "query").string() + " --json --save-adapted " + adapted.string(),
+                      tmp.path);
+  INFO(ad.err);
+  REQUIRE(ad.code == 0);
+  json a = json::parse(ad.out);
+  REQUIRE(a["predictions"].size() == 15);
+  for (const auto& p : a["predictions"]) {
+    CHECK(p.contains("file"));
+    CHECK(p.contains("label"));
+    double sum = 0;
+    for (auto it = p["probabilities"].begin(); it != p["probabilities"].end(); ++it) sum += it.value().get<double>();
+    CHECK(sum == doctest::Approx(1.0));
+    CHECK(p["probabilities"].size() == 5);
+  }
+  CHECK(a["accuracy"].is_number());
+
+  Result pr = metafew("predict --model " + adapted.string() + " --query " + (tmp.path / "query").string() + " --json",
+                      tmp.path);
+  INFO(pr.err);
+  REQUIRE(pr.code == 0);
+  json p = json::parse(pr.out);
+  // The saved adapted model predicts exactly what adapt did, without adapting again.
+  CHECK(p["predictions"] == a["predictions"]);
+  CHECK(p["accuracy"] == a["accuracy"]);
+}
+
+std::vector<tensor::Tensor> params_of(const fs::path& ckpt) {
+  io::Checkpoint ck = io::load_checkpoint(ckpt.string());
+  std::vector<tensor::Tensor> out;
+  for (const auto& t : ck.tensors)
+    if (t.name.rfind("param/", 0) == 0) out.push_back(t.tensor);
+  return out;
+}
+
+TEST_CASE("cli: an interrupted run resumes to the same parameters, bit for bit") {
+  TempDir tmp;
+  const std::string common = std::string(kSmall) + " --algo maml --iterations 120 --val-every 60 --checkpoint-every 1000";
+  REQUIRE(metafew("meta-train " + common + " --out " + (tmp.path / "a").string(), tmp.path).code == 0);
+
+  // Run b: interrupted with SIGINT once it has logged its first line, then resumed.
+  const fs::path b = tmp.path / "b";
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    const std::string cmd = std::string(METAFEW_BINARY) + " meta-train " + common + " --out " + b.string() +
+                            " > " + (tmp.path / "b.out").string() + " 2> " + (tmp.path / "b.err").string();
+    execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  for (int i = 0; i < 600 && !(fs::exists(b / "metrics.jsonl") && fs::file_size(b / "metrics.jsonl") > 0); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ::kill(pid, SIGINT);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  REQUIRE(WIFEXITED(status));
+  INFO(slurp(tmp.path / "b.err"));
+  CHECK(WEXITSTATUS(status) == 130);
+  io::Checkpoint mid = io::load_checkpoint((b / "last").string());
+  const int64_t stopped = mid.header["iteration"];
+  CHECK(stopped >= 20);
+  CHECK(stopped < 120);
+
+  Result resumed = metafew("meta-train --resume " + b.string(), tmp.path);
+  INFO(resumed.err);
+  REQUIRE(resumed.code == 0);
+  auto pa = params_of(tmp.path / "a" / "last"), pb = params_of(b / "last");
+  REQUIRE(pa.size() == pb.size());
+  for (size_t i = 0; i < pa.size(); ++i) {
+    REQUIRE(pa[i].shape() == pb[i].shape());
+    CHECK(std::memcmp(pa[i].raw_data(), pb[i].raw_data(), static_cast<size_t>(pa[i].numel()) * 4) == 0);
+  }
+}
+
+void expect_error(const Result& r, int code, const std::string& fragment) {
+  INFO("stderr: " << r.err);
+  CHECK(r.code == code);
+  // Progress lines may come first; the error is the line that starts with "error: ".
+  CHECK((r.err.rfind("error: ", 0) == 0 || r.err.find("\nerror: ") != std::string::npos));
+  CHECK(r.err.find(fragment) != std::string::npos);
+}
+
+TEST_CASE("cli: bad input gets a clear message and the documented exit code") {
+  TempDir tmp;
+  const fs::path d = tmp.path;
+  expect_error(metafew("meta-train --no-such-flag 3", d), 2, "no-such-flag");
+  expect_error(metafew("meta-train --ways", d), 2, "ways");
+  expect_error(metafew("meta-train --ways 0 --out " + (d / "r").string(), d), 2, "--ways must be positive");
+  expect_error(metafew("meta-train --shots -1 --out " + (d / "r").string(), d), 2, "--shots must be positive");
+  expect_error(metafew("meta-train --inner-lr nan --out " + (d / "r").string(), d), 2, "failed to parse");
+  expect_error(metafew("meta-train --inner-lr -1 --out " + (d / "r").string(), d), 2, "--inner-lr must be");
+  expect_error(metafew("meta-train --algo nope --out " + (d / "r").string(), d), 2, "unknown --algo 'nope'");
+  expect_error(metafew("meta-train --ways 5000 --out " + (d / "r").string(), d), 2, "5000");
+  expect_error(metafew("meta-train --data " + (d / "missing").string() + " --out " + (d / "r").string(), d), 2,
+               "missing' does not exist");
+  expect_error(metafew("frobnicate", d), 2, "unknown command");
+
+  // A trained checkpoint to damage.
+  const fs::path run = d / "run";
+  REQUIRE(metafew("meta-train " + std::string(kSmall) + " --algo protonet --iterations 5 --out " + run.string(), d)
+              .code == 0);
+  const std::string good = slurp(run / "last");
+  auto write = [&](const fs::path& p, const std::string& bytes) { std::ofstream(p, std::ios::binary) << bytes; };
+  write(d / "truncated", good.substr(0, good.size() / 2));
+  std::string flipped = good;
+  flipped[flipped.size() / 3] ^= 0x10;
+  write(d / "flipped", flipped);
+  write(d / "empty", "");
+  write(d / "fake.mf", std::string("\x89PNG\r\n\x1a\n", 8) + std::string(100, 'x'));
+  expect_error(metafew("eval --checkpoint " + (d / "truncated").string(), d), 1, "truncated");
+  expect_error(metafew("eval --checkpoint " + (d / "flipped").string(), d), 1, "checksum");
+  expect_error(metafew("eval --checkpoint " + (d / "empty").string(), d), 1, "empty");
+  expect_error(metafew("eval --checkpoint " + (d / "fake.mf").string(), d), 1, "PNG");
+  expect_error(metafew("eval --checkpoint " + (d / "nothing").string(), d), 1, "nothing");
+
+  // Support and query folders.
+  write_task_folders(d);
+  fs::create_directories(d / "support" / "class9");  // a class without images
+  expect_error(metafew("adapt --checkpoint " + run.string() + " --support " + (d / "support").string() + " --query " +
+                           (d / "query").string(),
+                       d),
+               2, "has no images");
+  fs::remove(d / "support" / "class9");
+  fs::copy_file(d / "support" / "class0" / "0.png", d / "support" / "class0" / "1.png");  // 2 shots vs 1
+  expect_error(metafew("adapt --checkpoint " + run.string() + " --support " + (d / "support").string() + " --query " +
+                           (d / "query").string(),
+                       d),
+               2, "same number of shots");
+  fs::remove(d / "support" / "class0" / "1.png");
+  expect_error(metafew("adapt --checkpoint " + run.string() + " --support " + (d / "support").string() + " --query " +
+                           (d / "nowhere").string(),
+                       d),
+               2, "does not exist");
+  // A checkpoint of the wrong kind: predict needs an adapted model.
+  expect_error(metafew("predict --model " + (run / "last").string() + " --query " + (d / "query").string(), d), 2,
+               "not an adapted model");
+  // A MAML checkpoint has a 5-way head: a 3-way evaluation does not fit it.
+  const fs::path maml = d / "maml";
+  REQUIRE(metafew("meta-train " + std::string(kSmall) + " --algo maml --iterations 2 --out " + maml.string(), d).code == 0);
+  expect_error(metafew("eval --checkpoint " + maml.string() + " --ways 3", d), 2, "5-way head");
+}
+
+TEST_CASE("cli: a diverging loss stops the run and keeps the last good checkpoint") {
+  TempDir tmp;
+  Result r = metafew("meta-train " + std::string(kSmall) +
+                         " --algo maml --optimizer sgd --outer-lr 1e30 --inner-lr 1e30 --iterations 50 --out " +
+                         (tmp.path / "r").string(),
+                     tmp.path);
+  expect_error(r, 1, "diverged");
+}
+
+}  // namespace
+}  // namespace metafew::testing
