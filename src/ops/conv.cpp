@@ -7,6 +7,7 @@
 #include "backend/dnnl/conv.h"
 #include "ops/detail.h"
 #include "tensor/conv_ref.h"
+#include "tensor/serial_scope.h"
 
 namespace metafew::ops {
 
@@ -48,6 +49,7 @@ Tensor conv_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const 
   check_dtypes(x, w, "conv2d");
   Tensor y = Tensor::empty(y_shape(s), x.dtype());
   if (x.dtype() == DType::f32) {
+    tensor::SerialScope serial;  // Note [Deterministic oneDNN]
     backend::dnnl_backend::conv2d_forward(x.data<float>(), w.data<float>(), bias ? bias->data<float>() : nullptr,
                                           y.data<float>(), s);
     return y;
@@ -60,20 +62,24 @@ Tensor conv_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const 
 Tensor conv_grad_input(const Tensor& gy, const Tensor& w, const ConvShape& s) {
   check_dtypes(gy, w, "conv2d_grad_input");
   Tensor gx = Tensor::empty({s.n, s.ic, s.ih, s.iw}, gy.dtype());
-  if (gy.dtype() == DType::f32)
+  if (gy.dtype() == DType::f32) {
+    tensor::SerialScope serial;  // Note [Deterministic oneDNN]
     backend::dnnl_backend::conv2d_backward_data(gy.data<float>(), w.data<float>(), gx.data<float>(), s);
-  else
+  } else {
     tensor::conv2d_grad_input_ref(gy.data<double>(), w.data<double>(), gx.data<double>(), s);
+  }
   return gx;
 }
 
 Tensor conv_grad_weight(const Tensor& x, const Tensor& gy, const ConvShape& s) {
   check_dtypes(x, gy, "conv2d_grad_weight");
   Tensor gw = Tensor::empty({s.oc, s.ic, s.kh, s.kw}, x.dtype());
-  if (x.dtype() == DType::f32)
+  if (x.dtype() == DType::f32) {
+    tensor::SerialScope serial;  // Note [Deterministic oneDNN]
     backend::dnnl_backend::conv2d_backward_weights(x.data<float>(), gy.data<float>(), gw.data<float>(), nullptr, s);
-  else
+  } else {
     tensor::conv2d_grad_weight_ref(x.data<double>(), gy.data<double>(), gw.data<double>(), s);
+  }
   return gw;
 }
 }  // namespace

@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "oneapi/dnnl/dnnl.h"
+#include "tensor/serial_scope.h"
 
 namespace metafew::tensor {
 
@@ -422,6 +423,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
   }
   const int64_t lda = a.shape()[1], ldb = b.shape()[1];
   if (a.dtype() == DType::f32) {
+    SerialScope serial;  // Note [Deterministic oneDNN]
     dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, 1.0f, a.data<float>(), lda,
                                   b.data<float>(), ldb, 0.0f, y.data<float>(), n);
     MF_CHECK(st == dnnl_success, "matmul: oneDNN sgemm failed with status ", static_cast<int>(st));

@@ -1,0 +1,77 @@
+// Same seed, same result, at any thread count: task-parallel meta-batches, op-level parallelism when tasks are
+// fewer than threads, and evaluation.
+#include <doctest/doctest.h>
+#include <omp.h>
+
+#include <cstring>
+
+#include "meta/trainer.h"
+#include "support/gradcheck.h"
+
+namespace metafew::testing {
+namespace {
+
+std::vector<meta::Task> glyph_like_tasks(int n, uint64_t seed) {
+  std::vector<meta::Task> tasks;
+  core::Rng rng(seed);
+  for (int t = 0; t < n; ++t) {
+    meta::Task k;
+    k.ways = 5;
+    k.seed = static_cast<uint64_t>(t);
+    k.support_x = Tensor::empty({5, 1, 28, 28});
+    k.query_x = Tensor::empty({25, 1, 28, 28});
+    for (Tensor* x : {&k.support_x, &k.query_x}) {
+      float* p = x->data<float>();
+      for (int64_t i = 0; i < x->numel(); ++i) p[i] = static_cast<float>(rng.uniform());
+    }
+    std::vector<int32_t> ys, yq;
+    for (int c = 0; c < 5; ++c) {
+      ys.push_back(c);
+      for (int q = 0; q < 5; ++q) yq.push_back(c);
+    }
+    k.support_y = Tensor::from_indices(ys, {5});
+    k.query_y = Tensor::from_indices(yq, {25});
+    tasks.push_back(k);
+  }
+  return tasks;
+}
+
+std::vector<Tensor> meta_grad_with_threads(const std::string& algo, int threads, int tasks) {
+  const int before = omp_get_max_threads();
+  omp_set_num_threads(threads);
+  nn::ModelConfig mc;
+  mc.filters = 32;
+  mc.outputs = meta::algorithm_uses_head(algo) ? 5 : 0;
+  meta::AlgoConfig ac;
+  ac.algo = algo;
+  ac.inner_steps = 2;
+  core::Rng init(3);
+  auto a = meta::make_algorithm(nn::Model(mc), ac, init);
+  std::vector<Tensor> mean;
+  meta::mean_meta_gradient(*a, glyph_like_tasks(tasks, 9), mean);
+  omp_set_num_threads(before);
+  return mean;
+}
+
+bool bit_identical(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i].shape() != b[i].shape() ||
+        std::memcmp(a[i].raw_data(), b[i].raw_data(), static_cast<size_t>(a[i].numel()) * 4) != 0)
+      return false;
+  return true;
+}
+
+TEST_CASE("determinism: meta-gradients are bit-identical with 1 and 2 threads") {
+  // 4 tasks: one task per thread. 1 task: parallelism inside the ops instead.
+  for (int tasks : {4, 1}) {
+    for (const char* algo : {"maml", "protonet"}) {
+      CAPTURE(tasks);
+      CAPTURE(std::string(algo));
+      CHECK(bit_identical(meta_grad_with_threads(algo, 1, tasks), meta_grad_with_threads(algo, 2, tasks)));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace metafew::testing
