@@ -146,6 +146,7 @@ int run_adapt(int argc, char** argv) {
   cxxopts::Options opts("metafew adapt",
                         "Adapt a meta-trained checkpoint to a new task (DIR/<class>/<K images>) and label query "
                         "images; results on stdout (or --out), one line per image or JSON.");
+  opts.set_width(100);
   opts.add_options()("checkpoint", "checkpoint file or run folder", cxxopts::value<std::string>())(
       "support", "folder with one sub-folder of K images per class (folder names are the labels)",
       cxxopts::value<std::string>())("query", "query images: a folder, class folders, or image files (repeatable)",
@@ -238,6 +239,7 @@ int run_adapt(int argc, char** argv) {
 
 int run_predict(int argc, char** argv) {
   cxxopts::Options opts("metafew predict", "Label query images with a model saved by `metafew adapt --save-adapted`.");
+  opts.set_width(100);
   opts.add_options()("model", "adapted model file", cxxopts::value<std::string>())(
       "query", "query images: a folder, class folders, or image files (repeatable)",
       cxxopts::value<std::vector<std::string>>())("out", "write the predictions to this file",

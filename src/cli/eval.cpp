@@ -14,6 +14,7 @@ int run_eval(int argc, char** argv) {
   cxxopts::Options opts("metafew eval",
                         "Evaluate a checkpoint on test episodes: mean accuracy (or -MSE) and its 95% interval "
                         "(1.96 std / sqrt(episodes)).");
+  opts.set_width(100);
   opts.add_options()("checkpoint", "checkpoint file, or a run folder (its best, else its last)",
                      cxxopts::value<std::string>())(
       "data", "dataset (default: the one it was trained on)", cxxopts::value<std::string>())(

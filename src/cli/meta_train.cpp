@@ -54,6 +54,7 @@ struct Validation {
 int run_meta_train(int argc, char** argv) {
   cxxopts::Options opts("metafew meta-train", "Meta-train a few-shot learner; results on stdout, progress on stderr.");
   const json defaults = meta_train_defaults();
+  opts.set_width(100);
   opts.add_options("run")("out", "run folder: config.json, metrics.jsonl, checkpoints last and best",
                           cxxopts::value<std::string>()->default_value("runs/latest"))(
       "config", "JSON file of settings (defaults < file < flags)", cxxopts::value<std::string>())(
