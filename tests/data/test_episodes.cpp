@@ -38,7 +38,7 @@ void check_deterministic(const data::EpisodeSampler& s, int64_t n) {
   CHECK(std::set<uint64_t>(serial.begin(), serial.end()).size() == serial.size());  // episodes differ
 }
 
-TEST_CASE("data: episode layout is class-major with labels in [0, ways)") {
+TEST_CASE("data: episode layout is class-major with labels from 0 to ways - 1") {
   data::EpisodeSampler s(glyphs(), "train", {5, 2, 3}, 42);
   const data::Episode ep = s.episode(17);
   CHECK(ep.support_x.shape() == tensor::Shape{10, 1, 28, 28});

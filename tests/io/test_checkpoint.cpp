@@ -227,7 +227,7 @@ TEST_CASE("io: checkpoint header JSON round trip") {
   CHECK(io::load_checkpoint(path).header == saved.header);  // the previous file is intact
 }
 
-TEST_CASE("io: checkpoint file layout follows Note [Checkpoint format]") {
+TEST_CASE("io: checkpoint file layout follows the checkpoint format note") {
   TempDir dir;
   const std::string path = dir.file("layout.ckpt");
   io::save_checkpoint(path, sample_checkpoint());

@@ -178,7 +178,7 @@ TEST_CASE("io: config validation refuses type mismatches and accepts an integer 
   CHECK_NOTHROW(io::validate_config({{"model", {{"hidden", {64, "wide", true}}}}}, defaults, "f"));
 }
 
-TEST_CASE("io: config files: comments allowed; missing, malformed, repeated keys and non-objects refused") {
+TEST_CASE("io: config files: comments allowed, and missing, malformed, repeated keys and non-objects refused") {
   TempDir dir;
   const std::string good = dir.file("run.json");
   write_text(good, "{\n  // five-way\n  \"ways\": 5,\n  \"model\": {\"filters\": 32} /* small */\n}\n");
