@@ -8,6 +8,7 @@
 
 #include "backend/dnnl/context.h"
 #include "cli/adapt.h"
+#include "cli/bench.h"
 #include "cli/data_cmd.h"
 #include "cli/demo.h"
 #include "cli/eval.h"
@@ -25,6 +26,7 @@ void print_usage(FILE* to) {
                "  eval        test episodes of a checkpoint: mean accuracy and 95%% interval\n"
                "  adapt       adapt a checkpoint to a new task from image folders and label query images\n"
                "  predict     label images with a model saved by adapt --save-adapted\n"
+               "  bench       measured speed: seconds per meta-iteration, GFLOP/s, share of peak, memory\n"
                "  demo        second-order MAML on sinusoid regression: a smoke demo of the engine\n"
                "  data        show a dataset's layout, splits, counts and cache (--data PATH|builtin:glyphs)\n\n"
                "options:\n"
@@ -56,6 +58,7 @@ int main(int argc, char** argv) {
     if (cmd == "eval") return metafew::cli::run_eval(argc - 1, argv + 1);
     if (cmd == "adapt") return metafew::cli::run_adapt(argc - 1, argv + 1);
     if (cmd == "predict") return metafew::cli::run_predict(argc - 1, argv + 1);
+    if (cmd == "bench") return metafew::cli::run_bench(argc - 1, argv + 1);
     if (cmd == "demo") return metafew::cli::run_demo(argc - 1, argv + 1);
     if (cmd == "data") return metafew::cli::run_data(argc - 1, argv + 1);
     std::fprintf(stderr, "error: unknown command '%s'\nhint: run 'metafew --help' for the list of commands\n",

@@ -1,0 +1,245 @@
+// metafew bench: seconds per meta-iteration (median and spread over repetitions after warm-up), tasks per
+// second, analytic GFLOP per iteration (bench/README.md), achieved GFLOP/s, its share of the machine's peak
+// (a bare oneDNN convolution of the dominant shape, and an FMA micro-kernel, both measured in the same run),
+// peak resident memory, and thread scaling. Tasks come from builtin:glyphs and are built before timing.
+#include "cli/bench.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "backend/dnnl/bare.h"
+#include "backend/dnnl/context.h"
+#include "cli/common.h"
+#include "core/peak.h"
+#include "core/version.h"
+#include "meta/trainer.h"
+#include "tensor/storage.h"
+
+namespace metafew::cli {
+
+namespace {
+
+struct Setting {
+  std::string algo;
+  int64_t ways, shots, queries, meta_batch, inner_steps;
+  double inner_lr;
+};
+
+// The table of issue 6 (PyTorch reference measured on this machine): 5-way 1-shot, 15 queries, meta-batch 32,
+// 1 inner step at lr 0.4; 20-way 1-shot, 5 queries, meta-batch 16, 5 inner steps at lr 0.1; Reptile with
+// meta-batch 5 and 5 inner Adam steps on batches of 10 drawn from 10 shots per class.
+std::vector<Setting> standard_matrix(const std::vector<std::string>& algos) {
+  std::vector<Setting> rows;
+  for (int wide = 0; wide < 2; ++wide)
+    for (const std::string& a : algos) {
+      if (a == "reptile")
+        rows.push_back({a, wide ? 20 : 5, 10, 1, 5, 5, 0.001});
+      else if (wide)
+        rows.push_back({a, 20, 1, 5, 16, 5, 0.1});
+      else
+        rows.push_back({a, 5, 1, 15, 32, 1, 0.4});
+    }
+  return rows;
+}
+
+// Analytic FLOP of one meta-iteration, counted as the PyTorch reference counts them (1 MAC = 2 FLOP; a
+// backward costs two forwards; the outer pass of second-order MAML through an inner step costs 6 forwards;
+// element-wise work is not counted). f = forward FLOP of one image; S, Q support and query images; k steps.
+double analytic_gflop(const Setting& s, const nn::Model& model) {
+  const double f = 2.0 * model.forward_macs(1);
+  const double S = static_cast<double>(s.ways * s.shots), Q = static_cast<double>(s.ways * s.queries);
+  const double k = static_cast<double>(s.inner_steps);
+  double per_task = 0;
+  if (s.algo == "maml" || s.algo == "metasgd")
+    per_task = 9 * k * S * f + 3 * Q * f;
+  else if (s.algo == "fomaml")
+    per_task = 3 * k * S * f + 3 * Q * f;
+  else if (s.algo == "reptile")
+    per_task = 3 * k * 10 * f;
+  else
+    per_task = 3 * (S + Q) * f;
+  return per_task * static_cast<double>(s.meta_batch) / 1e9;
+}
+
+// Resident-set high-water mark of this process since the last reset, in MiB (Linux: VmHWM; the reset writes
+// 5 to /proc/self/clear_refs).
+void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
+double peak_rss_mb() {
+  std::ifstream f("/proc/self/status");
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+  return 0;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+std::string git_hash() { return kGitHash; }
+
+}  // namespace
+
+int run_bench(int argc, char** argv) {
+  cxxopts::Options opts("metafew bench",
+                        "Measured speed of meta-iterations on this CPU. Without --algo: the standard matrix "
+                        "(maml, fomaml, metasgd, anil, protonet, reptile at 5-way 1-shot and 20-way 1-shot).");
+  opts.set_width(100);
+  opts.add_options()("algo", "algorithms to measure (repeatable); with it, the settings below apply",
+                     cxxopts::value<std::vector<std::string>>())(
+      "ways", "classes per task", cxxopts::value<int64_t>()->default_value("5"))(
+      "shots", "shots per class", cxxopts::value<int64_t>()->default_value("1"))(
+      "queries", "queries per class", cxxopts::value<int64_t>()->default_value("15"))(
+      "meta-batch", "tasks per meta-iteration", cxxopts::value<int64_t>()->default_value("32"))(
+      "inner-steps", "inner steps", cxxopts::value<int64_t>()->default_value("1"))(
+      "inner-lr", "inner learning rate", cxxopts::value<double>()->default_value("0.4"))(
+      "filters", "conv-4 filters", cxxopts::value<int64_t>()->default_value("64"))(
+      "threads", "largest thread count (0: all cores)", cxxopts::value<int>()->default_value("0"))(
+      "scaling", "also measure every thread count from 1 to --threads")(
+      "warmup", "untimed meta-iterations first", cxxopts::value<int>()->default_value("2"))(
+      "repeats", "timed meta-iterations", cxxopts::value<int>()->default_value("5"))(
+      "json", "one JSON object per row")("h,help", "show this help");
+  cxxopts::ParseResult args;
+  try {
+    args = opts.parse(argc, argv);
+  } catch (const cxxopts::exceptions::exception& e) {
+    throw Error(detail::concat("bench: ", e.what()), ErrorKind::usage);
+  }
+  if (args.count("help")) {
+    std::printf("%s\n", opts.help().c_str());
+    return 0;
+  }
+  MF_USAGE_CHECK(args.unmatched().empty(), "bench: unexpected argument '",
+                 args.unmatched().empty() ? "" : args.unmatched()[0], "'");
+  const int max_threads = args["threads"].as<int>() > 0 ? args["threads"].as<int>() : omp_get_num_procs();
+  const int warmup = args["warmup"].as<int>(), repeats = args["repeats"].as<int>();
+  const int64_t filters = args["filters"].as<int64_t>();
+  MF_USAGE_CHECK(warmup >= 0 && repeats >= 1, "bench: --warmup must be >= 0 and --repeats >= 1");
+  MF_USAGE_CHECK(filters >= 1, "bench: --filters must be >= 1");
+
+  std::vector<Setting> rows;
+  if (args.count("algo")) {
+    for (const std::string& a : args["algo"].as<std::vector<std::string>>()) {
+      MF_USAGE_CHECK(std::find(meta::algorithm_names().begin(), meta::algorithm_names().end(), a) !=
+                         meta::algorithm_names().end(),
+                     "bench: unknown --algo '", a, "'");
+      rows.push_back({a, args["ways"].as<int64_t>(), args["shots"].as<int64_t>(), args["queries"].as<int64_t>(),
+                      args["meta-batch"].as<int64_t>(), args["inner-steps"].as<int64_t>(),
+                      args["inner-lr"].as<double>()});
+      const Setting& s = rows.back();
+      MF_USAGE_CHECK(s.ways >= 1 && s.shots >= 1 && s.queries >= 1 && s.meta_batch >= 1 && s.inner_steps >= 0,
+                     "bench: --ways, --shots, --queries, --meta-batch must be >= 1 and --inner-steps >= 0");
+    }
+  } else {
+    rows = standard_matrix({"maml", "fomaml", "metasgd", "anil", "protonet", "reptile"});
+  }
+  std::vector<int> thread_counts;
+  if (args.count("scaling") || !args.count("algo"))
+    for (int t = 1; t <= max_threads; t = t < max_threads && t * 2 > max_threads ? max_threads : t * 2)
+      thread_counts.push_back(t);
+  else
+    thread_counts.push_back(max_threads);
+
+  auto ds = data::open_dataset("builtin:glyphs", {});
+  const json machine{{"onednn", backend::dnnl_backend::onednn_version()},
+                     {"isa", backend::dnnl_backend::onednn_isa()},
+                     {"fma_isa", core::fma_isa()},
+                     {"git", git_hash()},
+                     {"cpus", omp_get_num_procs()}};
+  const bool as_json = args.count("json") > 0;
+  if (!as_json)
+    std::printf("%-8s %-6s %3s %7s %9s %9s %8s %8s %8s %9s %7s %7s %8s\n", "algo", "task", "thr", "batch",
+                "s/iter", "spread", "tasks/s", "GFLOP", "GFLOP/s", "convGF/s", "of conv", "of FMA", "RSS MB");
+
+  for (int threads : thread_counts) {
+    omp_set_num_threads(threads);
+    const double fma_peak = core::fma_peak_gflops(threads);
+    std::map<int64_t, double> conv_peak;  // per dominant batch
+    for (const Setting& s : rows) {
+      // The dominant convolution: 64 -> 64 3x3 at 14x14 on one task's query set, one task per thread.
+      const int64_t n = s.ways * (s.algo == "reptile" ? 10 : s.queries);
+      if (!conv_peak.count(n)) {
+        tensor::ConvShape cs{n, filters, 14, 14, filters, 3, 3, 1, 1, 1, 1};
+        conv_peak[n] = backend::dnnl_backend::bare_conv_gflops(cs, backend::dnnl_backend::ConvKernel::forward,
+                                                               threads, 0.3);
+      }
+      tensor::release_cached_buffers();
+      reset_peak_rss();
+      nn::ModelConfig mc;
+      mc.filters = filters;
+      mc.outputs = meta::algorithm_uses_head(s.algo) ? s.ways : 0;
+      meta::AlgoConfig ac;
+      ac.algo = s.algo;
+      ac.inner_steps = s.inner_steps;
+      ac.inner_lr = s.inner_lr;
+      core::Rng init(1);
+      nn::Model model(mc);
+      auto algo = meta::make_algorithm(model, ac, init);
+      std::unique_ptr<optim::Optimizer> opt;
+      if (s.algo == "reptile")
+        opt = std::make_unique<optim::Sgd>(1.0);
+      else
+        opt = std::make_unique<optim::Adam>(1e-3);
+      data::EpisodeSampler sampler(ds, "train", {s.ways, s.shots, s.queries}, 1);
+      std::vector<std::vector<meta::Task>> batches(static_cast<size_t>(warmup + repeats));
+      for (size_t b = 0; b < batches.size(); ++b)
+        for (int64_t t = 0; t < s.meta_batch; ++t) {
+          const uint64_t i = b * static_cast<uint64_t>(s.meta_batch) + static_cast<uint64_t>(t);
+          batches[b].push_back(to_task(sampler.episode(i), s.ways, i));
+        }
+      std::vector<double> times;
+      for (size_t b = 0; b < batches.size(); ++b) {
+        const auto t0 = std::chrono::steady_clock::now();
+        meta::meta_step(*algo, batches[b], *opt);
+        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (static_cast<int>(b) >= warmup) times.push_back(dt);
+      }
+      const double med = median(times);
+      const double spread = *std::max_element(times.begin(), times.end()) - *std::min_element(times.begin(), times.end());
+      const double gflop = analytic_gflop(s, model);
+      const double gflops = gflop / med;
+      json row{{"algo", s.algo},
+               {"ways", s.ways},
+               {"shots", s.shots},
+               {"queries", s.queries},
+               {"meta_batch", s.meta_batch},
+               {"inner_steps", s.inner_steps},
+               {"inner_lr", s.inner_lr},
+               {"filters", filters},
+               {"threads", threads},
+               {"warmup", warmup},
+               {"repeats", repeats},
+               {"seconds_per_iter_median", med},
+               {"seconds_per_iter_min", *std::min_element(times.begin(), times.end())},
+               {"seconds_per_iter_max", *std::max_element(times.begin(), times.end())},
+               {"tasks_per_second", static_cast<double>(s.meta_batch) / med},
+               {"gflop_per_iter", gflop},
+               {"gflops", gflops},
+               {"bare_conv_gflops", conv_peak[n]},
+               {"fma_peak_gflops", fma_peak},
+               {"peak_fraction", gflops / conv_peak[n]},
+               {"fma_peak_fraction", gflops / fma_peak},
+               {"peak_rss_mb", peak_rss_mb()}};
+      row.update(machine);
+      if (as_json) {
+        std::printf("%s\n", row.dump().c_str());
+      } else {
+        const std::string task = std::to_string(s.ways) + "w" + std::to_string(s.shots) + "s";
+        std::printf("%-8s %-6s %3d %7lld %9.3f %9.3f %8.1f %8.1f %8.1f %9.1f %6.0f%% %6.0f%% %8.0f\n",
+                    s.algo.c_str(), task.c_str(), threads, static_cast<long long>(s.meta_batch), med, spread,
+                    static_cast<double>(s.meta_batch) / med, gflop, gflops, conv_peak[n],
+                    100 * gflops / conv_peak[n], 100 * gflops / fma_peak, peak_rss_mb());
+      }
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
+
+}  // namespace metafew::cli
