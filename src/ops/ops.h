@@ -73,6 +73,11 @@ Variable pool_gather(const Variable& x, const Tensor& index, const Shape& output
 
 // ---- normalisation: batch statistics over (N, H, W), affine gamma and beta of C elements ----
 Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& beta, double eps = 1e-5);
+// Its backward as two fused ops (Note [Batch norm backward] in norm.cpp): sums (2, C) = [sum(g * xh); sum(g)]
+// over (N, H, W), and dx = gamma * invstd * (g - sums[1] / M - xh * sums[0] / M).
+Variable batch_norm_grad_sums(const Variable& g, const Variable& x, double eps = 1e-5);
+Variable batch_norm_grad_input(const Variable& g, const Variable& x, const Variable& gamma, const Variable& sums,
+                               double eps = 1e-5);
 
 // ---- softmax and losses ----
 Variable log_softmax(const Variable& x, int64_t axis = -1);

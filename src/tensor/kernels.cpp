@@ -639,6 +639,93 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
   return y;
 }
 
+namespace {
+struct BnDims {
+  int64_t n, c, hw;
+};
+BnDims bn_dims(const Tensor& x, const char* op) {
+  MF_CHECK(x.dim() == 4 || x.dim() == 2, op, ": expected NCHW or NC input, got ", to_string(x.shape()));
+  return {x.shape()[0], x.shape()[1], x.dim() == 4 ? x.shape()[2] * x.shape()[3] : 1};
+}
+}  // namespace
+
+void batch_norm_stats(const Tensor& x, double eps, Tensor* mean, Tensor* invstd) {
+  const BnDims d = bn_dims(x, "batch_norm_stats");
+  Tensor gamma = Tensor::full({d.c}, 1.0, x.dtype()), beta = Tensor::zeros({d.c}, x.dtype());
+  batch_norm(x, gamma, beta, eps, mean, invstd);
+}
+
+Tensor batch_norm_grad_sums(const Tensor& g, const Tensor& x, const Tensor& mean, const Tensor& invstd) {
+  const BnDims d = bn_dims(x, "batch_norm_grad_sums");
+  MF_CHECK(g.shape() == x.shape(), "batch_norm_grad_sums: gradient ", to_string(g.shape()), " and input ",
+           to_string(x.shape()), " differ");
+  check_same_dtype(g, x, "batch_norm_grad_sums");
+  Tensor sums = Tensor::empty({2, d.c}, x.dtype());
+  dispatch_float(x.dtype(), "batch_norm_grad_sums", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* pg = g.data<T>();
+    const T* px = x.data<T>();
+    const T* pm = mean.data<T>();
+    const T* ps = invstd.data<T>();
+    T* out = sums.data<T>();
+    const bool par = may_parallelize(x.numel());
+#pragma omp parallel for if (par)
+    for (int64_t ch = 0; ch < d.c; ++ch) {
+      double sgx = 0, sg = 0;
+      const double mu = pm[ch];
+      for (int64_t i = 0; i < d.n; ++i) {
+        const T* a = pg + (i * d.c + ch) * d.hw;
+        const T* b = px + (i * d.c + ch) * d.hw;
+#pragma omp simd reduction(+ : sgx, sg)
+        for (int64_t j = 0; j < d.hw; ++j) {
+          sgx += a[j] * (b[j] - mu);
+          sg += a[j];
+        }
+      }
+      out[ch] = static_cast<T>(sgx * ps[ch]);
+      out[d.c + ch] = static_cast<T>(sg);
+    }
+  });
+  return sums;
+}
+
+Tensor batch_norm_grad_input(const Tensor& g, const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                             const Tensor& invstd, const Tensor& sums) {
+  const BnDims d = bn_dims(x, "batch_norm_grad_input");
+  MF_CHECK(g.shape() == x.shape() && gamma.numel() == d.c && sums.numel() == 2 * d.c,
+           "batch_norm_grad_input: shapes do not fit: g ", to_string(g.shape()), ", x ", to_string(x.shape()),
+           ", gamma ", to_string(gamma.shape()), ", sums ", to_string(sums.shape()));
+  Tensor dx = Tensor::empty(x.shape(), x.dtype());
+  const double m = static_cast<double>(d.n * d.hw);
+  dispatch_float(x.dtype(), "batch_norm_grad_input", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* pg = g.data<T>();
+    const T* px = x.data<T>();
+    const T* pgam = gamma.data<T>();
+    const T* pm = mean.data<T>();
+    const T* ps = invstd.data<T>();
+    const T* sm = sums.data<T>();
+    T* py = dx.data<T>();
+    const bool par = may_parallelize(x.numel());
+#pragma omp parallel for collapse(2) if (par)
+    for (int64_t i = 0; i < d.n; ++i)
+      for (int64_t ch = 0; ch < d.c; ++ch) {
+        // dx = a g + b x + c, with per-channel a, b, c.
+        const double inv = ps[ch], scale = pgam[ch] * inv;
+        const double k = sm[ch] / m * inv;  // sum(g xh)/M times invstd: xh * that = (x - mu) invstd^2 ...
+        const T a = static_cast<T>(scale);
+        const T b = static_cast<T>(-scale * k);
+        const T c = static_cast<T>(scale * (k * pm[ch] - sm[d.c + ch] / m));
+        const T* gg = pg + (i * d.c + ch) * d.hw;
+        const T* xx = px + (i * d.c + ch) * d.hw;
+        T* yy = py + (i * d.c + ch) * d.hw;
+#pragma omp simd
+        for (int64_t j = 0; j < d.hw; ++j) yy[j] = a * gg[j] + b * xx[j] + c;
+      }
+  });
+  return dx;
+}
+
 double max_abs_diff(const Tensor& a, const Tensor& b) {
   MF_CHECK(a.shape() == b.shape(), "max_abs_diff: shapes ", to_string(a.shape()), " and ", to_string(b.shape()));
   auto va = a.to_vector(), vb = b.to_vector();

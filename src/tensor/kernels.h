@@ -51,6 +51,15 @@ Tensor softmax(const Tensor& x, int64_t axis);
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor* mean = nullptr,
                   Tensor* invstd = nullptr);
 
+// Batch norm backward in two passes, given the forward's per-channel mean and invstd (C elements):
+//   sums (2, C): row 0 = sum over (N, H, W) of g * xh, row 1 = sum of g, with xh = (x - mean) * invstd;
+//   dx = gamma * invstd * (g - sums[1] / M - xh * sums[0] / M), M = N * H * W.
+Tensor batch_norm_grad_sums(const Tensor& g, const Tensor& x, const Tensor& mean, const Tensor& invstd);
+Tensor batch_norm_grad_input(const Tensor& g, const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                             const Tensor& invstd, const Tensor& sums);
+// Per-channel mean and invstd = 1 / sqrt(var + eps) of x (biased variance), as batch_norm computes them.
+void batch_norm_stats(const Tensor& x, double eps, Tensor* mean, Tensor* invstd);
+
 // Largest |a - b| and largest |b|: test helpers.
 double max_abs_diff(const Tensor& a, const Tensor& b);
 double max_abs(const Tensor& a);

@@ -77,6 +77,21 @@ std::vector<Case> cases() {
       {"batch_norm NCHW", [](V x) { return ops::batch_norm(x[0], x[1], x[2]); },
        {r({3, 2, 2, 2}), r({2}, 0.5, 1.5), r({2})}},
       {"batch_norm NC", [](V x) { return ops::batch_norm(x[0], x[1], x[2]); }, {r({4, 3}), r({3}, 0.5, 1.5), r({3})}},
+      {"batch_norm_grad_sums", [](V x) { return ops::batch_norm_grad_sums(x[0], x[1]); },
+       {r({3, 2, 2, 2}), r({3, 2, 2, 2})}},
+      {"batch_norm_grad_input", [](V x) { return ops::batch_norm_grad_input(x[0], x[1], x[2], x[3]); },
+       {r({3, 2, 2, 2}), r({3, 2, 2, 2}), r({2}, 0.5, 1.5), r({2, 2})}},
+      {"batch_norm_grad_input NC", [](V x) { return ops::batch_norm_grad_input(x[0], x[1], x[2], x[3]); },
+       {r({4, 3}), r({4, 3}), r({3}, 0.5, 1.5), r({2, 3})}},
+      {"batch_norm then its own gradient (third order)",
+       [](V x) {
+         // Also when the checker evaluates plain values (no graph, inputs not requiring grad).
+         autograd::GradModeGuard on(true);
+         Variable x0 = x[0].requires_grad() ? x[0] : Variable(x[0].data(), true);
+         Variable y = ops::sum(ops::mul(ops::batch_norm(x0, x[1], x[2]), x[3]));
+         return autograd::grad({y}, {x0}, {}, {.create_graph = true})[0];
+       },
+       {r({3, 2, 2, 2}), r({2}, 0.5, 1.5), r({2}), r({3, 2, 2, 2})}},
       {"log_softmax", [](V x) { return ops::log_softmax(x[0], 1); }, {r({3, 4})}},
       {"log_softmax axis 0", [](V x) { return ops::log_softmax(x[0], 0); }, {r({3, 4})}},
       {"softmax", [](V x) { return ops::softmax(x[0], -1); }, {r({3, 4})}},
