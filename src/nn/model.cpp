@@ -104,17 +104,20 @@ Variable Model::embed_impl(const std::vector<Variable>& p, const Variable& x, co
       const Variable& bias = p[4 * b + 1];
       const Variable& gamma = p[4 * b + 2];
       const Variable& beta = p[4 * b + 3];
+      // Note [Pool before ReLU]: max-pooling commutes with ReLU (both monotone: max of relu = relu of max, and
+      // the gradients agree almost everywhere), so the block computes conv -> BN -> pool -> ReLU, the same
+      // function as the papers' conv -> BN -> ReLU -> pool with the ReLU and its backward on a quarter of the
+      // activations.
+      auto pool = [&](const Variable& v) { return c.max_pool ? ops::max_pool2d(v, 2, 2) : v; };
       h = ops::conv2d(h, w, bias, conv);
       if (support_x) {
         hs = ops::conv2d(hs, w, bias, conv);
         auto [ns, nq] = bn_support_stats(hs, h, gamma, beta);
-        hs = ops::relu(ns);
-        h = ops::relu(nq);
-        if (c.max_pool) hs = ops::max_pool2d(hs, 2, 2);
+        hs = ops::relu(pool(ns));
+        h = ops::relu(pool(nq));
       } else {
-        h = ops::relu(ops::batch_norm(h, gamma, beta, kBnEps));
+        h = ops::relu(pool(ops::batch_norm(h, gamma, beta, kBnEps)));
       }
-      if (c.max_pool) h = ops::max_pool2d(h, 2, 2);
     }
     h = ops::flatten(h);
     if (support_x) hs = ops::flatten(hs);
