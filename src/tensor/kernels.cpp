@@ -479,17 +479,25 @@ std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, int64_t kernel, int64_t st
           T* dst = py + plane * oh * ow;
           int32_t* di = pi + plane * oh * ow;
           for (int64_t i = 0; i < oh; ++i) {
-            const T* r0 = src + 2 * i * w;
-            const T* r1 = r0 + w;
+            const T* __restrict r0 = src + 2 * i * w;
+            const T* __restrict r1 = r0 + w;
+            T* __restrict out = dst + i * ow;
+            int32_t* __restrict oi = di + i * ow;
+            const int32_t row = static_cast<int32_t>(2 * i * w), ww = static_cast<int32_t>(w);
+            // Branch-free so that it vectorises; ties keep the first position in scan order.
+#pragma omp simd
             for (int64_t j = 0; j < ow; ++j) {
-              const int64_t base = 2 * i * w + 2 * j;
-              T bv = r0[2 * j];
-              int64_t best = base;
-              if (r0[2 * j + 1] > bv) bv = r0[2 * j + 1], best = base + 1;
-              if (r1[2 * j] > bv) bv = r1[2 * j], best = base + w;
-              if (r1[2 * j + 1] > bv) bv = r1[2 * j + 1], best = base + w + 1;
-              dst[i * ow + j] = bv;
-              di[i * ow + j] = static_cast<int32_t>(best);
+              const T v00 = r0[2 * j], v01 = r0[2 * j + 1], v10 = r1[2 * j], v11 = r1[2 * j + 1];
+              const int32_t base = row + 2 * static_cast<int32_t>(j);
+              const bool top_b = v01 > v00;
+              const T top = top_b ? v01 : v00;
+              const int32_t top_i = top_b ? base + 1 : base;
+              const bool bot_d = v11 > v10;
+              const T bot = bot_d ? v11 : v10;
+              const int32_t bot_i = bot_d ? base + ww + 1 : base + ww;
+              const bool take_bot = bot > top;
+              out[j] = take_bot ? bot : top;
+              oi[j] = take_bot ? bot_i : top_i;
             }
           }
         }
