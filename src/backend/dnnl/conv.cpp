@@ -21,15 +21,43 @@
 namespace metafew::backend::dnnl_backend {
 
 // Note [Conv layout]
-// TODO: filled in from the measurements of bench/conv_bench.cpp (bench/results/conv.md).
+// User buffers are plain (NCHW / OIHW). A kernel can compute in oneDNN's preferred layout (format_tag::any:
+// nChw16c / OIhw16i16o and friends here) with reorders at the boundary, or with nchw / oihw forced, where
+// oneDNN 2.6 uses its GEMM (im2col) kernels and needs no reorders. bench/conv_bench --layouts measures both
+// end to end on the conv-4 Omniglot shapes at batch 5, 80 and 2560 (bench/results/conv.md; 2-core AMD EPYC,
+// avx512_core_bf16):
+//  - 64 input channels (layers 2-4): blocked wins every kernel at every batch, by 1.4-5.4x: the JIT direct
+//    kernels outrun GEMM by far more than the reorders cost.
+//  - 1 input channel (layer 1), forward: the blocked kernel writes a 16-channel-blocked output that must then
+//    be reordered, a second pass over the largest tensor of the network; GEMM writes NCHW directly: as fast
+//    at batch 5 on two threads, 1.2-2.1x faster everywhere else.
+//  - 1 input channel, backward data: oneDNN pads the 1-channel gradient to nChw16c, 16x the work; GEMM is
+//    5.4-7.7x faster, and 4.4-7x faster than even the bare blocked primitive.
+//  - 1 input channel, backward weights: blocked wins, by 1.1-4.7x.
+// Beyond the benchmark (one thread, batch 5, 28x28 and 84x84 images): backward data is 1.7-1.8x faster with
+// GEMM at 3 and 4 input channels and within noise at 8; the forward pass is as fast or faster blocked from 3
+// channels.
+// Rule (conv2d_layout): forward plain iff ic == 1; backward data plain iff ic < 8; backward weights blocked.
+// Nothing is timed at run time: the choice depends on the shape only, so results are reproducible.
+
+// Note [Conv threads]
+// Outside a parallel region oneDNN splits a kernel over all OpenMP threads. For the smallest shapes that
+// costs more than it saves here: the reorders run before and after the convolution, and data written by one
+// core and read by the other crosses between cores on every call. The 64->64 3x3 layer on 3x3 pixels at batch
+// 5 (1.7 M multiply-adds) takes 24-35 us per kernel end to end on one thread and 35-57 us on two; from the
+// 28x28 first layer at batch 5 (2.3 M) up, two threads win or tie. So kernels below kOneThreadMacs are built
+// and run for one thread (and keyed as such). Running only the boundary reorders on one thread while the
+// convolution used two measured slower than letting every step use both threads, for the same reason.
 
 // Note [oneDNN inside a parallel region]
-// With the OpenMP runtime oneDNN runs a primitive on the calling thread alone when it executes inside an active
-// parallel region, but some kernels size their work split at creation from omp_get_max_threads(), which inside
-// a region still reports the team size. A primitive created there for N threads and run on one could then skip
-// the work of threads 1..N-1. So (a) plans are keyed by the thread count they run with (1 inside a region), and
-// (b) inside a region the thread's nthreads ICV is set to 1 while a plan is created, so the primitive is built
-// exactly as in a one-thread program: a task gives the same numbers whatever the outer thread count is.
+// With the OpenMP runtime oneDNN runs a primitive on the calling thread alone when it executes inside an
+// active parallel region, but its kernels size their work split at creation from omp_get_max_threads(), which
+// inside a region still reports the team size. A primitive created there for 2 threads and run on one hangs
+// in oneDNN 2.6.3 (seen in the "inside an OpenMP parallel region" test: one thread spinning inside
+// dnnl::impl::parallel for a partner that never comes). So (a) plans are keyed by the thread count they run
+// with (1 inside a region), and (b) while a one-thread plan is created and executed the calling thread's
+// nthreads ICV is set to 1 (OneThreadScope), so its primitives are built exactly as in a one-thread program:
+// a task gives the same numbers, bit for bit, whatever the outer thread count is.
 
 namespace {
 
@@ -64,12 +92,14 @@ class AlignedBuffer {
   std::size_t capacity_ = 0;
 };
 
-// Slots of per-thread memory a plan binds its internal (primitive-layout) memories to. Plans run one at a time
-// on a thread and need nothing from a previous call, so all plans of a thread share these buffers.
-constexpr int kTensorSlots = 3;                // at most three reordered tensors per kernel
-constexpr int kScratchSlot = kTensorSlots;     // the scratchpad of whichever primitive runs
+// Slots of per-thread memory a plan binds its internal (primitive-layout) memories to. Plans run one at a
+// time on a thread and need nothing from a previous call, so all plans of a thread share these buffers.
+constexpr int kTensorSlots = 3;             // at most three reordered tensors per kernel
+constexpr int kScratchSlot = kTensorSlots;  // the scratchpad of whichever primitive runs
 constexpr int kSlots = kTensorSlots + 1;
-constexpr int kUserPointers = 4;               // e.g. forward: x, w, bias, y
+constexpr int kUserPointers = 4;  // e.g. forward: x, w, bias, y
+// Convolutions with fewer multiply-adds run on the calling thread alone (Note [Conv threads]).
+constexpr int64_t kOneThreadMacs = int64_t{1} << 21;  // ~2.1 M
 
 struct Step {
   dn::primitive primitive;
@@ -79,9 +109,10 @@ struct Step {
 // Everything one kernel call executes: reorders of the inputs, the convolution, reorders of the outputs.
 struct Plan {
   std::vector<Step> steps;
-  std::vector<std::pair<int, dn::memory>> user;      // (user pointer index, memory in the user's plain layout)
+  std::vector<std::pair<int, dn::memory>> user;  // (user pointer index, memory in the user's plain layout)
   std::vector<std::pair<int, dn::memory>> internal;  // (slot, memory in the primitive's layout or scratchpad)
   std::array<std::size_t, kSlots> slot_bytes{};
+  bool one_thread = false;  // created for, and run on, the calling thread alone
   std::string description;
 };
 
@@ -90,14 +121,16 @@ struct PlanKey {
   ConvKernel kernel;
   bool bias;
   ConvLayout layout;  // resolved, never automatic
-  int threads;        // oneDNN threads the plan runs with (1 inside a parallel region)
+  int threads;        // threads the plan runs with: 1 inside a parallel region or below kOneThreadMacs
   bool operator==(const PlanKey&) const = default;
 };
 
 struct PlanKeyHash {
   std::size_t operator()(const PlanKey& k) const {
     std::size_t h = 0;
-    auto mix = [&h](int64_t v) { h ^= std::hash<int64_t>{}(v) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2); };
+    auto mix = [&h](int64_t v) {
+      h ^= std::hash<int64_t>{}(v) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+    };
     const ConvShape& s = k.shape;
     for (int64_t v : {s.n, s.ic, s.ih, s.iw, s.oc, s.kh, s.kw, s.sh, s.sw, s.ph, s.pw}) mix(v);
     mix(static_cast<int64_t>(k.kernel));
@@ -119,26 +152,50 @@ ThreadState& thread_state() {
 }
 
 // Names the layouts that occur here; anything else prints as "blocked".
-std::string layout_name(const md& d) {
+std::string layout_name(const md& d, bool weights) {
   static constexpr std::pair<tag, const char*> kAct[] = {
-      {tag::nchw, "nchw"},       {tag::nhwc, "nhwc"},       {tag::nChw16c, "nChw16c"},
-      {tag::nChw8c, "nChw8c"},   {tag::nChw4c, "nChw4c"},   {tag::NChw16n16c, "NChw16n16c"}};
-  static constexpr std::pair<tag, const char*> kWei[] = {
-      {tag::oihw, "oihw"},           {tag::hwio, "hwio"},           {tag::ohwi, "ohwi"},
-      {tag::OIhw16i16o, "OIhw16i16o"}, {tag::OIhw16o16i, "OIhw16o16i"}, {tag::Ohwi16o, "Ohwi16o"},
-      {tag::Oihw16o, "Oihw16o"},     {tag::OIhw8i8o, "OIhw8i8o"},   {tag::IOhw16o16i, "IOhw16o16i"},
-      {tag::IOhw16i16o, "IOhw16i16o"}};
+      {tag::nchw, "nchw"},     {tag::nhwc, "nhwc"},     {tag::nChw16c, "nChw16c"},
+      {tag::nChw8c, "nChw8c"}, {tag::nChw4c, "nChw4c"}, {tag::NChw16n16c, "NChw16n16c"}};
+  static constexpr std::pair<tag, const char*> kWei[] = {{tag::oihw, "oihw"},
+                                                         {tag::hwio, "hwio"},
+                                                         {tag::ohwi, "ohwi"},
+                                                         {tag::OIhw16i16o, "OIhw16i16o"},
+                                                         {tag::OIhw16o16i, "OIhw16o16i"},
+                                                         {tag::Ohwi16o, "Ohwi16o"},
+                                                         {tag::Oihw16o, "Oihw16o"},
+                                                         {tag::OIhw8i8o, "OIhw8i8o"},
+                                                         {tag::IOhw16o16i, "IOhw16o16i"},
+                                                         {tag::IOhw16i16o, "IOhw16i16o"}};
   const dn::memory::dims dims = d.dims();
   if (dims.size() == 1) return "x";
   if (dims.size() != 4) return "blocked";
-  for (const auto& [t, name] : kAct) {
-    if (md(dims, dn::memory::data_type::f32, t) == d) return name;
-  }
-  for (const auto& [t, name] : kWei) {
-    if (md(dims, dn::memory::data_type::f32, t) == d) return name;
-  }
-  return "blocked";
+  auto find = [&](const auto& table) -> const char* {
+    for (const auto& [t, name] : table) {
+      if (md(dims, dn::memory::data_type::f32, t) == d) return name;
+    }
+    return "blocked";
+  };
+  return weights ? find(kWei) : find(kAct);
 }
+
+// Sets the calling thread's nthreads ICV to 1 while alive when `enable`: oneDNN then creates or runs a
+// primitive for one thread, on the calling thread. Inside a parallel region this only affects the calling
+// thread.
+class OneThreadScope {
+ public:
+  explicit OneThreadScope(bool enable) : enable_(enable), saved_(enable ? omp_get_max_threads() : 1) {
+    if (enable_) omp_set_num_threads(1);
+  }
+  ~OneThreadScope() {
+    if (enable_) omp_set_num_threads(saved_);
+  }
+  OneThreadScope(const OneThreadScope&) = delete;
+  OneThreadScope& operator=(const OneThreadScope&) = delete;
+
+ private:
+  bool enable_;
+  int saved_;
+};
 
 dn::primitive_attr user_scratchpad_attr() {
   dn::primitive_attr attr;
@@ -146,8 +203,8 @@ dn::primitive_attr user_scratchpad_attr() {
   return attr;
 }
 
-// Assembles a Plan around one primitive: each argument is bound either directly to the user's buffer (when the
-// primitive's layout is the plain one) or to a slot buffer with a cached reorder at the boundary.
+// Assembles a Plan around one primitive: each argument is bound either directly to the user's buffer (when
+// the primitive's layout is the plain one) or to a slot buffer with a cached reorder at the boundary.
 class PlanBuilder {
  public:
   explicit PlanBuilder(const dn::engine& engine) : engine_(engine), plan_(std::make_unique<Plan>()) {}
@@ -163,7 +220,10 @@ class PlanBuilder {
     add_scratchpad(main_args_, scratchpad_md);
     Plan& p = *plan_;
     p.steps = std::move(pre_);
-    p.steps.push_back(Step{primitive, std::move(main_args_)});
+    Step main;
+    main.primitive = primitive;
+    main.args = std::move(main_args_);
+    p.steps.push_back(std::move(main));
     for (Step& s : post_) p.steps.push_back(std::move(s));
     std::ostringstream os;
     os << impl << description_.str() << " reorders=" << reorders_;
@@ -174,20 +234,30 @@ class PlanBuilder {
  private:
   static const char* arg_name(int arg) {
     switch (arg) {
-      case DNNL_ARG_SRC: return "src";
-      case DNNL_ARG_WEIGHTS: return "wei";
-      case DNNL_ARG_BIAS: return "bia";
-      case DNNL_ARG_DST: return "dst";
-      case DNNL_ARG_DIFF_SRC: return "diff_src";
-      case DNNL_ARG_DIFF_WEIGHTS: return "diff_wei";
-      case DNNL_ARG_DIFF_BIAS: return "diff_bia";
-      case DNNL_ARG_DIFF_DST: return "diff_dst";
-      default: return "arg";
+      case DNNL_ARG_SRC:
+        return "src";
+      case DNNL_ARG_WEIGHTS:
+        return "wei";
+      case DNNL_ARG_BIAS:
+        return "bia";
+      case DNNL_ARG_DST:
+        return "dst";
+      case DNNL_ARG_DIFF_SRC:
+        return "diff_src";
+      case DNNL_ARG_DIFF_WEIGHTS:
+        return "diff_wei";
+      case DNNL_ARG_DIFF_BIAS:
+        return "diff_bia";
+      case DNNL_ARG_DIFF_DST:
+        return "diff_dst";
+      default:
+        return "arg";
     }
   }
 
   void bind(int arg, int user_index, const md& user_md, const md& prim_md, bool is_input) {
-    description_ << " " << arg_name(arg) << "=" << layout_name(prim_md);
+    const bool weights = arg == DNNL_ARG_WEIGHTS || arg == DNNL_ARG_DIFF_WEIGHTS;
+    description_ << " " << arg_name(arg) << "=" << layout_name(prim_md, weights);
     dn::memory user_mem(user_md, engine_, DNNL_MEMORY_NONE);
     plan_->user.emplace_back(user_index, user_mem);
     if (user_md == prim_md) {
@@ -204,9 +274,10 @@ class PlanBuilder {
     const md& from = is_input ? user_md : prim_md;
     const md& to = is_input ? prim_md : user_md;
     dn::reorder::primitive_desc rpd(engine_, from, engine_, to, user_scratchpad_attr());
-    Step step{dn::reorder(rpd),
-              {{DNNL_ARG_FROM, (is_input ? user_mem : prim_mem).get()},
-               {DNNL_ARG_TO, (is_input ? prim_mem : user_mem).get()}}};
+    Step step;
+    step.primitive = dn::reorder(rpd);
+    step.args = {{DNNL_ARG_FROM, (is_input ? user_mem : prim_mem).get()},
+                 {DNNL_ARG_TO, (is_input ? prim_mem : user_mem).get()}};
     add_scratchpad(step.args, rpd.scratchpad_desc());
     (is_input ? pre_ : post_).push_back(std::move(step));
     ++reorders_;
@@ -230,24 +301,6 @@ class PlanBuilder {
   int reorders_ = 0;
 };
 
-// Sets the calling thread's nthreads ICV to 1 for its lifetime when inside an active parallel region
-// (Note [oneDNN inside a parallel region]).
-class SerialCreationGuard {
- public:
-  SerialCreationGuard() : active_(omp_in_parallel() != 0), saved_(omp_get_max_threads()) {
-    if (active_) omp_set_num_threads(1);
-  }
-  ~SerialCreationGuard() {
-    if (active_) omp_set_num_threads(saved_);
-  }
-  SerialCreationGuard(const SerialCreationGuard&) = delete;
-  SerialCreationGuard& operator=(const SerialCreationGuard&) = delete;
-
- private:
-  bool active_;
-  int saved_;
-};
-
 std::unique_ptr<Plan> build_plan(const PlanKey& key) {
   const ConvShape& s = key.shape;
   const dn::engine& engine = cpu_engine();
@@ -257,17 +310,18 @@ std::unique_ptr<Plan> build_plan(const PlanKey& key) {
   const md x_user(x_dims, dt::f32, tag::nchw), w_user(w_dims, dt::f32, tag::oihw),
       y_user(y_dims, dt::f32, tag::nchw), b_user({s.oc}, dt::f32, tag::x);
   const bool plain = key.layout == ConvLayout::plain;
-  const md x_q(x_dims, dt::f32, plain ? tag::nchw : tag::any), w_q(w_dims, dt::f32, plain ? tag::oihw : tag::any),
-      y_q(y_dims, dt::f32, plain ? tag::nchw : tag::any);
+  const md x_q(x_dims, dt::f32, plain ? tag::nchw : tag::any),
+      w_q(w_dims, dt::f32, plain ? tag::oihw : tag::any), y_q(y_dims, dt::f32, plain ? tag::nchw : tag::any);
   const dn::primitive_attr attr = user_scratchpad_attr();
   const auto algo = dn::algorithm::convolution_direct;
   const auto prop = dn::prop_kind::forward_training;
 
   // The forward primitive descriptor; also the hint the backward descriptors take, so they agree on layouts.
   auto forward_pd = [&](bool with_bias) {
-    const auto d = with_bias ? dn::convolution_forward::desc(prop, algo, x_q, w_q, b_user, y_q, strides, padding,
-                                                             padding)
-                             : dn::convolution_forward::desc(prop, algo, x_q, w_q, y_q, strides, padding, padding);
+    const auto d =
+        with_bias
+            ? dn::convolution_forward::desc(prop, algo, x_q, w_q, b_user, y_q, strides, padding, padding)
+            : dn::convolution_forward::desc(prop, algo, x_q, w_q, y_q, strides, padding, padding);
     return dn::convolution_forward::primitive_desc(d, attr, engine);
   };
 
@@ -292,10 +346,10 @@ std::unique_ptr<Plan> build_plan(const PlanKey& key) {
     }
     case ConvKernel::backward_weights: {
       const auto hint = forward_pd(key.bias);
-      const auto d = key.bias ? dn::convolution_backward_weights::desc(algo, x_q, w_q, b_user, y_q, strides,
-                                                                       padding, padding)
-                              : dn::convolution_backward_weights::desc(algo, x_q, w_q, y_q, strides, padding,
-                                                                       padding);
+      const auto d =
+          key.bias
+              ? dn::convolution_backward_weights::desc(algo, x_q, w_q, b_user, y_q, strides, padding, padding)
+              : dn::convolution_backward_weights::desc(algo, x_q, w_q, y_q, strides, padding, padding);
       const dn::convolution_backward_weights::primitive_desc pd(d, attr, engine, hint);
       b.input(DNNL_ARG_SRC, 0, x_user, pd.src_desc());
       b.input(DNNL_ARG_DIFF_DST, 1, y_user, pd.diff_dst_desc());
@@ -313,7 +367,7 @@ PlanKey make_key(const char* op, const ConvShape& s, ConvKernel kernel, bool bia
            "; expected positive sizes and strides, non-negative padding and a kernel no larger than the "
            "padded input");
   const ConvLayout resolved = layout == ConvLayout::automatic ? conv2d_layout(s, kernel) : layout;
-  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const int threads = omp_in_parallel() || s.macs() < kOneThreadMacs ? 1 : omp_get_max_threads();
   return PlanKey{s, kernel, bias, resolved, threads};
 }
 
@@ -323,12 +377,14 @@ Plan& find_or_build(const char* op, const PlanKey& key) {
   if (it != ts.plans.end()) return *it->second;
   std::unique_ptr<Plan> plan;
   try {
-    SerialCreationGuard guard;
+    const OneThreadScope one_thread(key.threads == 1);
     plan = build_plan(key);
+    plan->one_thread = key.threads == 1;
+    plan->description += " threads=" + std::to_string(key.threads);
   } catch (const dn::error& e) {
-    throw Error(detail::concat(op, ": oneDNN could not create a ", to_string(key.layout), "-layout primitive for ",
-                               key.shape.to_string(), ": ", e.what(), " (status ", static_cast<int>(e.status),
-                               ")"));
+    throw Error(detail::concat(op, ": oneDNN could not create a ", to_string(key.layout),
+                               "-layout primitive for ", key.shape.to_string(), ": ", e.what(), " (status ",
+                               static_cast<int>(e.status), ")"));
   }
   return *ts.plans.emplace(key, std::move(plan)).first->second;
 }
@@ -348,9 +404,10 @@ void execute(const char* op, Plan& plan, const std::array<const void*, kUserPoin
   }
   // The C API takes the cached argument arrays as they are; the C++ execute() would rebuild a map per call.
   const dnnl_stream_t stream = thread_stream().get();
+  const OneThreadScope one_thread(plan.one_thread);
   for (Step& step : plan.steps) {
-    const dnnl_status_t st =
-        dnnl_primitive_execute(step.primitive.get(), stream, static_cast<int>(step.args.size()), step.args.data());
+    const dnnl_status_t st = dnnl_primitive_execute(step.primitive.get(), stream,
+                                                    static_cast<int>(step.args.size()), step.args.data());
     MF_CHECK(st == dnnl_success, op, ": oneDNN execution failed with status ", static_cast<int>(st), " (",
              plan.description, ")");
   }
@@ -376,7 +433,18 @@ constexpr int bits(std::initializer_list<int> indices) {
 
 }  // namespace
 
-ConvLayout conv2d_layout(const ConvShape& /*s*/, ConvKernel /*kernel*/) { return ConvLayout::blocked; }
+// Note [Conv layout] states the rule and the measurements behind it.
+ConvLayout conv2d_layout(const ConvShape& s, ConvKernel kernel) {
+  switch (kernel) {
+    case ConvKernel::forward:
+      return s.ic == 1 ? ConvLayout::plain : ConvLayout::blocked;
+    case ConvKernel::backward_data:
+      return s.ic < 8 ? ConvLayout::plain : ConvLayout::blocked;
+    case ConvKernel::backward_weights:
+      return ConvLayout::blocked;
+  }
+  return ConvLayout::blocked;
+}
 
 void conv2d_forward(const float* x, const float* w, const float* bias, float* y, const ConvShape& s,
                     ConvLayout layout) {
@@ -393,8 +461,8 @@ void conv2d_backward_data(const float* gy, const float* w, float* gx, const Conv
 void conv2d_backward_weights(const float* x, const float* gy, float* gw, float* gbias, const ConvShape& s,
                              ConvLayout layout) {
   const bool with_bias = gbias != nullptr;
-  run("conv2d_backward_weights (oneDNN)", s, ConvKernel::backward_weights, with_bias, layout, {x, gy, gw, gbias},
-      with_bias ? bits({0, 1, 2, 3}) : bits({0, 1, 2}));
+  run("conv2d_backward_weights (oneDNN)", s, ConvKernel::backward_weights, with_bias, layout,
+      {x, gy, gw, gbias}, with_bias ? bits({0, 1, 2, 3}) : bits({0, 1, 2}));
 }
 
 std::string conv2d_describe(const ConvShape& s, ConvKernel kernel, bool with_bias, ConvLayout layout) {
@@ -408,22 +476,30 @@ void release_thread_cache() {
   ts.slots = {};
 }
 
-std::size_t thread_cache_size() { return thread_state().plans.size(); }
+std::size_t thread_cache_size() {
+  return thread_state().plans.size();
+}
 
 const char* to_string(ConvKernel kernel) {
   switch (kernel) {
-    case ConvKernel::forward: return "forward";
-    case ConvKernel::backward_data: return "backward_data";
-    case ConvKernel::backward_weights: return "backward_weights";
+    case ConvKernel::forward:
+      return "forward";
+    case ConvKernel::backward_data:
+      return "backward_data";
+    case ConvKernel::backward_weights:
+      return "backward_weights";
   }
   return "unknown";
 }
 
 const char* to_string(ConvLayout layout) {
   switch (layout) {
-    case ConvLayout::automatic: return "automatic";
-    case ConvLayout::blocked: return "blocked";
-    case ConvLayout::plain: return "plain";
+    case ConvLayout::automatic:
+      return "automatic";
+    case ConvLayout::blocked:
+      return "blocked";
+    case ConvLayout::plain:
+      return "plain";
   }
   return "unknown";
 }
