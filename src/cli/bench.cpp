@@ -4,6 +4,7 @@
 // peak resident memory, and thread scaling. Tasks come from builtin:glyphs and are built before timing.
 #include "cli/bench.h"
 
+#include <malloc.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -169,7 +170,9 @@ int run_bench(int argc, char** argv) {
         conv_peak[n] = backend::dnnl_backend::bare_conv_gflops(cs, backend::dnnl_backend::ConvKernel::forward,
                                                                threads, 0.3);
       }
+      // Each row's peak memory is its own: hand every cached and freed buffer back to the system first.
       tensor::release_cached_buffers();
+      malloc_trim(0);
       reset_peak_rss();
       nn::ModelConfig mc;
       mc.filters = filters;
