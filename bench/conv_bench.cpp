@@ -26,6 +26,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "backend/dnnl/bare.h"
 #include "backend/dnnl/context.h"
 #include "backend/dnnl/conv.h"
 #include "tensor/conv_shape.h"
@@ -149,83 +150,11 @@ struct Column {
   std::string impl;  // what runs, for --verbose and JSON
 };
 
-std::string format_name(const dnnl::memory::desc& d) {
-  using tag = dnnl::memory::format_tag;
-  for (auto [t, n] : {std::pair{tag::nchw, "nchw"},
-                      {tag::nChw16c, "nChw16c"},
-                      {tag::nhwc, "nhwc"},
-                      {tag::oihw, "oihw"},
-                      {tag::OIhw16i16o, "OIhw16i16o"},
-                      {tag::OIhw16o16i, "OIhw16o16i"},
-                      {tag::Ohwi16o, "Ohwi16o"}}) {
-    if (dnnl::memory::desc(d.dims(), dnnl::memory::data_type::f32, t) == d) return n;
-  }
-  return "blocked";
-}
-
 // A oneDNN primitive with format_tag::any on memories in the layouts it chose, filled once from the plain
-// buffers. Nothing but the primitive runs in the timed call.
+// buffers (backend/dnnl/bare.h). Nothing but the primitive runs in the timed call.
 Column make_bare(ConvKernel kernel, const ConvShape& s, PlainBuffers& b) {
-  using namespace dnnl;
-  using tag = memory::format_tag;
-  using dt = memory::data_type;
-  const engine& eng = be::cpu_engine();
-  const memory::dims xd{s.n, s.ic, s.ih, s.iw}, wd{s.oc, s.ic, s.kh, s.kw}, yd{s.n, s.oc, s.oh(), s.ow()},
-      strides{s.sh, s.sw}, pad{s.ph, s.pw};
-  const memory::desc xq(xd, dt::f32, tag::any), wq(wd, dt::f32, tag::any), yq(yd, dt::f32, tag::any);
-  const convolution_forward::primitive_desc fpd(
-      {prop_kind::forward_training, algorithm::convolution_direct, xq, wq, yq, strides, pad, pad}, eng);
-
-  // A memory in `want` holding the plain buffer `data` (laid out as `plain_tag`).
-  auto filled = [&eng](const memory::desc& want, const memory::dims& dims, tag plain_tag, float* data) {
-    memory plain({dims, dt::f32, plain_tag}, eng, data);
-    memory m(want, eng);
-    reorder(plain, m).execute(be::thread_stream(), plain, m);
-    be::thread_stream().wait();
-    return m;
-  };
-
-  primitive prim;
-  std::unordered_map<int, memory> args;
-  std::string impl;
-  switch (kernel) {
-    case ConvKernel::forward:
-      prim = convolution_forward(fpd);
-      args = {{DNNL_ARG_SRC, filled(fpd.src_desc(), xd, tag::nchw, b.x.data())},
-              {DNNL_ARG_WEIGHTS, filled(fpd.weights_desc(), wd, tag::oihw, b.w.data())},
-              {DNNL_ARG_DST, memory(fpd.dst_desc(), eng)}};
-      impl = std::string(fpd.impl_info_str()) + " src=" + format_name(fpd.src_desc()) +
-             " wei=" + format_name(fpd.weights_desc()) + " dst=" + format_name(fpd.dst_desc());
-      break;
-    case ConvKernel::backward_data: {
-      const convolution_backward_data::primitive_desc pd(
-          {algorithm::convolution_direct, xq, wq, yq, strides, pad, pad}, eng, fpd);
-      prim = convolution_backward_data(pd);
-      args = {{DNNL_ARG_DIFF_DST, filled(pd.diff_dst_desc(), yd, tag::nchw, b.gy.data())},
-              {DNNL_ARG_WEIGHTS, filled(pd.weights_desc(), wd, tag::oihw, b.w.data())},
-              {DNNL_ARG_DIFF_SRC, memory(pd.diff_src_desc(), eng)}};
-      impl = std::string(pd.impl_info_str()) + " diff_dst=" + format_name(pd.diff_dst_desc()) +
-             " wei=" + format_name(pd.weights_desc()) + " diff_src=" + format_name(pd.diff_src_desc());
-      break;
-    }
-    case ConvKernel::backward_weights: {
-      const convolution_backward_weights::primitive_desc pd(
-          {algorithm::convolution_direct, xq, wq, yq, strides, pad, pad}, eng, fpd);
-      prim = convolution_backward_weights(pd);
-      args = {{DNNL_ARG_SRC, filled(pd.src_desc(), xd, tag::nchw, b.x.data())},
-              {DNNL_ARG_DIFF_DST, filled(pd.diff_dst_desc(), yd, tag::nchw, b.gy.data())},
-              {DNNL_ARG_DIFF_WEIGHTS, memory(pd.diff_weights_desc(), eng)}};
-      impl = std::string(pd.impl_info_str()) + " src=" + format_name(pd.src_desc()) +
-             " diff_dst=" + format_name(pd.diff_dst_desc()) +
-             " diff_wei=" + format_name(pd.diff_weights_desc());
-      break;
-    }
-  }
-  Runner run = [prim, args]() {
-    prim.execute(be::thread_stream(), args);
-    be::thread_stream().wait();
-  };
-  return {"bare", std::move(run), impl};
+  be::BareConv c = be::make_bare_conv(kernel, s, b.x.data(), b.w.data(), b.gy.data());
+  return {"bare", std::move(c.run), std::move(c.description)};
 }
 
 // Our backend function on the plain buffers.
