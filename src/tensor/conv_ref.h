@@ -3,17 +3,18 @@
 // oneDNN kernels are fuzzed against and the f64 kernels that gradient checks run on.
 //
 // Layouts: x, gx, y, gy contiguous NCHW; w, gw contiguous OIHW; shapes from `s` (see conv_shape.h).
-// Every kernel overwrites its output, accumulates in double whatever T is, and writes each output element from
-// exactly one thread, so results do not depend on the thread count.
-// The three kernels are the same bilinear form read three ways, so for any x, w, gy:
+// Every kernel overwrites its output, accumulates in double whatever T is, and writes each output element
+// from exactly one thread, so results do not depend on the thread count. The three kernels are the same
+// bilinear form read three ways, so for any x, w, gy:
 //   <conv2d_ref(x, w), gy> == <x, conv2d_grad_input_ref(gy, w)> == <w, conv2d_grad_weight_ref(x, gy)>
 // up to rounding of the double accumulations.
 #include "tensor/conv_shape.h"
 
 namespace metafew::tensor {
 
-// requires: s.valid(); x has s.x_numel() elements, w has s.w_numel(), y has s.y_numel(); y does not alias x or w.
-// ensures:  y[n,o,i,j] = sum_{c,a,b} x[n, c, i*sh - ph + a, j*sw - pw + b] * w[o,c,a,b]  (x outside the image = 0).
+// requires: s.valid(); x has s.x_numel() elements, w has s.w_numel(), y has s.y_numel(); no aliasing.
+// ensures:  y[n,o,i,j] = sum_{c,a,b} x[n, c, i*sh - ph + a, j*sw - pw + b] * w[o,c,a,b]
+//           (x outside the image reads as 0).
 template <class T>
 void conv2d_ref(const T* x, const T* w, T* y, const ConvShape& s);
 

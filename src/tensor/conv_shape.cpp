@@ -6,8 +6,8 @@ namespace metafew::tensor {
 
 std::string ConvShape::to_string() const {
   std::ostringstream os;
-  os << "x(" << n << "," << ic << "," << ih << "," << iw << ") w(" << oc << "," << ic << "," << kh << "," << kw
-     << ") stride(" << sh << "," << sw << ") pad(" << ph << "," << pw << ") -> ";
+  os << "x(" << n << "," << ic << "," << ih << "," << iw << ") w(" << oc << "," << ic << "," << kh << ","
+     << kw << ") stride(" << sh << "," << sw << ") pad(" << ph << "," << pw << ") -> ";
   if (valid()) {
     os << "y(" << n << "," << oc << "," << oh() << "," << ow() << ")";
   } else {

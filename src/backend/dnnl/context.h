@@ -2,7 +2,8 @@
 // The oneDNN CPU engine and per-thread streams shared by every oneDNN-backed kernel.
 //
 // Threading model (ARCHITECTURE.md, decision 3): oneDNN objects are created and executed on the thread that
-// uses them. The engine is one process-wide object (engines are thread-safe); each thread gets its own stream.
+// uses them. The engine is one process-wide object (engines are thread-safe); each thread gets its own
+// stream.
 #include <oneapi/dnnl/dnnl.hpp>
 #include <string>
 

@@ -26,14 +26,14 @@ namespace metafew::backend::dnnl_backend {
 // oneDNN 2.6 uses its GEMM (im2col) kernels and needs no reorders. bench/conv_bench --layouts measures both
 // end to end on the conv-4 Omniglot shapes at batch 5, 80 and 2560 (bench/results/conv.md; 2-core AMD EPYC,
 // avx512_core_bf16):
-//  - 64 input channels (layers 2-4): blocked wins every kernel at every batch, by 1.4-5.4x: the JIT direct
+//  - 64 input channels (layers 2-4): blocked wins every kernel at every batch, by 1.3-5.0x: the JIT direct
 //    kernels outrun GEMM by far more than the reorders cost.
 //  - 1 input channel (layer 1), forward: the blocked kernel writes a 16-channel-blocked output that must then
 //    be reordered, a second pass over the largest tensor of the network; GEMM writes NCHW directly: as fast
-//    at batch 5 on two threads, 1.2-2.1x faster everywhere else.
+//    at batch 5 on two threads, 1.3-2.2x faster everywhere else.
 //  - 1 input channel, backward data: oneDNN pads the 1-channel gradient to nChw16c, 16x the work; GEMM is
-//    5.4-7.7x faster, and 4.4-7x faster than even the bare blocked primitive.
-//  - 1 input channel, backward weights: blocked wins, by 1.1-4.7x.
+//    4.4-7.6x faster, and 3.6-7x faster than even the bare blocked primitive.
+//  - 1 input channel, backward weights: blocked wins, by 1.0-4.3x.
 // Beyond the benchmark (one thread, batch 5, 28x28 and 84x84 images): backward data is 1.7-1.8x faster with
 // GEMM at 3 and 4 input channels and within noise at 8; the forward pass is as fast or faster blocked from 3
 // channels.
@@ -44,10 +44,11 @@ namespace metafew::backend::dnnl_backend {
 // Outside a parallel region oneDNN splits a kernel over all OpenMP threads. For the smallest shapes that
 // costs more than it saves here: the reorders run before and after the convolution, and data written by one
 // core and read by the other crosses between cores on every call. The 64->64 3x3 layer on 3x3 pixels at batch
-// 5 (1.7 M multiply-adds) takes 24-35 us per kernel end to end on one thread and 35-57 us on two; from the
-// 28x28 first layer at batch 5 (2.3 M) up, two threads win or tie. So kernels below kOneThreadMacs are built
-// and run for one thread (and keyed as such). Running only the boundary reorders on one thread while the
-// convolution used two measured slower than letting every step use both threads, for the same reason.
+// 5 (1.7 M multiply-adds) takes 22-30 us per kernel end to end on one thread and 35-57 us on two. At the next
+// size up, the 28x28 first layer at batch 5 (2.3 M), two threads win for backward data (36-39 vs 50 us), tie
+// for backward weights and lose ~15% for the GEMM forward; from there on two threads win. So kernels below
+// kOneThreadMacs are built and run for one thread (and keyed as such). Running only the boundary reorders on
+// one thread while the convolution used two measured slower than letting every step use both threads.
 
 // Note [oneDNN inside a parallel region]
 // With the OpenMP runtime oneDNN runs a primitive on the calling thread alone when it executes inside an

@@ -1,19 +1,21 @@
 #pragma once
-// f32 2-D convolution through oneDNN: the three kernels of the convolution triple (ARCHITECTURE.md, decision 2),
-// each one oneDNN primitive.
+// f32 2-D convolution through oneDNN: the three kernels of the convolution triple (ARCHITECTURE.md, decision
+// 2), each one oneDNN primitive.
 //
 // Buffers: x, y, gy, gx contiguous NCHW; w, gw contiguous OIHW; bias, gbias contiguous (oc); sizes from `s`
-// (conv_shape.h). Blocked layouts never leave this module: when oneDNN computes in a blocked layout the data is
-// reordered at the boundary (Note [Conv layout] in conv.cpp says when that happens).
+// (conv_shape.h). Blocked layouts never leave this module: when oneDNN computes in a blocked layout the data
+// is reordered at the boundary (Note [Conv layout] in conv.cpp says when that happens).
 //
-// Threading (ARCHITECTURE.md, decision 3): every thread keeps its own primitives, reorders, intermediate buffers
-// and scratchpad, created on first use of a (shape, kernel, bias, layout, thread count) and reused afterwards,
-// so steady-state calls allocate no buffers. Called outside an OpenMP parallel region a kernel uses all OpenMP
-// threads; called inside one it runs on the calling thread only. The kernels are safe to call concurrently from
-// different threads on different outputs. Results depend only on the inputs and on whether the call runs
-// inside a parallel region (or on omp_get_max_threads() outside one), never on timing.
+// Threading (ARCHITECTURE.md, decision 3): every thread keeps its own primitives, reorders, intermediate
+// buffers and scratchpad, created on first use of a (shape, kernel, bias, layout, thread count) and reused
+// afterwards, so steady-state calls allocate no buffers. Called inside an OpenMP parallel region a kernel
+// runs on the calling thread only; outside one it uses omp_get_max_threads() threads, except for very small
+// convolutions, which stay on the calling thread (Note [Conv threads] in conv.cpp). The kernels are safe to
+// call concurrently from different threads on different outputs. Results depend only on the inputs and on the
+// thread count a call runs with (one inside a region), never on timing.
 //
-// Errors: a shape with !s.valid(), a null pointer, or a oneDNN failure throws metafew::Error naming the kernel
+// Errors: a shape with !s.valid(), a null pointer, or a oneDNN failure throws metafew::Error naming the
+//         kernel
 // and the shape.
 #include <cstddef>
 #include <string>
@@ -31,7 +33,8 @@ enum class ConvKernel { forward, backward_data, backward_weights };
 enum class ConvLayout { automatic, blocked, plain };
 
 // y = conv(x, w) (+ bias broadcast over n, h, w when bias != nullptr). Overwrites y.
-// requires: s.valid(); x: s.x_numel(), w: s.w_numel(), bias: s.oc or nullptr, y: s.y_numel(); y aliases nothing.
+// requires: s.valid(); x: s.x_numel(), w: s.w_numel(), bias: s.oc or nullptr, y: s.y_numel(); y aliases
+//           nothing.
 void conv2d_forward(const float* x, const float* w, const float* bias, float* y, const tensor::ConvShape& s,
                     ConvLayout layout = ConvLayout::automatic);
 
@@ -42,8 +45,8 @@ void conv2d_backward_data(const float* gy, const float* w, float* gx, const tens
 
 // gw = (d conv / d w)^T gy; when gbias != nullptr also gbias[o] = sum_{n,i,j} gy[n,o,i,j]. Overwrites both.
 // requires: s.valid(); x: s.x_numel(), gy: s.y_numel(), gw: s.w_numel(), gbias: s.oc or nullptr; no aliasing.
-void conv2d_backward_weights(const float* x, const float* gy, float* gw, float* gbias, const tensor::ConvShape& s,
-                             ConvLayout layout = ConvLayout::automatic);
+void conv2d_backward_weights(const float* x, const float* gy, float* gw, float* gbias,
+                             const tensor::ConvShape& s, ConvLayout layout = ConvLayout::automatic);
 
 // What ConvLayout::automatic resolves to for this shape and kernel (never returns automatic).
 ConvLayout conv2d_layout(const tensor::ConvShape& s, ConvKernel kernel);
