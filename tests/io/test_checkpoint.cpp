@@ -2,6 +2,8 @@
 // every kind of bad file (empty, truncated at every length, any flipped byte, foreign, another version,
 // inconsistent tables), plus the atomic replacement of an existing file.
 #include <doctest/doctest.h>
+
+#include "support/temp_dir.h"
 #include <unistd.h>
 
 #include <algorithm>
@@ -28,36 +30,6 @@ using tensor::DType;
 using tensor::Tensor;
 using Bytes = std::vector<unsigned char>;
 
-// A fresh folder under the system's temporary directory, removed with everything in it at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    std::random_device rd;
-    for (;;) {
-      path_ = fs::temp_directory_path() / ("metafew-io-ckpt-" + std::to_string(::getpid()) + "-" +
-                                           std::to_string(counter++) + "-" + std::to_string(rd()));
-      if (fs::create_directory(path_)) break;
-    }
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  std::vector<std::string> listing() const {
-    std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(path_)) names.push_back(e.path().filename().string());
-    std::sort(names.begin(), names.end());
-    return names;
-  }
-
- private:
-  fs::path path_;
-};
 
 Bytes read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -186,7 +158,7 @@ json one_tensor_doc() {
 }  // namespace
 
 TEST_CASE("io: checkpoint round trip is bit-exact for f32, f64, i32, 0-d and empty tensors") {
-  TempDir dir;
+  TempDir dir("metafew-io-ckpt");
   const std::string path = dir.file("model.ckpt");
   const io::Checkpoint saved = sample_checkpoint();
   io::save_checkpoint(path, saved);
@@ -209,7 +181,7 @@ TEST_CASE("io: checkpoint round trip is bit-exact for f32, f64, i32, 0-d and emp
 }
 
 TEST_CASE("io: checkpoint header JSON round trip") {
-  TempDir dir;
+  TempDir dir("metafew-io-ckpt");
   const std::string path = dir.file("h.ckpt");
   const io::Checkpoint saved = sample_checkpoint();
   io::save_checkpoint(path, saved);
@@ -228,7 +200,7 @@ TEST_CASE("io: checkpoint header JSON round trip") {
 }
 
 TEST_CASE("io: checkpoint file layout follows the checkpoint format note") {
-  TempDir dir;
+  TempDir dir("metafew-io-ckpt");
   const std::string path = dir.file("layout.ckpt");
   io::save_checkpoint(path, sample_checkpoint());
   const Bytes b = read_bytes(path);
@@ -261,7 +233,7 @@ TEST_CASE("io: checkpoint file layout follows the checkpoint format note") {
 }
 
 TEST_CASE("io: checkpoint truncated at every length is refused") {
-  TempDir dir;
+  TempDir dir("metafew-io-ckpt");
   const std::string good = dir.file("good.ckpt");
   const std::string cut = dir.file("cut.ckpt");
   io::save_checkpoint(good, sample_checkpoint());
@@ -276,7 +248,7 @@ TEST_CASE("io: checkpoint truncated at every length is refused") {
 }
 
 TEST_CASE("io: checkpoint with one flipped byte anywhere is refused") {
-  TempDir dir;
+  TempDir dir("metafew-io-ckpt");
   const std::string good = dir.file("good.ckpt");
   const std::string bad = dir.file("bad.ckpt");
   io::save_checkpoint(good, sample_checkpoint());
@@ -306,7 +278,7 @@ TEST_CASE("io: checkpoint with one flipped byte anywhere is refused") {
 }
 
 TEST_CASE("io: checkpoint: empty, missing, folder and foreign files are refused by name") {
-  TempDir dir;
+  TempDir dir("metafew-io-ckpt");
   const std::string empty = dir.file("empty.ckpt");
   write_bytes(empty, {});
   CHECK(load_error(empty) == "checkpoint " + empty + ": is empty (0 bytes)");
@@ -350,7 +322,7 @@ TEST_CASE("io: checkpoint: empty, missing, folder and foreign files are refused 
 }
 
 TEST_CASE("io: checkpoint of another format version, or whose header overruns the file, is refused") {
-  TempDir dir;
+  TempDir dir("metafew-io-ckpt");
   const std::string path = dir.file("v.ckpt");
   io::save_checkpoint(path, sample_checkpoint());
   const Bytes b = read_bytes(path);
@@ -374,7 +346,7 @@ TEST_CASE("io: checkpoint of another format version, or whose header overruns th
 }
 
 TEST_CASE("io: checkpoint with a valid checksum but a bad header or tensor table is refused") {
-  TempDir dir;
+  TempDir dir("metafew-io-ckpt");
   const std::string path = dir.file("t.ckpt");
   const Bytes data(24, 0);
   auto error_for = [&](const Bytes& bytes) {
@@ -420,7 +392,7 @@ TEST_CASE("io: checkpoint with a valid checksum but a bad header or tensor table
 }
 
 TEST_CASE("io: checkpoint save is atomic: no temporary file left, a failed save keeps the old file") {
-  TempDir dir;
+  TempDir dir("metafew-io-ckpt");
   const std::string path = dir.file("last");
   const io::Checkpoint first = sample_checkpoint();
   io::save_checkpoint(path, first);
@@ -464,7 +436,7 @@ TEST_CASE("io: checkpoint save is atomic: no temporary file left, a failed save 
 }
 
 TEST_CASE("io: find_tensor returns the named tensor or names what is missing and where") {
-  TempDir dir;
+  TempDir dir("metafew-io-ckpt");
   const std::string path = dir.file("f.ckpt");
   io::save_checkpoint(path, sample_checkpoint());
   const io::Checkpoint c = io::load_checkpoint(path);

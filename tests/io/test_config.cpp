@@ -1,6 +1,8 @@
 // Config precedence (defaults < file < flags), validation against the defaults, config files with their
 // errors, and the run directory (config.json, metrics.jsonl).
 #include <doctest/doctest.h>
+
+#include "support/temp_dir.h"
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,36 +26,6 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-// A fresh folder under the system's temporary directory, removed with everything in it at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    std::random_device rd;
-    for (;;) {
-      path_ = fs::temp_directory_path() / ("metafew-io-config-" + std::to_string(::getpid()) + "-" +
-                                           std::to_string(counter++) + "-" + std::to_string(rd()));
-      if (fs::create_directory(path_)) break;
-    }
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  std::vector<std::string> listing() const {
-    std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(path_)) names.push_back(e.path().filename().string());
-    std::sort(names.begin(), names.end());
-    return names;
-  }
-
- private:
-  fs::path path_;
-};
 
 void write_text(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
@@ -179,7 +151,7 @@ TEST_CASE("io: config validation refuses type mismatches and accepts an integer 
 }
 
 TEST_CASE("io: config files: comments allowed, and missing, malformed, repeated keys and non-objects refused") {
-  TempDir dir;
+  TempDir dir("metafew-io-config");
   const std::string good = dir.file("run.json");
   write_text(good, "{\n  // five-way\n  \"ways\": 5,\n  \"model\": {\"filters\": 32} /* small */\n}\n");
   const json j = io::read_config_file(good);
@@ -215,7 +187,7 @@ TEST_CASE("io: config files: comments allowed, and missing, malformed, repeated 
 }
 
 TEST_CASE("io: run directory writes config.json atomically and appends metrics lines") {
-  TempDir dir;
+  TempDir dir("metafew-io-config");
   const io::RunDir run(dir.file("runs/exp1"), /*create=*/true);
   CHECK(run.path() == dir.file("runs/exp1"));
   CHECK(run.file("last") == dir.file("runs/exp1/last"));
@@ -255,7 +227,7 @@ TEST_CASE("io: run directory writes config.json atomically and appends metrics l
 }
 
 TEST_CASE("io: run directory errors name the folder and the problem") {
-  TempDir dir;
+  TempDir dir("metafew-io-config");
   const std::string plain = dir.file("plain");
   write_text(plain, "not a folder");
 
