@@ -228,6 +228,8 @@ TEST_CASE("cli: bad input gets a clear message and the documented exit code") {
   const fs::path run = d / "run";
   REQUIRE(metafew("meta-train " + std::string(kSmall) + " --algo protonet --iterations 5 --out " + run.string(), d)
               .code == 0);
+  // Resuming a ProtoNets run as another algorithm is refused.
+  expect_error(metafew("meta-train --resume " + run.string() + " --algo maml", d), 2, "--algo differs");
   const std::string good = slurp(run / "last");
   auto write = [&](const fs::path& p, const std::string& bytes) { std::ofstream(p, std::ios::binary) << bytes; };
   write(d / "truncated", good.substr(0, good.size() / 2));
