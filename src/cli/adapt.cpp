@@ -129,17 +129,6 @@ int label_queries(const meta::Algorithm& algo, const meta::Adapted& adapted, con
   return 0;
 }
 
-cxxopts::ParseResult parse(cxxopts::Options& opts, int argc, char** argv, const char* who) {
-  try {
-    auto args = opts.parse(argc, argv);
-    MF_USAGE_CHECK(args.unmatched().empty(), who, ": unexpected argument '",
-                   args.unmatched().empty() ? "" : args.unmatched()[0], "'");
-    return args;
-  } catch (const cxxopts::exceptions::exception& e) {
-    throw Error(detail::concat(who, ": ", e.what()), ErrorKind::usage);
-  }
-}
-
 }  // namespace
 
 int run_adapt(int argc, char** argv) {
@@ -156,7 +145,7 @@ int run_adapt(int argc, char** argv) {
       "out", "write the predictions to this file instead of stdout", cxxopts::value<std::string>())(
       "threads", "OpenMP threads (0: all cores)", cxxopts::value<int>()->default_value("0"))(
       "json", "JSON output")("h,help", "show this help");
-  auto args = parse(opts, argc, argv, "adapt");
+  auto args = parse_options(opts, argc, argv, "adapt");
   if (args.count("help")) {
     std::printf("%s\n", opts.help().c_str());
     return 0;
@@ -246,7 +235,7 @@ int run_predict(int argc, char** argv) {
                                                   cxxopts::value<std::string>())(
       "threads", "OpenMP threads (0: all cores)", cxxopts::value<int>()->default_value("0"))(
       "json", "JSON output")("h,help", "show this help");
-  auto args = parse(opts, argc, argv, "predict");
+  auto args = parse_options(opts, argc, argv, "predict");
   if (args.count("help")) {
     std::printf("%s\n", opts.help().c_str());
     return 0;

@@ -106,18 +106,11 @@ int run_bench(int argc, char** argv) {
       "warmup", "untimed meta-iterations first", cxxopts::value<int>()->default_value("2"))(
       "repeats", "timed meta-iterations", cxxopts::value<int>()->default_value("5"))(
       "json", "one JSON object per row")("h,help", "show this help");
-  cxxopts::ParseResult args;
-  try {
-    args = opts.parse(argc, argv);
-  } catch (const cxxopts::exceptions::exception& e) {
-    throw Error(detail::concat("bench: ", e.what()), ErrorKind::usage);
-  }
+  cxxopts::ParseResult args = parse_options(opts, argc, argv, "bench");
   if (args.count("help")) {
     std::printf("%s\n", opts.help().c_str());
     return 0;
   }
-  MF_USAGE_CHECK(args.unmatched().empty(), "bench: unexpected argument '",
-                 args.unmatched().empty() ? "" : args.unmatched()[0], "'");
   const int max_threads = args["threads"].as<int>() > 0 ? args["threads"].as<int>() : omp_get_num_procs();
   const int warmup = args["warmup"].as<int>(), repeats = args["repeats"].as<int>();
   const int64_t filters = args["filters"].as<int64_t>();

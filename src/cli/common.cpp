@@ -114,6 +114,19 @@ std::string flag_name(const std::string& key) {
 }
 }  // namespace
 
+cxxopts::ParseResult parse_options(cxxopts::Options& opts, int argc, char** argv, const char* who) {
+  cxxopts::ParseResult args;
+  try {
+    args = opts.parse(argc, argv);
+  } catch (const cxxopts::exceptions::exception& e) {
+    throw Error(detail::concat(who, ": ", e.what()), ErrorKind::usage);
+  }
+  if (!args.count("help"))
+    MF_USAGE_CHECK(args.unmatched().empty(), who, ": unexpected argument '",
+                   args.unmatched().empty() ? "" : args.unmatched()[0], "'");
+  return args;
+}
+
 void add_config_options(cxxopts::Options& opts, const json& defaults, const std::string& group) {
   auto adder = opts.add_options(group);
   for (auto it = defaults.begin(); it != defaults.end(); ++it) {

@@ -27,6 +27,10 @@ json meta_train_defaults();
 // One-line help per configuration key.
 const std::map<std::string, std::string>& config_help();
 
+// Parses argv with `opts`; parse errors and stray arguments become usage errors naming `who` (stray arguments
+// are left to the caller when --help was given, which then prints the help).
+cxxopts::ParseResult parse_options(cxxopts::Options& opts, int argc, char** argv, const char* who);
+
 // Adds one cxxopts option per key of `defaults` (dashes for underscores), showing its default, in `group`.
 void add_config_options(cxxopts::Options& opts, const json& defaults, const std::string& group);
 // The flags given on the command line, as JSON with the defaults' types (only keys actually given).

@@ -27,18 +27,11 @@ int run_eval(int argc, char** argv) {
       "seed", "seed of the test episodes", cxxopts::value<uint64_t>()->default_value("0"))(
       "threads", "OpenMP threads (0: all cores)", cxxopts::value<int>()->default_value("0"))(
       "json", "print the result as JSON")("h,help", "show this help");
-  cxxopts::ParseResult args;
-  try {
-    args = opts.parse(argc, argv);
-  } catch (const cxxopts::exceptions::exception& e) {
-    throw Error(detail::concat("eval: ", e.what()), ErrorKind::usage);
-  }
+  cxxopts::ParseResult args = parse_options(opts, argc, argv, "eval");
   if (args.count("help")) {
     std::printf("%s\n", opts.help().c_str());
     return 0;
   }
-  MF_USAGE_CHECK(args.unmatched().empty(), "eval: unexpected argument '",
-                 args.unmatched().empty() ? "" : args.unmatched()[0], "'");
   MF_USAGE_CHECK(args.count("checkpoint"), "eval: --checkpoint is required (a checkpoint file or a run folder)");
   if (args["threads"].as<int>() > 0) omp_set_num_threads(args["threads"].as<int>());
 

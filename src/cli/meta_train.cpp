@@ -61,18 +61,11 @@ int run_meta_train(int argc, char** argv) {
       "resume", "continue the run in this folder from its last checkpoint", cxxopts::value<std::string>())(
       "json", "print the final summary as JSON")("h,help", "show this help");
   add_config_options(opts, defaults, "settings");
-  cxxopts::ParseResult args;
-  try {
-    args = opts.parse(argc, argv);
-  } catch (const cxxopts::exceptions::exception& e) {
-    throw Error(detail::concat("meta-train: ", e.what()), ErrorKind::usage);
-  }
+  cxxopts::ParseResult args = parse_options(opts, argc, argv, "meta-train");
   if (args.count("help")) {
     std::printf("%s\n", opts.help({"run", "settings"}).c_str());
     return 0;
   }
-  MF_USAGE_CHECK(args.unmatched().empty(), "meta-train: unexpected argument '",
-                 args.unmatched().empty() ? "" : args.unmatched()[0], "'");
 
   json flags = flags_given(args, defaults);
   json cfg;
