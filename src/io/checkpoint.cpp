@@ -184,19 +184,13 @@ using FilePtr = std::unique_ptr<std::FILE, FileCloser>;
 
 FilePtr open_checkpoint_file(const std::string& path, const std::string& ctx) {
   std::error_code ec;
-  const fs::file_status st = fs::status(path, ec);
-  if (!fs::exists(st)) {
-    if (ec && ec != std::errc::no_such_file_or_directory)
-      throw Error(ctx + "cannot access it: " + ec.message());
-    throw Error(ctx + "no such file");
-  }
-  if (fs::is_directory(st)) {
+  if (require_existing_path(path, ctx)) {
     std::string hint;
     if (fs::is_regular_file(fs::path(path) / "last", ec))
       hint = " (a run folder? its latest checkpoint is " + (fs::path(path) / "last").string() + ")";
     throw Error(ctx + "is a folder, expected a checkpoint file" + hint);
   }
-  MF_CHECK(fs::is_regular_file(st), ctx, "is not a regular file");
+  MF_CHECK(fs::is_regular_file(path, ec), ctx, "is not a regular file");
   FilePtr f(std::fopen(path.c_str(), "rb"));
   if (!f) {
     const int err = errno;

@@ -1,5 +1,7 @@
 #include "io/config.h"
 
+#include "io/run_dir.h"
+
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
@@ -203,14 +205,7 @@ json merge_config(const json& defaults, const json& file, const json& flags) {
 
 json read_config_file(const std::string& path) {
   const std::string ctx = "config file " + path + ": ";
-  std::error_code ec;
-  const fs::file_status st = fs::status(path, ec);
-  if (!fs::exists(st)) {
-    if (ec && ec != std::errc::no_such_file_or_directory)
-      throw Error(ctx + "cannot access it: " + ec.message());
-    throw Error(ctx + "no such file");
-  }
-  MF_CHECK(!fs::is_directory(st), ctx, "is a folder, expected a JSON file");
+  MF_CHECK(!require_existing_path(path, ctx), ctx, "is a folder, expected a JSON file");
   std::ifstream in(path, std::ios::binary);
   MF_CHECK(in.good(), ctx, "cannot open it for reading");
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

@@ -51,6 +51,16 @@ struct FileCloser {
 
 }  // namespace
 
+bool require_existing_path(const std::string& path, const std::string& ctx) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  if (!fs::exists(st)) {
+    if (ec && ec != std::errc::no_such_file_or_directory) throw Error(ctx + "cannot access it: " + ec.message());
+    throw Error(ctx + "no such file");
+  }
+  return fs::is_directory(st);
+}
+
 AtomicFile::AtomicFile(std::string path, std::string context)
     : path_(std::move(path)), context_(std::move(context)) {
   MF_CHECK(!path_.empty(), context_, ": the output path is empty");

@@ -11,6 +11,10 @@
 
 namespace metafew::io {
 
+// Throws "<ctx>no such file" or "<ctx>cannot access it: <reason>" unless `path` exists; returns whether it is
+// a folder. `ctx` starts the message (e.g. "config file x.json: ").
+bool require_existing_path(const std::string& path, const std::string& ctx);
+
 // A file that appears at `path` only once it is complete (Note [Atomic replace] in run_dir.cpp).
 //
 //   AtomicFile out(path, "checkpoint " + path);
