@@ -1,5 +1,5 @@
-// metafew entry point. The full command line (meta-train, eval, adapt, bench, data) is the CLI issue's work;
-// today it dispatches `demo` (the engine smoke demo that `make run` shows) and --version / --help.
+// metafew entry point: dispatches the subcommands (meta-train, eval, adapt, predict, export, bench, data, demo)
+// and --version / --help.
 #include <omp.h>
 
 #include <cstdio>
@@ -12,6 +12,7 @@
 #include "cli/data_cmd.h"
 #include "cli/demo.h"
 #include "cli/eval.h"
+#include "cli/export_cmd.h"
 #include "cli/meta_train.h"
 #include "core/error.h"
 #include "core/version.h"
@@ -26,6 +27,7 @@ void print_usage(FILE* to) {
                "  eval        test episodes of a checkpoint: mean accuracy and 95%% interval\n"
                "  adapt       adapt a checkpoint to a new task from image folders and label query images\n"
                "  predict     label images with a model saved by adapt --save-adapted\n"
+               "  export      a trained model without its optimizer state (smaller, for sharing)\n"
                "  bench       measured speed: seconds per meta-iteration, GFLOP/s, share of peak, memory\n"
                "  demo        second-order MAML on sinusoid regression: a smoke demo of the engine\n"
                "  data        show a dataset's layout, splits, counts and cache (--data PATH|builtin:glyphs)\n\n"
@@ -58,6 +60,7 @@ int main(int argc, char** argv) {
     if (cmd == "eval") return metafew::cli::run_eval(argc - 1, argv + 1);
     if (cmd == "adapt") return metafew::cli::run_adapt(argc - 1, argv + 1);
     if (cmd == "predict") return metafew::cli::run_predict(argc - 1, argv + 1);
+    if (cmd == "export") return metafew::cli::run_export(argc - 1, argv + 1);
     if (cmd == "bench") return metafew::cli::run_bench(argc - 1, argv + 1);
     if (cmd == "demo") return metafew::cli::run_demo(argc - 1, argv + 1);
     if (cmd == "data") return metafew::cli::run_data(argc - 1, argv + 1);

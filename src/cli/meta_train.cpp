@@ -76,6 +76,9 @@ int run_meta_train(int argc, char** argv) {
     out = args["resume"].as<std::string>();
     resume_from = io::load_checkpoint((std::filesystem::path(out) / "last").string());
     cfg = checkpoint_config(resume_from);
+    MF_USAGE_CHECK(!resume_from.header.contains("exported_from"), "meta-train --resume: ", out,
+                   "/last was written by metafew export without the optimizer state, so the run cannot continue "
+                   "exactly; resume from the run's own last checkpoint");
     // Only the length of the run may change on resume; anything else would not continue the same run.
     for (auto it = flags.begin(); it != flags.end(); ++it)
       MF_USAGE_CHECK(it.key() == "iterations" || it.key() == "threads" || cfg[it.key()] == it.value(),

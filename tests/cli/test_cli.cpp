@@ -125,6 +125,23 @@ TEST_CASE("cli: meta-train, eval, adapt and predict on builtin:glyphs, with JSON
   // 200 iterations of a small conv-4 on glyphs: clearly above chance (20%).
   CHECK(e["accuracy"].get<double>() > 0.35);
 
+  // export: the model without its optimizer state evaluates identically, is smaller, and cannot be resumed.
+  const fs::path exported = tmp.path / "model.mfck";
+  Result ex = metafew("export --checkpoint " + run.string() + " --out " + exported.string() + " --json", tmp.path);
+  INFO(ex.err);
+  REQUIRE(ex.code == 0);
+  CHECK(json::parse(ex.out)["optimizer_bytes_dropped"].get<int64_t>() > 0);
+  CHECK(fs::file_size(exported) < fs::file_size(run / "best"));
+  Result ev2 = metafew("eval --checkpoint " + exported.string() + " --episodes 100 --json", tmp.path);
+  REQUIRE(ev2.code == 0);
+  CHECK(json::parse(ev2.out)["accuracy"] == e["accuracy"]);
+  const fs::path fake_run = tmp.path / "fake_run";
+  fs::create_directories(fake_run);
+  fs::copy_file(exported, fake_run / "last");
+  Result res = metafew("meta-train --resume " + fake_run.string() + " --iterations 300", tmp.path);
+  CHECK(res.code == 2);
+  CHECK(res.err.find("without the optimizer state") != std::string::npos);
+
   write_task_folders(tmp.path);
   const fs::path adapted = tmp.path / "adapted.mf";
   Result ad = metafew("adapt --checkpoint " + (run / "best").string() + " --support " + (tmp.path / "support").string() +

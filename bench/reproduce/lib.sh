@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Shared code of the reproduction scripts (bench/reproduce/*.sh, one per row of bench/results/omniglot.md).
+#
+# A row is a meta-training run (shared between rows that evaluate the same model, e.g. ProtoNets 5-way and
+# 20-way 1-shot) and a test evaluation. Each script states the published schedule and the one used here;
+# ITERATIONS=N overrides it (ITERATIONS=published runs the paper's full schedule).
+#
+# Environment:
+#   METAFEW     the binary (default: build/metafew; copy it elsewhere when rebuilding during long runs)
+#   OMNIGLOT    the Omniglot folder (default: ../shared/data/omniglot beside the repository)
+#   THREADS     OpenMP threads per run (default: 0 = all cores)
+#   RUNS        folder of the training runs (default: runs/reproduce); a finished run with the same command
+#               is reused, an interrupted one is resumed
+#   RESULTS     folder of the row JSON files and checkpoints (default: bench/results/omniglot)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+METAFEW="${METAFEW:-$ROOT/build/metafew}"
+OMNIGLOT="${OMNIGLOT:-$ROOT/../shared/data/omniglot}"
+THREADS="${THREADS:-0}"
+RUNS="${RUNS:-$ROOT/runs/reproduce}"
+RESULTS="${RESULTS:-$ROOT/bench/results/omniglot}"
+
+die() { echo "reproduce: $*" >&2; exit 1; }
+[[ -x "$METAFEW" ]] || die "no metafew binary at $METAFEW (run 'make build' or set METAFEW)"
+[[ "${DATA:-}" == builtin:* || -d "$OMNIGLOT" ]] || die "no Omniglot folder at $OMNIGLOT (set OMNIGLOT)"
+mkdir -p "$RUNS" "$RESULTS/checkpoints"
+
+# iterations PUBLISHED USED: the schedule of this run. ITERATIONS=published selects the published one.
+iterations() {
+  PUBLISHED_ITERATIONS="$1"
+  case "${ITERATIONS:-}" in
+    "") ITERS="$2" ;;
+    published) ITERS="$1" ;;
+    *[!0-9]* | 0) die "ITERATIONS must be a positive integer or 'published', got '$ITERATIONS'" ;;
+    *) ITERS="$ITERATIONS" ;;
+  esac
+}
+
+# train RUN FLAGS...: meta-trains into $RUNS/RUN. A finished run with the same settings and iterations is
+# reused; a run with the same settings that was interrupted (Ctrl-C, machine stopped) or that ran fewer
+# iterations is resumed from its last checkpoint (only a constant schedule gives the same result as one
+# uninterrupted longer run: step/linear/cosine schedules depend on the total).
+train() {
+  local run="$1"; shift
+  local dir="$RUNS/$run"
+  local settings="$*"
+  local printable="metafew meta-train --out runs/reproduce/$run --threads $THREADS --iterations $ITERS ${settings//$OMNIGLOT/\$OMNIGLOT}"
+  if [[ -f "$dir/train.json" && "$(cat "$dir/settings.txt" 2>/dev/null)" == "$settings" &&
+        "$(jq .iterations "$dir/train.json")" == "$ITERS" ]]; then
+    echo "reproduce: $run already trained ($dir/train.json)" >&2
+    return
+  fi
+  local start end status=0
+  start=$(date +%s.%N)
+  if [[ -f "$dir/last" && "$(cat "$dir/settings.txt" 2>/dev/null)" == "$settings" ]]; then
+    echo "reproduce: resuming $dir to $ITERS iterations" >&2
+    echo "$printable (resumed)" >>"$dir/commands.txt"
+    "$METAFEW" meta-train --resume "$dir" --threads "$THREADS" --iterations "$ITERS" --json \
+      >"$dir/summary.json" || status=$?
+  else
+    echo "reproduce: $printable" >&2
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    echo "$settings" >"$dir/settings.txt"
+    echo "$printable" >"$dir/commands.txt"
+    "$METAFEW" meta-train --out "$dir" --threads "$THREADS" --iterations "$ITERS" --json "$@" \
+      >"$dir/summary.json" || status=$?
+  fi
+  end=$(date +%s.%N)
+  # Wall time summed over the sessions of a resumed run.
+  local seconds
+  seconds=$(echo "$end - $start + $(cat "$dir/elapsed.txt" 2>/dev/null || echo 0)" | bc)
+  echo "$seconds" >"$dir/elapsed.txt"
+  [[ $status -eq 0 ]] || die "training $run failed (exit $status); its log lines are in $dir/metrics.jsonl"
+  jq --arg cmd "$printable" --argjson seconds "$seconds" --argjson threads "$THREADS" \
+    --argjson published "$PUBLISHED_ITERATIONS" --argjson iterations "$ITERS" \
+    --rawfile history "$dir/commands.txt" \
+    '{command: $cmd, history: ($history | rtrimstr("\n") | split("\n")), wall_seconds: $seconds,
+      threads: $threads, iterations: $iterations, published_iterations: $published, summary: .}' \
+    "$dir/summary.json" >"$dir/train.json"
+}
+
+# evaluate ROW RUN PUBLISHED FLAGS...: tests the run's best checkpoint (chosen on validation, or its final
+# parameters where the protocol has no validation split) and writes $RESULTS/ROW.json.
+evaluate() {
+  local row="$1" run="$2" published="$3"; shift 3
+  local dir="$RUNS/$run"
+  local printable="metafew eval --checkpoint runs/reproduce/$run --threads $THREADS $*"
+  echo "reproduce: $printable" >&2
+  local start end
+  start=$(date +%s.%N)
+  "$METAFEW" eval --checkpoint "$dir" --threads "$THREADS" --json "$@" >"$dir/eval-$row.json" \
+    || die "evaluating $row failed"
+  end=$(date +%s.%N)
+  cp "$dir/best" "$RESULTS/checkpoints/$run.mfck"
+  local machine
+  machine="$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores"
+  jq -n --arg row "$row" --arg published "$published" --arg cmd "$printable" \
+    --arg machine "$machine" --arg version "$("$METAFEW" --version | head -1)" \
+    --arg checkpoint "bench/results/omniglot/checkpoints/$run.mfck" \
+    --argjson eval_seconds "$(echo "$end - $start" | bc)" \
+    --slurpfile train "$dir/train.json" --slurpfile result "$dir/eval-$row.json" \
+    '{row: $row, published: $published, result: $result[0], eval_command: $cmd, eval_seconds: $eval_seconds,
+      training: $train[0], checkpoint: $checkpoint, machine: $machine, metafew: $version}' >"$RESULTS/$row.json"
+  jq -r '"reproduce: \(.row): \(.result | tostring)"' "$RESULTS/$row.json" >&2
+}

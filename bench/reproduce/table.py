@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Rebuilds the tables of bench/results/omniglot.md from the row files bench/results/omniglot/*.json.
+
+Only the text between the '<!-- table:NAME -->' and '<!-- end table -->' markers is replaced; the prose
+around them is kept. A row script (bench/reproduce/ROW.sh) without a result file is listed as not run.
+"""
+import glob
+import json
+import os
+import re
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+RESULTS = os.path.join(ROOT, "bench", "results", "omniglot")
+DOC = os.path.join(ROOT, "bench", "results", "omniglot.md")
+
+NAMES = {"protonet": "ProtoNets", "maml": "MAML", "fomaml": "first-order MAML", "metasgd": "Meta-SGD",
+         "anil": "ANIL", "reptile": "Reptile", "matchingnet": "Matching Networks", "paramnet": "ParamNet"}
+
+
+def hms(seconds):
+    m = int(round(seconds / 60))
+    return f"{m // 60} h {m % 60:02d} min" if m >= 60 else f"{m} min"
+
+
+def row_line(r):
+    res, tr = r["result"], r["training"]
+    if "neg_mse" in res:
+        setting = f"sinusoid {res['shots']}-shot"
+        score = f"MSE {res['mse']:.3f} +- {res['ci95']:.3f}"
+    else:
+        setting = f"{res['ways']}w{res['shots']}s"
+        score = f"{100 * res['accuracy']:.2f} +- {100 * res['ci95']:.2f}"
+    its = f"{tr['iterations']:,}"
+    if tr["iterations"] < tr["published_iterations"]:
+        its += f" of {tr['published_iterations']:,}"
+    return (f"| {NAMES.get(res['algo'], res['algo'])} | {setting} | {score} | {r['published']} | {its} | "
+            f"{hms(tr['wall_seconds'])} | {tr['threads']} | {res['episodes']} (steps {res['steps']}) | "
+            f"`{r['row']}.sh` |")
+
+
+def table(rows):
+    head = ("| algorithm | setting | accuracy % (95% CI) | published | iterations (of published) | training time | "
+            "threads | test episodes | script |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+    return head + "\n".join(row_line(r) for r in rows) + "\n"
+
+
+def main():
+    rows = {}
+    for path in sorted(glob.glob(os.path.join(RESULTS, "*.json"))):
+        with open(path) as f:
+            r = json.load(f)
+        rows[r["row"]] = r
+    scripts = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(HERE, "*_*.sh")))
+    missing = [s for s in scripts if s not in rows]
+    groups = {"vinyals": [r for k, r in rows.items() if not k.startswith("lake_")],
+              "lake": [r for k, r in rows.items() if k.startswith("lake_")]}
+    order = {s: i for i, s in enumerate(["protonet", "maml", "fomaml", "metasgd", "anil", "reptile",
+                                         "matchingnet", "paramnet"])}
+    for g in groups.values():
+        g.sort(key=lambda r: (r["row"].endswith("sinusoid"), order.get(r["result"]["algo"], 99), r["row"]))
+    text = open(DOC).read()
+    for name, g in groups.items():
+        body = table(g)
+        if name == "vinyals" and missing:
+            body += "\nNot run yet: " + ", ".join(f"`{m}.sh`" for m in missing) + "\n"
+        pattern = re.compile(rf"(<!-- table:{name} -->\n).*?(<!-- end table -->)", re.S)
+        if not pattern.search(text):
+            sys.exit(f"table.py: {DOC} has no '<!-- table:{name} -->' ... '<!-- end table -->' block")
+        text = pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+    with open(DOC, "w") as f:
+        f.write(text)
+    print(f"table.py: {len(rows)} rows written to {os.path.relpath(DOC, ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
