@@ -81,19 +81,25 @@ train() {
     "$dir/summary.json" >"$dir/train.json"
 }
 
-# evaluate ROW RUN PUBLISHED FLAGS...: tests the run's best checkpoint (chosen on validation, or its final
-# parameters where the protocol has no validation split) and writes $RESULTS/ROW.json.
+# evaluate ROW RUN PUBLISHED FLAGS...: exports the run's best checkpoint (chosen on validation, or its final
+# parameters where the protocol has no validation split) to $RESULTS/checkpoints/RUN.mfck, tests that file
+# and writes $RESULTS/ROW.json.
 evaluate() {
   local row="$1" run="$2" published="$3"; shift 3
   local dir="$RUNS/$run"
-  local printable="metafew eval --checkpoint runs/reproduce/$run --threads $THREADS $*"
+  local model="$RESULTS/checkpoints/$run.mfck"
+  "$METAFEW" export --checkpoint "$dir" --out "$model" >&2 || die "exporting $dir failed"
+  local data=()
+  [[ "${DATA:-}" == builtin:* ]] || data=(--data "$OMNIGLOT")
+  local printable="metafew eval --checkpoint bench/results/omniglot/checkpoints/$run.mfck"
+  ((${#data[@]})) && printable+=" --data \$OMNIGLOT"
+  printable+=" --threads $THREADS $*"
   echo "reproduce: $printable" >&2
   local start end
   start=$(date +%s.%N)
-  "$METAFEW" eval --checkpoint "$dir" --threads "$THREADS" --json "$@" >"$dir/eval-$row.json" \
+  "$METAFEW" eval --checkpoint "$model" "${data[@]}" --threads "$THREADS" --json "$@" >"$dir/eval-$row.json" \
     || die "evaluating $row failed"
   end=$(date +%s.%N)
-  cp "$dir/best" "$RESULTS/checkpoints/$run.mfck"
   local machine
   machine="$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores"
   jq -n --arg row "$row" --arg published "$published" --arg cmd "$printable" \
@@ -101,7 +107,8 @@ evaluate() {
     --arg checkpoint "bench/results/omniglot/checkpoints/$run.mfck" \
     --argjson eval_seconds "$(echo "$end - $start" | bc)" \
     --slurpfile train "$dir/train.json" --slurpfile result "$dir/eval-$row.json" \
-    '{row: $row, published: $published, result: $result[0], eval_command: $cmd, eval_seconds: $eval_seconds,
-      training: $train[0], checkpoint: $checkpoint, machine: $machine, metafew: $version}' >"$RESULTS/$row.json"
+    '{row: $row, published: $published, result: ($result[0] | del(.checkpoint, .data)), eval_command: $cmd,
+      eval_seconds: $eval_seconds, training: $train[0], checkpoint: $checkpoint, machine: $machine,
+      metafew: $version}' >"$RESULTS/$row.json"
   jq -r '"reproduce: \(.row): \(.result | tostring)"' "$RESULTS/$row.json" >&2
 }
