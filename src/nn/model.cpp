@@ -116,7 +116,9 @@ Variable Model::embed_impl(const std::vector<Variable>& p, const Variable& x, co
         hs = ops::relu(pool(ns));
         h = ops::relu(pool(nq));
       } else {
-        h = ops::relu(pool(ops::batch_norm(h, gamma, beta, kBnEps)));
+        // Note [Batch norm and max-pool fused]: one op, without the full-size normalised tensor.
+        h = ops::relu(c.max_pool ? ops::batch_norm_max_pool(h, gamma, beta, kBnEps)
+                                 : ops::batch_norm(h, gamma, beta, kBnEps));
       }
     }
     h = ops::flatten(h);

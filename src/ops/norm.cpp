@@ -124,6 +124,34 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
   });
 }
 
+// Note [Batch norm and max-pool fused] (tensor/kernels.h). The backward without create_graph (the query side
+// of MAML, every first-order method) is one fused kernel; with create_graph it is the composition of the two
+// ops' rules (pool_scatter, then the fused batch-norm backward ops), so every order of derivative exists.
+Variable batch_norm_max_pool(const Variable& x, const Variable& gamma, const Variable& beta, double eps) {
+  MF_CHECK(eps > 0, "batch_norm_max_pool: eps must be positive, got ", eps);
+  Tensor mean_t, invstd_t;
+  auto [y, index] = tensor::batch_norm_max_pool(x.data(), gamma.data(), beta.data(), eps, &mean_t, &invstd_t);
+  Tensor idx = index;
+  return make_result(y, "batch_norm_max_pool", {x, gamma, beta}, MF_BACKWARD {
+    const int64_t c = in[0].shape()[1];
+    std::vector<Variable> grads(3);
+    if (autograd::grad_mode_enabled()) {
+      Variable gz = pool_scatter(g, idx, in[0].shape());
+      Variable sums = grad_sums_impl(gz, in[0], eps, mean_t, invstd_t);
+      if (need[0]) grads[0] = grad_input_impl(gz, in[0], in[1], sums, eps, mean_t, invstd_t);
+      if (need[1]) grads[1] = reshape(slice(sums, 0, 0, 1), {c});
+      if (need[2]) grads[2] = reshape(slice(sums, 0, 1, 2), {c});
+      return grads;
+    }
+    auto [dx, sums] = tensor::batch_norm_max_pool_backward(g.data(), idx, in[0].data(), in[1].data(), mean_t,
+                                                           invstd_t, need[0]);
+    if (need[0]) grads[0] = Variable(dx);
+    if (need[1]) grads[1] = Variable(tensor::slice(sums, 0, 0, 1).reshape({c}));
+    if (need[2]) grads[2] = Variable(tensor::slice(sums, 0, 1, 2).reshape({c}));
+    return grads;
+  });
+}
+
 Variable batch_norm_grad_sums(const Variable& g, const Variable& x, double eps) {
   Tensor mean_t, invstd_t;
   tensor::batch_norm_stats(x.data(), eps, &mean_t, &invstd_t);

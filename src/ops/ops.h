@@ -73,6 +73,8 @@ Variable pool_gather(const Variable& x, const Tensor& index, const Shape& output
 
 // ---- normalisation: batch statistics over (N, H, W), affine gamma and beta of C elements ----
 Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& beta, double eps = 1e-5);
+// max_pool2d(batch_norm(x, gamma, beta, eps), 2, 2) as one op (Note [Batch norm and max-pool fused]).
+Variable batch_norm_max_pool(const Variable& x, const Variable& gamma, const Variable& beta, double eps = 1e-5);
 // Its backward as two fused ops (Note [Batch norm backward] in norm.cpp): sums (2, C) = [sum(g * xh); sum(g)]
 // over (N, H, W), and dx = gamma * invstd * (g - sums[1] / M - xh * sums[0] / M).
 Variable batch_norm_grad_sums(const Variable& g, const Variable& x, double eps = 1e-5);

@@ -684,6 +684,154 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
   return y;
 }
 
+std::pair<Tensor, Tensor> batch_norm_max_pool(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps,
+                                              Tensor* mean, Tensor* invstd) {
+  MF_CHECK(x.dim() == 4, "batch_norm_max_pool: expected NCHW input, got ", to_string(x.shape()));
+  const int64_t n = x.shape()[0], c = x.shape()[1], h = x.shape()[2], w = x.shape()[3], hw = h * w;
+  MF_CHECK(h >= 2 && w >= 2, "batch_norm_max_pool: input ", to_string(x.shape()), " is smaller than the 2x2 window");
+  MF_CHECK(gamma.numel() == c && beta.numel() == c, "batch_norm_max_pool: gamma ", to_string(gamma.shape()),
+           " and beta ", to_string(beta.shape()), " must have ", c, " elements (the channels of ",
+           to_string(x.shape()), ")");
+  check_same_dtype(x, gamma, "batch_norm_max_pool");
+  check_same_dtype(x, beta, "batch_norm_max_pool");
+  const int64_t oh = h / 2, ow = w / 2;
+  Tensor y = Tensor::empty({n, c, oh, ow}, x.dtype());
+  Tensor idx = Tensor::empty({n, c, oh, ow}, DType::i32);
+  Tensor m = Tensor::empty({c}, x.dtype()), is = Tensor::empty({c}, x.dtype());
+  dispatch_float(x.dtype(), "batch_norm_max_pool", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* px = x.data<T>();
+    const T* pg = gamma.data<T>();
+    const T* pb = beta.data<T>();
+    T* py = y.data<T>();
+    int32_t* pi = idx.data<int32_t>();
+    T* pm = m.data<T>();
+    T* ps = is.data<T>();
+    const bool par = may_parallelize(x.numel());
+#pragma omp parallel for if (par)
+    for (int64_t ch = 0; ch < c; ++ch) {
+      // The statistics exactly as batch_norm computes them.
+      double s = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const T* p = px + (i * c + ch) * hw;
+#pragma omp simd reduction(+ : s)
+        for (int64_t j = 0; j < hw; ++j) s += p[j];
+      }
+      const double mu = s / static_cast<double>(n * hw);
+      double v = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const T* p = px + (i * c + ch) * hw;
+#pragma omp simd reduction(+ : v)
+        for (int64_t j = 0; j < hw; ++j) v += (p[j] - mu) * (p[j] - mu);
+      }
+      const double inv = 1.0 / std::sqrt(v / static_cast<double>(n * hw) + eps);
+      pm[ch] = static_cast<T>(mu);
+      ps[ch] = static_cast<T>(inv);
+      const T scale = static_cast<T>(inv * pg[ch]);
+      const T shift = static_cast<T>(pb[ch] - mu * inv * pg[ch]);
+      const int32_t ww = static_cast<int32_t>(w);
+      for (int64_t i = 0; i < n; ++i) {
+        const T* src = px + (i * c + ch) * hw;
+        T* dst = py + (i * c + ch) * oh * ow;
+        int32_t* di = pi + (i * c + ch) * oh * ow;
+        for (int64_t r = 0; r < oh; ++r) {
+          const T* __restrict r0 = src + 2 * r * w;
+          const T* __restrict r1 = r0 + w;
+          T* __restrict out = dst + r * ow;
+          int32_t* __restrict oi = di + r * ow;
+          const int32_t row = static_cast<int32_t>(2 * r * w);
+          // max_pool2d's 2x2 loop on the normalised values: same comparisons, same ties (first in scan order).
+#pragma omp simd
+          for (int64_t j = 0; j < ow; ++j) {
+            const T v00 = r0[2 * j] * scale + shift, v01 = r0[2 * j + 1] * scale + shift;
+            const T v10 = r1[2 * j] * scale + shift, v11 = r1[2 * j + 1] * scale + shift;
+            const int32_t base = row + 2 * static_cast<int32_t>(j);
+            const bool top_b = v01 > v00;
+            const T top = top_b ? v01 : v00;
+            const int32_t top_i = top_b ? base + 1 : base;
+            const bool bot_d = v11 > v10;
+            const T bot = bot_d ? v11 : v10;
+            const int32_t bot_i = bot_d ? base + ww + 1 : base + ww;
+            const bool take_bot = bot > top;
+            out[j] = take_bot ? bot : top;
+            oi[j] = take_bot ? bot_i : top_i;
+          }
+        }
+      }
+    }
+  });
+  if (mean) *mean = m;
+  if (invstd) *invstd = is;
+  return {y, idx};
+}
+
+std::pair<Tensor, Tensor> batch_norm_max_pool_backward(const Tensor& g, const Tensor& index, const Tensor& x,
+                                                       const Tensor& gamma, const Tensor& mean,
+                                                       const Tensor& invstd, bool want_dx) {
+  MF_CHECK(x.dim() == 4 && g.dim() == 4 && g.shape() == index.shape(), "batch_norm_max_pool_backward: gradient ",
+           to_string(g.shape()), ", index ", to_string(index.shape()), " and input ", to_string(x.shape()),
+           " do not fit");
+  const int64_t n = x.shape()[0], c = x.shape()[1], h = x.shape()[2], w = x.shape()[3], hw = h * w;
+  const int64_t oh = g.shape()[2], ow = g.shape()[3], per = oh * ow;
+  MF_CHECK(g.shape()[0] == n && g.shape()[1] == c && oh == h / 2 && ow == w / 2,
+           "batch_norm_max_pool_backward: gradient ", to_string(g.shape()), " is not the 2x2 pooling of ",
+           to_string(x.shape()));
+  MF_CHECK(gamma.numel() == c && mean.numel() == c && invstd.numel() == c,
+           "batch_norm_max_pool_backward: per-channel tensors must have ", c, " elements");
+  check_same_dtype(g, x, "batch_norm_max_pool_backward");
+  Tensor sums = Tensor::empty({2, c}, x.dtype());
+  Tensor dx = want_dx ? Tensor::empty(x.shape(), x.dtype()) : Tensor();
+  const double count = static_cast<double>(n * hw);
+  dispatch_float(x.dtype(), "batch_norm_max_pool_backward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* pg = g.data<T>();
+    const int32_t* pi = index.data<int32_t>();
+    const T* px = x.data<T>();
+    const T* pgam = gamma.data<T>();
+    const T* pm = mean.data<T>();
+    const T* ps = invstd.data<T>();
+    T* out = sums.data<T>();
+    T* pd = want_dx ? dx.data<T>() : nullptr;
+    const bool par = may_parallelize(x.numel());
+#pragma omp parallel for if (par)
+    for (int64_t ch = 0; ch < c; ++ch) {
+      // gz is zero outside the argmax positions, so its sums only visit those.
+      double sgx = 0, sg = 0;
+      const double mu = pm[ch];
+      for (int64_t i = 0; i < n; ++i) {
+        const T* a = pg + (i * c + ch) * per;
+        const int32_t* at = pi + (i * c + ch) * per;
+        const T* b = px + (i * c + ch) * hw;
+        for (int64_t o = 0; o < per; ++o) {
+          sgx += a[o] * (b[at[o]] - mu);
+          sg += a[o];
+        }
+      }
+      const T s0 = static_cast<T>(sgx * ps[ch]), s1 = static_cast<T>(sg);
+      out[ch] = s0;
+      out[c + ch] = s1;
+      if (!want_dx) continue;
+      // dx = a gz + b x + k with per-channel a, b, k (batch_norm_grad_input's arithmetic): the dense part
+      // first, then a * g added at each argmax.
+      const double inv = ps[ch], scale = pgam[ch] * inv;
+      const double kk = static_cast<double>(s0) / count * inv;
+      const T a = static_cast<T>(scale);
+      const T b = static_cast<T>(-scale * kk);
+      const T k = static_cast<T>(scale * (kk * mu - static_cast<double>(s1) / count));
+      for (int64_t i = 0; i < n; ++i) {
+        const T* xx = px + (i * c + ch) * hw;
+        T* yy = pd + (i * c + ch) * hw;
+#pragma omp simd
+        for (int64_t j = 0; j < hw; ++j) yy[j] = b * xx[j] + k;
+        const T* gg = pg + (i * c + ch) * per;
+        const int32_t* at = pi + (i * c + ch) * per;
+        for (int64_t o = 0; o < per; ++o) yy[at[o]] = a * gg[o] + b * xx[at[o]] + k;
+      }
+    }
+  });
+  return {dx, sums};
+}
+
 namespace {
 struct BnDims {
   int64_t n, c, hw;
