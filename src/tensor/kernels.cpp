@@ -458,6 +458,79 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
   return y;
 }
 
+namespace {
+
+// The input offsets of the top-left corners of the 2x2 windows of an (h, w) plane, in output order, so that
+// the pooling loops run over a whole plane at once (rows of 3 to 14 outputs are too short to vectorise).
+std::vector<int32_t> pool2x2_corners(int64_t h, int64_t w) {
+  const int64_t oh = h / 2, ow = w / 2;
+  std::vector<int32_t> t(static_cast<size_t>(oh * ow));
+  for (int64_t i = 0; i < oh; ++i)
+    for (int64_t j = 0; j < ow; ++j) t[static_cast<size_t>(i * ow + j)] = static_cast<int32_t>(2 * i * w + 2 * j);
+  return t;
+}
+
+// 2x2, stride-2 max-pooling of one plane of v = x * scale + shift (kAffine) or of x: maxima and their
+// positions; ties keep the first position in scan order. Branch-free so that it vectorises (gathers).
+template <bool kAffine, typename T>
+void pool2x2_plane(const T* __restrict src, int64_t w, const int32_t* __restrict corners, int64_t count, T scale,
+                   T shift, T* __restrict out, int32_t* __restrict arg) {
+  const int32_t ww = static_cast<int32_t>(w);
+#pragma omp simd
+  for (int64_t o = 0; o < count; ++o) {
+    const int32_t base = corners[o];
+    T v00 = src[base], v01 = src[base + 1], v10 = src[base + ww], v11 = src[base + ww + 1];
+    if constexpr (kAffine) {
+      v00 = v00 * scale + shift;
+      v01 = v01 * scale + shift;
+      v10 = v10 * scale + shift;
+      v11 = v11 * scale + shift;
+    }
+    const bool top_b = v01 > v00;
+    const T top = top_b ? v01 : v00;
+    const int32_t top_i = top_b ? base + 1 : base;
+    const bool bot_d = v11 > v10;
+    const T bot = bot_d ? v11 : v10;
+    const int32_t bot_i = bot_d ? base + ww + 1 : base + ww;
+    const bool take_bot = bot > top;
+    out[o] = take_bot ? bot : top;
+    arg[o] = take_bot ? bot_i : top_i;
+  }
+}
+
+// Note [Batch norm statistics]: mean and invstd of channel ch, two passes (the variance around the mean, no
+// cancellation). Each plane is summed in T across SIMD lanes (at most a few hundred terms per lane for the
+// image sizes used here), the plane sums in double: the double conversions per element cost more than the
+// passes themselves. Sum (x - m)^2 around the rounded mean m equals sum (x - mu)^2 + M (mu - m)^2 exactly, so
+// the variance subtracts that term.
+template <typename T>
+std::pair<double, double> channel_stats(const T* px, int64_t n, int64_t c, int64_t hw, int64_t ch, double eps) {
+  const double count = static_cast<double>(n * hw);
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const T* p = px + (i * c + ch) * hw;
+    T acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t j = 0; j < hw; ++j) acc += p[j];
+    s += static_cast<double>(acc);
+  }
+  const double mu = s / count;
+  const T m = static_cast<T>(mu);
+  double v = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const T* p = px + (i * c + ch) * hw;
+    T acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t j = 0; j < hw; ++j) acc += (p[j] - m) * (p[j] - m);
+    v += static_cast<double>(acc);
+  }
+  const double shift = mu - static_cast<double>(m);
+  const double var = std::max(0.0, v / count - shift * shift);
+  return {mu, 1.0 / std::sqrt(var + eps)};
+}
+
+}  // namespace
+
 std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, int64_t kernel, int64_t stride) {
   MF_CHECK(x.dim() == 4, "max_pool2d: expected NCHW input, got ", to_string(x.shape()));
   MF_CHECK(kernel >= 1 && stride >= 1, "max_pool2d: kernel ", kernel, " and stride ", stride, " must be >= 1");
@@ -473,35 +546,11 @@ std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, int64_t kernel, int64_t st
     T* py = y.data<T>();
     int32_t* pi = idx.data<int32_t>();
     if (kernel == 2 && stride == 2) {
-      // The common case: walk planes and rows instead of dividing per output.
+      const std::vector<int32_t> corners = pool2x2_corners(h, w);
       parallel_range(n * c, [&](int64_t b, int64_t e) {
-        for (int64_t plane = b; plane < e; ++plane) {
-          const T* src = px + plane * h * w;
-          T* dst = py + plane * oh * ow;
-          int32_t* di = pi + plane * oh * ow;
-          for (int64_t i = 0; i < oh; ++i) {
-            const T* __restrict r0 = src + 2 * i * w;
-            const T* __restrict r1 = r0 + w;
-            T* __restrict out = dst + i * ow;
-            int32_t* __restrict oi = di + i * ow;
-            const int32_t row = static_cast<int32_t>(2 * i * w), ww = static_cast<int32_t>(w);
-            // Branch-free so that it vectorises; ties keep the first position in scan order.
-#pragma omp simd
-            for (int64_t j = 0; j < ow; ++j) {
-              const T v00 = r0[2 * j], v01 = r0[2 * j + 1], v10 = r1[2 * j], v11 = r1[2 * j + 1];
-              const int32_t base = row + 2 * static_cast<int32_t>(j);
-              const bool top_b = v01 > v00;
-              const T top = top_b ? v01 : v00;
-              const int32_t top_i = top_b ? base + 1 : base;
-              const bool bot_d = v11 > v10;
-              const T bot = bot_d ? v11 : v10;
-              const int32_t bot_i = bot_d ? base + ww + 1 : base + ww;
-              const bool take_bot = bot > top;
-              out[j] = take_bot ? bot : top;
-              oi[j] = take_bot ? bot_i : top_i;
-            }
-          }
-        }
+        for (int64_t plane = b; plane < e; ++plane)
+          pool2x2_plane<false>(px + plane * h * w, w, corners.data(), oh * ow, T(1), T(0), py + plane * oh * ow,
+                               pi + plane * oh * ow);
       }, h * w);
       return;
     }
@@ -653,20 +702,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
     const bool par = may_parallelize(x.numel());
 #pragma omp parallel for if (par)
     for (int64_t ch = 0; ch < c; ++ch) {
-      double s = 0;
-      for (int64_t i = 0; i < n; ++i) {
-        const T* p = px + (i * c + ch) * hw;
-#pragma omp simd reduction(+ : s)
-        for (int64_t j = 0; j < hw; ++j) s += p[j];
-      }
-      const double mu = s / static_cast<double>(n * hw);
-      double v = 0;
-      for (int64_t i = 0; i < n; ++i) {
-        const T* p = px + (i * c + ch) * hw;
-#pragma omp simd reduction(+ : v)
-        for (int64_t j = 0; j < hw; ++j) v += (p[j] - mu) * (p[j] - mu);
-      }
-      const double inv = 1.0 / std::sqrt(v / static_cast<double>(n * hw) + eps);
+      const auto [mu, inv] = channel_stats(px, n, c, hw, ch, eps);
       pm[ch] = static_cast<T>(mu);
       ps[ch] = static_cast<T>(inv);
       const T scale = static_cast<T>(inv * pg[ch]);
@@ -698,6 +734,7 @@ std::pair<Tensor, Tensor> batch_norm_max_pool(const Tensor& x, const Tensor& gam
   Tensor y = Tensor::empty({n, c, oh, ow}, x.dtype());
   Tensor idx = Tensor::empty({n, c, oh, ow}, DType::i32);
   Tensor m = Tensor::empty({c}, x.dtype()), is = Tensor::empty({c}, x.dtype());
+  const std::vector<int32_t> corners = pool2x2_corners(h, w);
   dispatch_float(x.dtype(), "batch_norm_max_pool", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* px = x.data<T>();
@@ -710,54 +747,14 @@ std::pair<Tensor, Tensor> batch_norm_max_pool(const Tensor& x, const Tensor& gam
     const bool par = may_parallelize(x.numel());
 #pragma omp parallel for if (par)
     for (int64_t ch = 0; ch < c; ++ch) {
-      // The statistics exactly as batch_norm computes them.
-      double s = 0;
-      for (int64_t i = 0; i < n; ++i) {
-        const T* p = px + (i * c + ch) * hw;
-#pragma omp simd reduction(+ : s)
-        for (int64_t j = 0; j < hw; ++j) s += p[j];
-      }
-      const double mu = s / static_cast<double>(n * hw);
-      double v = 0;
-      for (int64_t i = 0; i < n; ++i) {
-        const T* p = px + (i * c + ch) * hw;
-#pragma omp simd reduction(+ : v)
-        for (int64_t j = 0; j < hw; ++j) v += (p[j] - mu) * (p[j] - mu);
-      }
-      const double inv = 1.0 / std::sqrt(v / static_cast<double>(n * hw) + eps);
+      const auto [mu, inv] = channel_stats(px, n, c, hw, ch, eps);  // as batch_norm
       pm[ch] = static_cast<T>(mu);
       ps[ch] = static_cast<T>(inv);
       const T scale = static_cast<T>(inv * pg[ch]);
       const T shift = static_cast<T>(pb[ch] - mu * inv * pg[ch]);
-      const int32_t ww = static_cast<int32_t>(w);
-      for (int64_t i = 0; i < n; ++i) {
-        const T* src = px + (i * c + ch) * hw;
-        T* dst = py + (i * c + ch) * oh * ow;
-        int32_t* di = pi + (i * c + ch) * oh * ow;
-        for (int64_t r = 0; r < oh; ++r) {
-          const T* __restrict r0 = src + 2 * r * w;
-          const T* __restrict r1 = r0 + w;
-          T* __restrict out = dst + r * ow;
-          int32_t* __restrict oi = di + r * ow;
-          const int32_t row = static_cast<int32_t>(2 * r * w);
-          // max_pool2d's 2x2 loop on the normalised values: same comparisons, same ties (first in scan order).
-#pragma omp simd
-          for (int64_t j = 0; j < ow; ++j) {
-            const T v00 = r0[2 * j] * scale + shift, v01 = r0[2 * j + 1] * scale + shift;
-            const T v10 = r1[2 * j] * scale + shift, v11 = r1[2 * j + 1] * scale + shift;
-            const int32_t base = row + 2 * static_cast<int32_t>(j);
-            const bool top_b = v01 > v00;
-            const T top = top_b ? v01 : v00;
-            const int32_t top_i = top_b ? base + 1 : base;
-            const bool bot_d = v11 > v10;
-            const T bot = bot_d ? v11 : v10;
-            const int32_t bot_i = bot_d ? base + ww + 1 : base + ww;
-            const bool take_bot = bot > top;
-            out[j] = take_bot ? bot : top;
-            oi[j] = take_bot ? bot_i : top_i;
-          }
-        }
-      }
+      for (int64_t i = 0; i < n; ++i)
+        pool2x2_plane<true>(px + (i * c + ch) * hw, w, corners.data(), oh * ow, scale, shift,
+                            py + (i * c + ch) * oh * ow, pi + (i * c + ch) * oh * ow);
     }
   });
   if (mean) *mean = m;
@@ -796,16 +793,22 @@ std::pair<Tensor, Tensor> batch_norm_max_pool_backward(const Tensor& g, const Te
 #pragma omp parallel for if (par)
     for (int64_t ch = 0; ch < c; ++ch) {
       // gz is zero outside the argmax positions, so its sums only visit those.
+      // (Per-plane sums in T as batch_norm_grad_sums.)
       double sgx = 0, sg = 0;
       const double mu = pm[ch];
+      const T m = pm[ch];
       for (int64_t i = 0; i < n; ++i) {
-        const T* a = pg + (i * c + ch) * per;
-        const int32_t* at = pi + (i * c + ch) * per;
-        const T* b = px + (i * c + ch) * hw;
+        const T* __restrict a = pg + (i * c + ch) * per;
+        const int32_t* __restrict at = pi + (i * c + ch) * per;
+        const T* __restrict b = px + (i * c + ch) * hw;
+        T agx = 0, ag = 0;
+#pragma omp simd reduction(+ : agx, ag)
         for (int64_t o = 0; o < per; ++o) {
-          sgx += a[o] * (b[at[o]] - mu);
-          sg += a[o];
+          agx += a[o] * (b[at[o]] - m);
+          ag += a[o];
         }
+        sgx += static_cast<double>(agx);
+        sg += static_cast<double>(ag);
       }
       const T s0 = static_cast<T>(sgx * ps[ch]), s1 = static_cast<T>(sg);
       out[ch] = s0;
@@ -825,6 +828,8 @@ std::pair<Tensor, Tensor> batch_norm_max_pool_backward(const Tensor& g, const Te
         for (int64_t j = 0; j < hw; ++j) yy[j] = b * xx[j] + k;
         const T* gg = pg + (i * c + ch) * per;
         const int32_t* at = pi + (i * c + ch) * per;
+        // The argmax positions of a plane are distinct (the windows do not overlap): a conflict-free scatter.
+#pragma omp simd
         for (int64_t o = 0; o < per; ++o) yy[at[o]] = a * gg[o] + b * xx[at[o]] + k;
       }
     }
@@ -864,16 +869,20 @@ Tensor batch_norm_grad_sums(const Tensor& g, const Tensor& x, const Tensor& mean
     const bool par = may_parallelize(x.numel());
 #pragma omp parallel for if (par)
     for (int64_t ch = 0; ch < d.c; ++ch) {
+      // Per-plane sums in T, plane sums in double (Note [Batch norm statistics]).
       double sgx = 0, sg = 0;
-      const double mu = pm[ch];
+      const T m = pm[ch];
       for (int64_t i = 0; i < d.n; ++i) {
         const T* a = pg + (i * d.c + ch) * d.hw;
         const T* b = px + (i * d.c + ch) * d.hw;
-#pragma omp simd reduction(+ : sgx, sg)
+        T agx = 0, ag = 0;
+#pragma omp simd reduction(+ : agx, ag)
         for (int64_t j = 0; j < d.hw; ++j) {
-          sgx += a[j] * (b[j] - mu);
-          sg += a[j];
+          agx += a[j] * (b[j] - m);
+          ag += a[j];
         }
+        sgx += static_cast<double>(agx);
+        sg += static_cast<double>(ag);
       }
       out[ch] = static_cast<T>(sgx * ps[ch]);
       out[d.c + ch] = static_cast<T>(sg);
