@@ -260,6 +260,33 @@ Tensor strided_copy(const Tensor& src, const Shape& out_shape, const std::vector
   const char* s = static_cast<const char*>(src.raw_data()) + src_offset * static_cast<int64_t>(es);
   char* d = static_cast<char*>(y.raw_data());
   const int64_t is = p.strides[1].back();
+  // Element-typed loops for 4- and 8-byte elements: a broadcast (is == 0) is a fill and a permute a strided
+  // gather, neither one memcpy call per element.
+  auto typed = [&](auto word) {
+    using W = decltype(word);
+    parallel_range(y.numel(), [&](int64_t b, int64_t e) {
+      for_runs<2>(p, b, e, [&](const int64_t* off, int64_t len) {
+        W* __restrict dd = reinterpret_cast<W*>(d) + off[0];
+        const W* __restrict ss = reinterpret_cast<const W*>(s) + off[1];
+        if (is == 1) {
+          std::memcpy(dd, ss, static_cast<size_t>(len) * sizeof(W));
+        } else if (is == 0) {
+          const W v = ss[0];
+          for (int64_t j = 0; j < len; ++j) dd[j] = v;
+        } else {
+          for (int64_t j = 0; j < len; ++j) dd[j] = ss[j * is];
+        }
+      });
+    });
+  };
+  if (es == 4) {
+    typed(uint32_t{});
+    return y;
+  }
+  if (es == 8) {
+    typed(uint64_t{});
+    return y;
+  }
   parallel_range(y.numel(), [&](int64_t b, int64_t e) {
     for_runs<2>(p, b, e, [&](const int64_t* off, int64_t len) {
       if (is == 1) {
