@@ -39,8 +39,8 @@ iterations() {
 
 # train RUN FLAGS...: meta-trains into $RUNS/RUN. A finished run with the same settings and iterations is
 # reused; a run with the same settings that was interrupted (Ctrl-C, machine stopped) or that ran fewer
-# iterations is resumed from its last checkpoint (only a constant schedule gives the same result as one
-# uninterrupted longer run: step/linear/cosine schedules depend on the total).
+# iterations is resumed from its last checkpoint, except that a run with a linear or cosine schedule (which
+# depends on the total) starts over when the total changes.
 train() {
   local run="$1"; shift
   local dir="$RUNS/$run"
@@ -51,9 +51,16 @@ train() {
     echo "reproduce: $run already trained ($dir/train.json)" >&2
     return
   fi
-  local start end status=0
-  start=$(date +%s.%N)
+  local start end status=0 resumable=0
   if [[ -f "$dir/last" && "$(cat "$dir/settings.txt" 2>/dev/null)" == "$settings" ]]; then
+    resumable=1
+    # A linear or cosine schedule depends on the total: a longer run starts over instead of resuming.
+    case "$(jq -r .schedule "$dir/config.json" 2>/dev/null)" in
+      linear | cosine) [[ "$(jq .iterations "$dir/config.json")" == "$ITERS" ]] || resumable=0 ;;
+    esac
+  fi
+  start=$(date +%s.%N)
+  if ((resumable)); then
     echo "reproduce: resuming $dir to $ITERS iterations" >&2
     echo "$printable (resumed)" >>"$dir/commands.txt"
     "$METAFEW" meta-train --resume "$dir" --threads "$THREADS" --iterations "$ITERS" --json \
