@@ -26,12 +26,16 @@ die() { echo "reproduce: $*" >&2; exit 1; }
 [[ "${DATA:-}" == builtin:* || -d "$OMNIGLOT" ]] || die "no Omniglot folder at $OMNIGLOT (set OMNIGLOT)"
 mkdir -p "$RUNS" "$RESULTS/checkpoints"
 
-# iterations PUBLISHED USED: the schedule of this run. ITERATIONS=published selects the published one.
+# iterations PUBLISHED USED: the schedule of this run ('-' for PUBLISHED when the paper states none, e.g.
+# early stopping). ITERATIONS=published selects the published one.
 iterations() {
   PUBLISHED_ITERATIONS="$1"
+  [[ "$1" == "-" ]] && PUBLISHED_ITERATIONS=null
   case "${ITERATIONS:-}" in
     "") ITERS="$2" ;;
-    published) ITERS="$1" ;;
+    published)
+      [[ "$1" != "-" ]] || die "the paper of this row states no schedule (it stopped on validation); set ITERATIONS=N"
+      ITERS="$1" ;;
     *[!0-9]* | 0) die "ITERATIONS must be a positive integer or 'published', got '$ITERATIONS'" ;;
     *) ITERS="$ITERATIONS" ;;
   esac

@@ -2,6 +2,6 @@
 # Matching Networks (cosine attention, no full-context embeddings), Omniglot 5-way 1-shot (Vinyals et al.
 # 2016: 98.1). conv-4 with max-pool, trained on 5-way 1-shot episodes with 15 queries, Adam 1e-3.
 source "$(dirname "$0")/lib.sh"
-iterations 20000 6000
+iterations - 6000  # published: trained until validation stopped improving; no count stated
 train matchingnet_5w1s --data "$OMNIGLOT" --algo matchingnet --ways 5 --shots 1 --queries 15 --meta-batch 1
 evaluate matchingnet_5w1s matchingnet_5w1s "98.1" --ways 5 --shots 1 --queries 15 --episodes 600

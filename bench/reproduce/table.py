@@ -33,7 +33,9 @@ def row_line(r):
         setting = f"{res['ways']}w{res['shots']}s"
         score = f"{100 * res['accuracy']:.2f} +- {100 * res['ci95']:.2f}"
     its = f"{tr['iterations']:,}"
-    if tr["iterations"] < tr["published_iterations"]:
+    if tr["published_iterations"] is None:
+        its += " (none stated)"
+    elif tr["iterations"] < tr["published_iterations"]:
         its += f" of {tr['published_iterations']:,}"
     return (f"| {NAMES.get(res['algo'], res['algo'])} | {setting} | {score} | {r['published']} | {its} | "
             f"{hms(tr['wall_seconds'])} | {tr['threads']} | {res['episodes']} (steps {res['steps']}) | "
@@ -59,7 +61,8 @@ def main():
     order = {s: i for i, s in enumerate(["protonet", "maml", "fomaml", "metasgd", "anil", "reptile",
                                          "matchingnet", "paramnet"])}
     for g in groups.values():
-        g.sort(key=lambda r: (r["row"].endswith("sinusoid"), order.get(r["result"]["algo"], 99), r["row"]))
+        g.sort(key=lambda r: (r["row"].endswith("sinusoid"), order.get(r["result"]["algo"], 99),
+                              r["result"]["ways"], r["result"]["shots"]))
     text = open(DOC).read()
     for name, g in groups.items():
         body = table(g)
@@ -69,6 +72,12 @@ def main():
         if not pattern.search(text):
             sys.exit(f"table.py: {DOC} has no '<!-- table:{name} -->' ... '<!-- end table -->' block")
         text = pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+    cmds = "".join(f"- `{r['row']}`: `{r['training']['command']}`, then `{r['eval_command']}`\n"
+                   for g in groups.values() for r in g)
+    pattern = re.compile(r"(<!-- table:commands -->\n).*?(<!-- end table -->)", re.S)
+    if not pattern.search(text):
+        sys.exit(f"table.py: {DOC} has no '<!-- table:commands -->' ... '<!-- end table -->' block")
+    text = pattern.sub(lambda m: m.group(1) + cmds + m.group(2), text)
     with open(DOC, "w") as f:
         f.write(text)
     print(f"table.py: {len(rows)} rows written to {os.path.relpath(DOC, ROOT)}")
