@@ -2,7 +2,7 @@
 # Meta-SGD, Omniglot 5-way 1-shot (Li et al. 2017: 99.53): per-parameter inner rates learned with the
 # initialisation, one inner step in training and at test; MAML's model and meta-batch 32 otherwise.
 source "$(dirname "$0")/lib.sh"
-iterations 60000 5000
+iterations 60000 10000
 train metasgd_5w1s --data "$OMNIGLOT" --algo metasgd --max-pool=false --ways 5 --shots 1 --queries 1 \
   --meta-batch 32 --inner-steps 1 --inner-lr 0.4 --outer-lr 0.001 --eval-steps 1
 evaluate metasgd_5w1s metasgd_5w1s "99.53" --ways 5 --shots 1 --queries 1 --episodes 600 --steps 1
