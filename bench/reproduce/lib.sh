@@ -123,3 +123,21 @@ evaluate() {
       metafew: $version}' >"$RESULTS/$row.json"
   jq -r '"reproduce: \(.row): \(.result | tostring)"' "$RESULTS/$row.json" >&2
 }
+
+# ---- trainings shared by two rows (one definition, so that both rows test the same run) ----
+
+# ProtoNets as the paper trains it: 60-way episodes, 5 queries per class, Adam 1e-3 halved every 2000
+# episodes; validation on 5-way episodes with the shots of the test. Used by protonet_{5,20}w{1,5}s.sh.
+train_protonet() {  # SHOTS
+  iterations - "$([[ $1 == 1 ]] && echo 4000 || echo 2500)"  # published: until validation stopped improving
+  train "protonet_${1}shot" --data "$OMNIGLOT" --algo protonet --ways 60 --shots "$1" --queries 5 \
+    --test-ways 5 --test-shots "$1" --test-queries 15 --schedule step --schedule-step 2000 --schedule-gamma 0.5
+}
+
+# Reptile as openai/supervised-reptile trains it for Omniglot 5-way (reptile_5w1s.sh, reptile_5w5s.sh).
+train_reptile_5w() {
+  iterations 100000 20000
+  train reptile_5w --data "$OMNIGLOT" --algo reptile --max-pool=false --ways 5 --shots 10 --queries 5 \
+    --meta-batch 5 --inner-steps 5 --inner-batch 10 --inner-lr 0.001 --outer-lr 1.0 --schedule linear \
+    --eval-steps 50 --test-shots 1 --test-queries 1
+}

@@ -2,7 +2,5 @@
 # Prototypical Networks, Omniglot 20-way 1-shot (Snell et al. 2017: 96.0): the model of protonet_5w1s.sh
 # (trained 60-way 1-shot) tested on 1000 20-way 1-shot episodes with 15 queries per class.
 source "$(dirname "$0")/lib.sh"
-iterations - 4000  # published: trained until validation stopped improving; no count stated
-train protonet_1shot --data "$OMNIGLOT" --algo protonet --ways 60 --shots 1 --queries 5 \
-  --test-ways 5 --test-shots 1 --test-queries 15 --schedule step --schedule-step 2000 --schedule-gamma 0.5
+train_protonet 1
 evaluate protonet_20w1s protonet_1shot "96.0" --ways 20 --shots 1 --queries 15 --episodes 1000

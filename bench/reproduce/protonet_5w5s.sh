@@ -2,7 +2,5 @@
 # Prototypical Networks, Omniglot 5-way 5-shot (Snell et al. 2017: 99.7). Trained 60-way 5-shot, 5 queries,
 # Adam 1e-3 halved every 2000 episodes; test 1000 episodes, 15 queries. protonet_20w5s.sh tests it 20-way.
 source "$(dirname "$0")/lib.sh"
-iterations - 2500  # published: trained until validation stopped improving; no count stated
-train protonet_5shot --data "$OMNIGLOT" --algo protonet --ways 60 --shots 5 --queries 5 \
-  --test-ways 5 --test-shots 5 --test-queries 15 --schedule step --schedule-step 2000 --schedule-gamma 0.5
+train_protonet 5
 evaluate protonet_5w5s protonet_5shot "99.7" --ways 5 --shots 5 --queries 15 --episodes 1000

@@ -5,8 +5,5 @@
 # 1 query per class. Batch norm uses the batch statistics of the query set, so the row compares with the
 # transductive figure. reptile_5w5s.sh tests the same model 5-shot.
 source "$(dirname "$0")/lib.sh"
-iterations 100000 20000
-train reptile_5w --data "$OMNIGLOT" --algo reptile --max-pool=false --ways 5 --shots 10 --queries 5 \
-  --meta-batch 5 --inner-steps 5 --inner-batch 10 --inner-lr 0.001 --outer-lr 1.0 --schedule linear \
-  --eval-steps 50 --test-shots 1 --test-queries 1
+train_reptile_5w
 evaluate reptile_5w1s reptile_5w "95.39 (97.68 transductive)" --ways 5 --shots 1 --queries 1 --episodes 600 --steps 50
