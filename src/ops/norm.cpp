@@ -107,21 +107,27 @@ Variable grad_input_impl(const Variable& gy, const Variable& x, const Variable& 
       });
 }
 
+// Batch norm's backward (inputs x, gamma, beta) for the gradient g of its output, built from the two fused
+// backward ops, so that it is differentiable again.
+std::vector<Variable> backward_with_ops(const Variable& g, const std::vector<Variable>& in, const std::vector<bool>& need,
+                                        double eps, const Tensor& mean_t, const Tensor& invstd_t) {
+  const int64_t c = in[0].shape()[1];
+  Variable sums = grad_sums_impl(g, in[0], eps, mean_t, invstd_t);
+  std::vector<Variable> grads(3);
+  if (need[0]) grads[0] = grad_input_impl(g, in[0], in[1], sums, eps, mean_t, invstd_t);
+  if (need[1]) grads[1] = reshape(slice(sums, 0, 0, 1), {c});
+  if (need[2]) grads[2] = reshape(slice(sums, 0, 1, 2), {c});
+  return grads;
+}
+
 }  // namespace
 
 Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& beta, double eps) {
   MF_CHECK(eps > 0, "batch_norm: eps must be positive, got ", eps);
   Tensor mean_t, invstd_t;
   Tensor y = tensor::batch_norm(x.data(), gamma.data(), beta.data(), eps, &mean_t, &invstd_t);
-  return make_result(y, "batch_norm", {x, gamma, beta}, MF_BACKWARD {
-    const int64_t c = in[0].shape()[1];
-    Variable sums = grad_sums_impl(g, in[0], eps, mean_t, invstd_t);
-    std::vector<Variable> grads(3);
-    if (need[0]) grads[0] = grad_input_impl(g, in[0], in[1], sums, eps, mean_t, invstd_t);
-    if (need[1]) grads[1] = reshape(slice(sums, 0, 0, 1), {c});
-    if (need[2]) grads[2] = reshape(slice(sums, 0, 1, 2), {c});
-    return grads;
-  });
+  return make_result(y, "batch_norm", {x, gamma, beta},
+                     MF_BACKWARD { return backward_with_ops(g, in, need, eps, mean_t, invstd_t); });
 }
 
 // Note [Batch norm and max-pool fused] (tensor/kernels.h). The backward without create_graph (the query side
@@ -133,16 +139,10 @@ Variable batch_norm_max_pool(const Variable& x, const Variable& gamma, const Var
   auto [y, index] = tensor::batch_norm_max_pool(x.data(), gamma.data(), beta.data(), eps, &mean_t, &invstd_t);
   Tensor idx = index;
   return make_result(y, "batch_norm_max_pool", {x, gamma, beta}, MF_BACKWARD {
+    if (autograd::grad_mode_enabled())
+      return backward_with_ops(pool_scatter(g, idx, in[0].shape()), in, need, eps, mean_t, invstd_t);
     const int64_t c = in[0].shape()[1];
     std::vector<Variable> grads(3);
-    if (autograd::grad_mode_enabled()) {
-      Variable gz = pool_scatter(g, idx, in[0].shape());
-      Variable sums = grad_sums_impl(gz, in[0], eps, mean_t, invstd_t);
-      if (need[0]) grads[0] = grad_input_impl(gz, in[0], in[1], sums, eps, mean_t, invstd_t);
-      if (need[1]) grads[1] = reshape(slice(sums, 0, 0, 1), {c});
-      if (need[2]) grads[2] = reshape(slice(sums, 0, 1, 2), {c});
-      return grads;
-    }
     auto [dx, sums] = tensor::batch_norm_max_pool_backward(g.data(), idx, in[0].data(), in[1].data(), mean_t,
                                                            invstd_t, need[0]);
     if (need[0]) grads[0] = Variable(dx);
