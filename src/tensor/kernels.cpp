@@ -556,6 +556,17 @@ std::pair<double, double> channel_stats(const T* px, int64_t n, int64_t c, int64
   return {mu, 1.0 / std::sqrt(var + eps)};
 }
 
+// Channel ch's statistics stored in mean[ch] and invstd[ch], and the normalisation y = x * scale + shift it
+// gives: the one arithmetic of batch_norm and batch_norm_max_pool.
+template <typename T>
+std::pair<T, T> channel_affine(const T* px, const T* gamma, const T* beta, int64_t n, int64_t c, int64_t hw,
+                               int64_t ch, double eps, T* mean, T* invstd) {
+  const auto [mu, inv] = channel_stats(px, n, c, hw, ch, eps);
+  mean[ch] = static_cast<T>(mu);
+  invstd[ch] = static_cast<T>(inv);
+  return {static_cast<T>(inv * gamma[ch]), static_cast<T>(beta[ch] - mu * inv * gamma[ch])};
+}
+
 }  // namespace
 
 std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, int64_t kernel, int64_t stride) {
@@ -729,11 +740,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
     const bool par = may_parallelize(x.numel());
 #pragma omp parallel for if (par)
     for (int64_t ch = 0; ch < c; ++ch) {
-      const auto [mu, inv] = channel_stats(px, n, c, hw, ch, eps);
-      pm[ch] = static_cast<T>(mu);
-      ps[ch] = static_cast<T>(inv);
-      const T scale = static_cast<T>(inv * pg[ch]);
-      const T shift = static_cast<T>(pb[ch] - mu * inv * pg[ch]);
+      const auto [scale, shift] = channel_affine(px, pg, pb, n, c, hw, ch, eps, pm, ps);
       for (int64_t i = 0; i < n; ++i) {
         const T* p = px + (i * c + ch) * hw;
         T* q = py + (i * c + ch) * hw;
@@ -774,11 +781,7 @@ std::pair<Tensor, Tensor> batch_norm_max_pool(const Tensor& x, const Tensor& gam
     const bool par = may_parallelize(x.numel());
 #pragma omp parallel for if (par)
     for (int64_t ch = 0; ch < c; ++ch) {
-      const auto [mu, inv] = channel_stats(px, n, c, hw, ch, eps);  // as batch_norm
-      pm[ch] = static_cast<T>(mu);
-      ps[ch] = static_cast<T>(inv);
-      const T scale = static_cast<T>(inv * pg[ch]);
-      const T shift = static_cast<T>(pb[ch] - mu * inv * pg[ch]);
+      const auto [scale, shift] = channel_affine(px, pg, pb, n, c, hw, ch, eps, pm, ps);  // as batch_norm
       for (int64_t i = 0; i < n; ++i)
         pool2x2_plane<true>(px + (i * c + ch) * hw, w, corners.data(), oh * ow, scale, shift,
                             py + (i * c + ch) * oh * ow, pi + (i * c + ch) * oh * ow);
