@@ -3,7 +3,9 @@
 //            reorders: the best oneDNN can do, and the reference every other column is compared with;
 //   wrapper  backend::dnnl_backend::conv2d_* from plain NCHW / OIHW buffers (reorders, caching, all
 //            included);
-//   engine   (to come) the same op called through the autograd engine: see make_engine_runner() below.
+//   engine   the same kernel as the library's ops call it (ops::conv2d, ops::conv2d_grad_input,
+//            ops::conv2d_grad_weight on Variables that require gradients, recording the graph node as
+//            training does, with a fresh output tensor per call from the storage cache).
 // With --layouts two more columns force the wrapper's layout (blocked, plain): the measurements behind
 // Note [Conv layout] in src/backend/dnnl/conv.cpp.
 //
@@ -29,7 +31,9 @@
 #include "backend/dnnl/bare.h"
 #include "backend/dnnl/context.h"
 #include "backend/dnnl/conv.h"
+#include "ops/ops.h"
 #include "tensor/conv_shape.h"
+#include "tensor/tensor.h"
 
 namespace {
 
@@ -126,13 +130,31 @@ std::vector<Timing> measure(const std::vector<const Runner*>& runs, double targe
 
 // ---- buffers ----------------------------------------------------------------------------------------------
 
+// 64-byte aligned, as the library's tensors are (tensor/storage.h): a vector load that splits a cache line
+// costs two, so a plain std::vector would handicap the wrapper against oneDNN's own aligned memory.
+template <class T>
+struct AlignedAllocator {
+  using value_type = T;
+  AlignedAllocator() = default;
+  template <class U>
+  AlignedAllocator(const AlignedAllocator<U>&) {}
+  T* allocate(std::size_t n) {
+    void* p = std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64);
+    if (!p) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, std::size_t) { std::free(p); }
+  bool operator==(const AlignedAllocator&) const { return true; }
+};
+using FloatBuffer = std::vector<float, AlignedAllocator<float>>;
+
 // Plain NCHW / OIHW buffers of one shape, filled with uniform noise in [-1, 1).
 struct PlainBuffers {
-  std::vector<float> x, w, y, gy, gx, gw;
+  FloatBuffer x, w, y, gy, gx, gw;
   explicit PlainBuffers(const ConvShape& s)
       : x(s.x_numel()), w(s.w_numel()), y(s.y_numel()), gy(s.y_numel()), gx(s.x_numel()), gw(s.w_numel()) {
     uint64_t state = 0x9e3779b97f4a7c15ULL;
-    auto fill = [&state](std::vector<float>& v) {
+    auto fill = [&state](FloatBuffer& v) {
       for (float& f : v) {  // xorshift64: fast enough for the 500 MB tensors of the largest shapes
         state ^= state << 13, state ^= state >> 7, state ^= state << 17;
         f = static_cast<float>(static_cast<double>(state >> 11) * 0x1p-52 - 1.0);
@@ -180,14 +202,35 @@ Column make_wrapper(const std::string& name, ConvKernel kernel, const ConvShape&
   return {name, std::move(run), impl};
 }
 
-// ---- EXTENSION POINT: the "engine" column -----------------------------------------------------------------
-// Return a Runner that performs the same kernel through the autograd engine (e.g. forward: ops::conv2d on
-// Variables wrapping copies of b.x / b.w; backward_data / backward_weights: the matching ops called the way
-// the engine calls them in a backward pass), built once here and only executed in the timed call. Returning a
-// value is all it takes: the column, its GFLOP/s and its ratio to "bare" then appear in the table and the
-// JSON rows.
-std::optional<Column> make_engine_runner(ConvKernel /*kernel*/, const ConvShape& /*s*/, PlainBuffers& /*b*/) {
-  return std::nullopt;
+// The kernel as the engine runs it: the op on Variables that require gradients (so the graph node is built
+// and dropped each call, as in training), the output a fresh tensor from the storage cache. The inputs are
+// copies of the plain buffers in library tensors.
+Column make_engine(ConvKernel kernel, const ConvShape& s, PlainBuffers& b) {
+  namespace ops = metafew::ops;
+  using metafew::autograd::Variable;
+  using metafew::tensor::Tensor;
+  auto tensor_of = [](const FloatBuffer& v, const metafew::tensor::Shape& shape) {
+    Tensor t = Tensor::empty(shape);
+    std::copy(v.begin(), v.end(), t.data<float>());
+    return Variable(t, /*requires_grad=*/true);
+  };
+  const metafew::tensor::Shape x_shape{s.n, s.ic, s.ih, s.iw}, w_shape{s.oc, s.ic, s.kh, s.kw},
+      y_shape{s.n, s.oc, s.oh(), s.ow()};
+  const ops::Conv2dParams p{s.sh, s.ph};
+  auto x = tensor_of(b.x, x_shape), w = tensor_of(b.w, w_shape), gy = tensor_of(b.gy, y_shape);
+  Runner run;
+  switch (kernel) {
+    case ConvKernel::forward:
+      run = [x, w, p] { ops::conv2d(x, w, p); };
+      break;
+    case ConvKernel::backward_data:
+      run = [gy, w, x_shape, p] { ops::conv2d_grad_input(gy, w, x_shape, p); };
+      break;
+    case ConvKernel::backward_weights:
+      run = [x, gy, w_shape, p] { ops::conv2d_grad_weight(x, gy, w_shape, p); };
+      break;
+  }
+  return {"engine", std::move(run), "ops through the autograd engine (automatic layout)"};
 }
 
 std::vector<Column> columns_for(ConvKernel kernel, const ConvShape& s, PlainBuffers& b, const Options& opt) {
@@ -197,8 +240,9 @@ std::vector<Column> columns_for(ConvKernel kernel, const ConvShape& s, PlainBuff
   if (opt.layouts) {
     cols.push_back(make_wrapper("blocked", kernel, s, b, ConvLayout::blocked));
     cols.push_back(make_wrapper("plain", kernel, s, b, ConvLayout::plain));
+    if (be::conv2d_direct_supported(s, kernel)) cols.push_back(make_wrapper("direct", kernel, s, b, ConvLayout::direct));
   }
-  if (auto engine = make_engine_runner(kernel, s, b)) cols.push_back(std::move(*engine));
+  cols.push_back(make_engine(kernel, s, b));
   return cols;
 }
 

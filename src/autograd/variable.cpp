@@ -69,6 +69,8 @@ const Tensor& Variable::data() const {
 
 Tensor& Variable::mutable_data() {
   MF_CHECK(impl_, "Variable::mutable_data: the variable is undefined");
+  // The caller is about to write in place: caches keyed on the contents must not match the old ones.
+  if (impl_->data.storage()) impl_->data.storage()->touch();  // Note [Storage generation]
   return impl_->data;
 }
 

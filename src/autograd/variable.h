@@ -40,7 +40,8 @@ class Variable {
 
   bool defined() const { return impl_ != nullptr; }
   const Tensor& data() const;
-  // The tensor itself, for in-place updates of leaves by optimizers (never of a graph's intermediate).
+  // The tensor itself, for in-place updates of leaves by optimizers (never of a graph's intermediate). Gives
+  // the storage a new generation first (Note [Storage generation]): call it for every in-place update.
   Tensor& mutable_data();
   const Shape& shape() const { return data().shape(); }
   int64_t dim() const { return data().dim(); }

@@ -51,7 +51,8 @@ Tensor conv_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const 
   if (x.dtype() == DType::f32) {
     tensor::SerialScope serial;  // Note [Deterministic oneDNN]
     backend::dnnl_backend::conv2d_forward(x.data<float>(), w.data<float>(), bias ? bias->data<float>() : nullptr,
-                                          y.data<float>(), s);
+                                          y.data<float>(), s, backend::dnnl_backend::ConvLayout::automatic,
+                                          w.storage()->generation());
     return y;
   }
   tensor::conv2d_ref(x.data<double>(), w.data<double>(), y.data<double>(), s);
@@ -64,7 +65,9 @@ Tensor conv_grad_input(const Tensor& gy, const Tensor& w, const ConvShape& s) {
   Tensor gx = Tensor::empty({s.n, s.ic, s.ih, s.iw}, gy.dtype());
   if (gy.dtype() == DType::f32) {
     tensor::SerialScope serial;  // Note [Deterministic oneDNN]
-    backend::dnnl_backend::conv2d_backward_data(gy.data<float>(), w.data<float>(), gx.data<float>(), s);
+    backend::dnnl_backend::conv2d_backward_data(gy.data<float>(), w.data<float>(), gx.data<float>(), s,
+                                                backend::dnnl_backend::ConvLayout::automatic,
+                                                w.storage()->generation());
   } else {
     tensor::conv2d_grad_input_ref(gy.data<double>(), w.data<double>(), gx.data<double>(), s);
   }

@@ -57,6 +57,11 @@ struct BufferCache {
   }
 };
 
+uint64_t next_generation() {
+  static std::atomic<uint64_t> counter{1};  // 0 means "unknown" to users of generations
+  return counter.fetch_add(1, std::memory_order_relaxed);
+}
+
 BufferCache& cache() {
   // Never destroyed: tensors held in static objects may be freed after main returns.
   static BufferCache* c = new BufferCache();
@@ -65,9 +70,11 @@ BufferCache& cache() {
 
 }  // namespace
 
-Storage::Storage(size_t bytes) : bytes_((bytes + kAlign - 1) / kAlign * kAlign) {
+Storage::Storage(size_t bytes) : bytes_((bytes + kAlign - 1) / kAlign * kAlign), generation_(next_generation()) {
   if (bytes_ > 0) data_ = cache().take(bytes_);
 }
+
+void Storage::touch() { generation_.store(next_generation(), std::memory_order_relaxed); }
 
 Storage::~Storage() {
   if (data_) cache().give(data_, bytes_);

@@ -5,7 +5,9 @@
 // those back to glibc costs page faults on every large free (ARCHITECTURE.md, "Where the time goes"), so
 // freed buffers are kept in per-size free lists and reused. The cache is bounded (release_cached_buffers()
 // empties it); sizes are rounded up to 64 bytes so near-equal requests share a list.
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 
 namespace metafew::tensor {
@@ -20,9 +22,18 @@ class Storage {
   void* data() const { return data_; }
   size_t bytes() const { return bytes_; }
 
+  // Note [Storage generation]: a number unique to this storage's current contents across the process: drawn
+  // from a global counter when the storage is created and again by touch(), which every in-place writer of
+  // an existing tensor calls (Tensor::fill_ / copy_, Variable::mutable_data). Kernels that write a fresh
+  // output before anyone reads it need not. Caches of data derived from a tensor (the oneDNN backend's
+  // reordered convolution weights) key on it: same generation, same contents.
+  uint64_t generation() const { return generation_.load(std::memory_order_relaxed); }
+  void touch();
+
  private:
   void* data_ = nullptr;
   size_t bytes_ = 0;
+  std::atomic<uint64_t> generation_;
 };
 
 struct BufferCacheStats {

@@ -143,6 +143,7 @@ std::vector<double> Tensor::to_vector() const {
 }
 
 void Tensor::fill_(double value) {
+  if (storage_) storage_->touch();  // Note [Storage generation]
   switch (dtype_) {
     case DType::f32: {
       float* p = data<float>();
@@ -165,6 +166,7 @@ void Tensor::fill_(double value) {
 void Tensor::copy_(const Tensor& src) {
   MF_CHECK(src.shape_ == shape_ && src.dtype_ == dtype_, "Tensor::copy_: source ", to_string(src.shape_), " ",
            dtype_name(src.dtype_), " does not match destination ", to_string(shape_), " ", dtype_name(dtype_));
+  if (storage_) storage_->touch();  // Note [Storage generation]
   if (numel_) std::memcpy(raw_data(), src.raw_data(), static_cast<size_t>(numel_) * dtype_size(dtype_));
 }
 

@@ -14,6 +14,10 @@
 #include "backend/dnnl/conv.h"
 #include "core/error.h"
 #include "tensor/conv_ref.h"
+#include "tensor/conv_single_channel.h"
+#include "autograd/variable.h"
+#include "ops/ops.h"
+#include "tensor/tensor.h"
 
 namespace {
 
@@ -197,8 +201,10 @@ double check_onednn(const Case& c, ConvLayout layout) {
   expect("forward", y, c.y, c.y_abs);
   dnnl_backend::conv2d_forward(c.x.data(), c.w.data(), c.b.data(), y.data(), s, layout);
   expect("forward+bias", y, c.y_bias, c.y_bias_abs);
-  dnnl_backend::conv2d_backward_data(c.gy.data(), c.w.data(), gx.data(), s, layout);
-  expect("backward_data", gx, c.gx, c.gx_abs);
+  if (layout != ConvLayout::direct) {  // the direct kernels have no backward data (conv.h)
+    dnnl_backend::conv2d_backward_data(c.gy.data(), c.w.data(), gx.data(), s, layout);
+    expect("backward_data", gx, c.gx, c.gx_abs);
+  }
   dnnl_backend::conv2d_backward_weights(c.x.data(), c.gy.data(), gw.data(), nullptr, s, layout);
   expect("backward_weights", gw, c.gw, c.gw_abs);
   std::fill(gw.begin(), gw.end(), 0.0f);
@@ -260,14 +266,62 @@ TEST_CASE("conv reference: the three kernels are adjoint") {
 TEST_CASE("oneDNN conv: fuzz against the reference") {
   const std::vector<ConvShape> shapes = fuzz_shapes(220);
   std::mt19937 rng(12345u);
-  double worst = 0;
+  double worst = 0, worst_direct = 0;
+  int direct_shapes = 0;
   for (const ConvShape& s : shapes) {
     const Case c(s, rng);
     for (ConvLayout layout : {ConvLayout::blocked, ConvLayout::plain})
       worst = std::max(worst, check_onednn(c, layout));
+    if (metafew::tensor::conv_single_channel_supported(s)) {
+      worst_direct = std::max(worst_direct, check_onednn(c, ConvLayout::direct));
+      ++direct_shapes;
+    }
     dnnl_backend::release_thread_cache();  // bound memory: each shape compiles its own kernels
   }
-  MESSAGE("largest |error| / tolerance over " << shapes.size() << " shapes: " << worst);
+  CHECK(direct_shapes >= 20);
+  MESSAGE("largest |error| / tolerance over " << shapes.size() << " shapes: " << worst << " (oneDNN), "
+                                              << worst_direct << " (direct, " << direct_shapes << " shapes)");
+}
+
+TEST_CASE("direct single-channel conv: layer-1 shapes, same bits at any thread count") {
+  // Large enough that the kernels split across threads outside a region (above 2 M multiply-adds), in both
+  // the max-pool network's stride 1 and MAML's stride 2 form, with an odd number of output channels.
+  const ConvShape shapes[] = {make_shape(9, 1, 28, 28, 64, 3, 1, 1), make_shape(40, 1, 28, 28, 61, 3, 2, 1)};
+  std::mt19937 rng(31u);
+  for (const ConvShape& s : shapes) {
+    CAPTURE(s.to_string());
+    const Case c(s, rng);
+    check_onednn(c, ConvLayout::direct);  // right (against the reference), at the default thread count
+    auto run = [&](int threads) {
+      const int saved = omp_get_max_threads();
+      omp_set_num_threads(threads);
+      std::vector<float> y(s.y_numel()), gw(s.w_numel()), gb(s.oc);
+      dnnl_backend::conv2d_forward(c.x.data(), c.w.data(), c.b.data(), y.data(), s, ConvLayout::direct);
+      dnnl_backend::conv2d_backward_weights(c.x.data(), c.gy.data(), gw.data(), gb.data(), s, ConvLayout::direct);
+      omp_set_num_threads(saved);
+      return std::vector<std::vector<float>>{y, gw, gb};
+    };
+    const auto one = run(1), two = run(2), three = run(3);
+    CHECK(one == two);
+    CHECK(one == three);
+  }
+}
+
+TEST_CASE("direct single-channel conv: shapes it does not take are refused") {
+  std::vector<float> buf(4096);
+  const ConvShape two_channels = make_shape(1, 2, 8, 8, 4, 3, 1, 1), five = make_shape(1, 1, 8, 8, 4, 5, 1, 2);
+  for (const ConvShape& s : {two_channels, five}) {
+    CHECK(dnnl_backend::conv2d_layout(s, dnnl_backend::ConvKernel::forward) != ConvLayout::direct);
+    CHECK_THROWS_WITH_AS(
+        dnnl_backend::conv2d_forward(buf.data(), buf.data(), nullptr, buf.data(), s, ConvLayout::direct),
+        doctest::Contains("direct layout"), metafew::Error);
+  }
+  const ConvShape layer1 = make_shape(1, 1, 8, 8, 4, 3, 1, 1);
+  CHECK(dnnl_backend::conv2d_layout(layer1, dnnl_backend::ConvKernel::forward) == ConvLayout::direct);
+  CHECK(dnnl_backend::conv2d_layout(layer1, dnnl_backend::ConvKernel::backward_weights) == ConvLayout::direct);
+  CHECK_THROWS_WITH_AS(dnnl_backend::conv2d_backward_data(buf.data(), buf.data(), buf.data(), layer1,
+                                                          ConvLayout::direct),
+                       doctest::Contains("direct layout"), metafew::Error);
 }
 
 TEST_CASE("oneDNN conv: plans are cached and reused") {
@@ -415,4 +469,71 @@ TEST_CASE("oneDNN conv: inside an OpenMP parallel region") {
     CHECK_MESSAGE(compare(serial[i].gw, c.gw, c.gw_abs).bad == 0,
                   describe(compare(serial[i].gw, c.gw, c.gw_abs)));
   }
+}
+
+TEST_CASE("oneDNN conv: reordered weights are reused per generation and never stale") {
+  dnnl_backend::release_thread_cache();
+  const ConvShape s = make_shape(5, 64, 3, 3, 64, 3, 1, 1);  // conv-4's last layer: blocked, weights reordered
+  REQUIRE(dnnl_backend::conv2d_layout(s, dnnl_backend::ConvKernel::forward) == ConvLayout::blocked);
+  std::mt19937 rng(17u);
+  const Case a(s, rng), b(s, rng);
+  std::vector<float> w = a.w, y1(s.y_numel()), y2(s.y_numel()), gx(s.x_numel());
+  dnnl_backend::conv2d_forward(a.x.data(), w.data(), nullptr, y1.data(), s, ConvLayout::automatic, 41);
+  CHECK(dnnl_backend::thread_weights_cache_hits() == 0);
+  dnnl_backend::conv2d_forward(a.x.data(), w.data(), nullptr, y2.data(), s, ConvLayout::automatic, 41);
+  CHECK(dnnl_backend::thread_weights_cache_hits() == 1);
+  CHECK(y1 == y2);
+  CHECK(compare(y2, a.y, a.y_abs).bad == 0);
+  // Backward data uses another weights layout: its own entry, then a hit.
+  dnnl_backend::conv2d_backward_data(a.gy.data(), w.data(), gx.data(), s, ConvLayout::automatic, 41);
+  dnnl_backend::conv2d_backward_data(a.gy.data(), w.data(), gx.data(), s, ConvLayout::automatic, 41);
+  CHECK(dnnl_backend::thread_weights_cache_hits() == 2);
+  CHECK(compare(gx, a.gx, a.gx_abs).bad == 0);
+  // New contents in the same buffer under a new generation: reordered again, results follow the new weights.
+  w = b.w;
+  dnnl_backend::conv2d_forward(a.x.data(), w.data(), nullptr, y1.data(), s, ConvLayout::automatic, 42);
+  CHECK(dnnl_backend::thread_weights_cache_hits() == 2);
+  std::vector<double> want(s.y_numel()), want_abs(s.y_numel());
+  const auto xd = to_double(a.x), wd = to_double(b.w);
+  metafew::tensor::conv2d_ref(xd.data(), wd.data(), want.data(), s);
+  metafew::tensor::conv2d_ref(abs_of(xd).data(), abs_of(wd).data(), want_abs.data(), s);
+  CHECK(compare(y1, want, want_abs).bad == 0);
+  // Generation 0 means unknown: never cached.
+  dnnl_backend::conv2d_forward(a.x.data(), w.data(), nullptr, y1.data(), s, ConvLayout::automatic, 0);
+  dnnl_backend::conv2d_forward(a.x.data(), w.data(), nullptr, y1.data(), s, ConvLayout::automatic, 0);
+  CHECK(dnnl_backend::thread_weights_cache_hits() == 2);
+  dnnl_backend::release_thread_cache();
+}
+
+TEST_CASE("conv op: an in-place update of the weights is seen by the next convolution") {
+  // The optimiser's path: Variable::mutable_data() gives the storage a new generation (Note [Storage
+  // generation]), so the backend's reordered copy of the old weights is not reused.
+  namespace ops = metafew::ops;
+  using metafew::autograd::Variable;
+  using metafew::tensor::Tensor;
+  dnnl_backend::release_thread_cache();
+  const ConvShape s = make_shape(5, 64, 3, 3, 64, 3, 1, 1);
+  std::mt19937 rng(23u);
+  const Case a(s, rng), b(s, rng);
+  auto tensor_of = [](const std::vector<float>& v, const metafew::tensor::Shape& shape) {
+    Tensor t = Tensor::empty(shape);
+    std::copy(v.begin(), v.end(), t.data<float>());
+    return t;
+  };
+  const Variable x(tensor_of(a.x, {s.n, s.ic, s.ih, s.iw}));
+  Variable w(tensor_of(a.w, {s.oc, s.ic, s.kh, s.kw}), true);
+  const ops::Conv2dParams p{1, 1};
+  const std::vector<double> y_a = ops::conv2d(x, w, p).data().to_vector();
+  CHECK(ops::conv2d(x, w, p).data().to_vector() == y_a);
+  CHECK(dnnl_backend::thread_weights_cache_hits() == 1);
+  float* raw = w.mutable_data().data<float>();
+  std::copy(b.w.begin(), b.w.end(), raw);
+  const std::vector<double> y_b = ops::conv2d(x, w, p).data().to_vector();
+  CHECK(dnnl_backend::thread_weights_cache_hits() == 1);
+  std::vector<double> want(s.y_numel()), want_abs(s.y_numel());
+  const auto xd = to_double(a.x), wd = to_double(b.w);
+  metafew::tensor::conv2d_ref(xd.data(), wd.data(), want.data(), s);
+  metafew::tensor::conv2d_ref(abs_of(xd).data(), abs_of(wd).data(), want_abs.data(), s);
+  CHECK(compare(std::vector<float>(y_b.begin(), y_b.end()), want, want_abs).bad == 0);
+  dnnl_backend::release_thread_cache();
 }

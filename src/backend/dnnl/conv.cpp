@@ -17,6 +17,7 @@
 
 #include "backend/dnnl/context.h"
 #include "core/error.h"
+#include "tensor/conv_single_channel.h"
 
 namespace metafew::backend::dnnl_backend {
 
@@ -38,6 +39,9 @@ namespace metafew::backend::dnnl_backend {
 // GEMM at 3 and 4 input channels and within noise at 8; the forward pass is as fast or faster blocked from 3
 // channels.
 // Rule (conv2d_layout): forward plain iff ic == 1; backward data plain iff ic < 8; backward weights blocked.
+// Except: with one input channel and a 3x3 kernel, forward and backward weights run metafew's direct kernels
+// (Note [Single-channel convolution] in tensor/conv_single_channel.cpp), faster than either oneDNN path and
+// than the bare blocked primitive (bench/results/conv.md).
 // Nothing is timed at run time: the choice depends on the shape only, so results are reproducible.
 
 // Note [Conv threads]
@@ -59,6 +63,16 @@ namespace metafew::backend::dnnl_backend {
 // with (1 inside a region), and (b) while a one-thread plan is created and executed the calling thread's
 // nthreads ICV is set to 1 (OneThreadScope), so its primitives are built exactly as in a one-thread program:
 // a task gives the same numbers, bit for bit, whatever the outer thread count is.
+
+// Note [Weights cache]
+// A kernel computing in the blocked layout reorders the plain OIHW weights on every call. For the small
+// layers that costs as much as the convolution (64->64 3x3 weights are 147 KB; at 3x3 pixels and batch 5 the
+// reorder takes ~9 us beside ~22 us of convolution), and the same weights come back again and again: the
+// meta-parameters are used by every task of a meta-batch, forward on the support set and on the query set.
+// So each thread keeps the last kWeightsCacheEntries reordered weights it made, keyed by (plan, storage
+// generation of w), and a call with a known key binds the kept copy and skips the reorder. A generation
+// changes whenever the storage's contents may change in place (Note [Storage generation]), so a hit always
+// reads what a reorder would have produced. Weights larger than kWeightsCacheMaxBytes are not kept.
 
 namespace {
 
@@ -101,6 +115,9 @@ constexpr int kSlots = kTensorSlots + 1;
 constexpr int kUserPointers = 4;  // e.g. forward: x, w, bias, y
 // Convolutions with fewer multiply-adds run on the calling thread alone (Note [Conv threads]).
 constexpr int64_t kOneThreadMacs = int64_t{1} << 21;  // ~2.1 M
+// Note [Weights cache].
+constexpr int kWeightsCacheEntries = 16;
+constexpr std::size_t kWeightsCacheMaxBytes = std::size_t{4} << 20;
 
 struct Step {
   dn::primitive primitive;
@@ -110,6 +127,8 @@ struct Step {
 // Everything one kernel call executes: reorders of the inputs, the convolution, reorders of the outputs.
 struct Plan {
   std::vector<Step> steps;
+  int weights_step = -1;      // index in steps of the weights reorder, or -1 (Note [Weights cache])
+  dn::memory weights_memory;  // the primitive-layout weights that step writes (when weights_step >= 0)
   std::vector<std::pair<int, dn::memory>> user;  // (user pointer index, memory in the user's plain layout)
   std::vector<std::pair<int, dn::memory>> internal;  // (slot, memory in the primitive's layout or scratchpad)
   std::array<std::size_t, kSlots> slot_bytes{};
@@ -142,9 +161,19 @@ struct PlanKeyHash {
   }
 };
 
+struct WeightsEntry {
+  const Plan* plan = nullptr;
+  uint64_t generation = 0;  // 0: empty
+  uint64_t last_use = 0;
+  AlignedBuffer buffer;
+};
+
 struct ThreadState {
   std::unordered_map<PlanKey, std::unique_ptr<Plan>, PlanKeyHash> plans;
   std::array<AlignedBuffer, kSlots> slots;
+  std::array<WeightsEntry, kWeightsCacheEntries> weights;
+  uint64_t clock = 0;
+  std::size_t weights_hits = 0;
 };
 
 ThreadState& thread_state() {
@@ -272,6 +301,10 @@ class PlanBuilder {
     plan_->slot_bytes[slot] = prim_md.get_size();
     main_args_.push_back({arg, prim_mem.get()});
 
+    if (arg == DNNL_ARG_WEIGHTS && is_input) {
+      plan_->weights_step = static_cast<int>(pre_.size());  // pre_ steps come first in Plan::steps
+      plan_->weights_memory = prim_mem;
+    }
     const md& from = is_input ? user_md : prim_md;
     const md& to = is_input ? prim_md : user_md;
     dn::reorder::primitive_desc rpd(engine_, from, engine_, to, user_scratchpad_attr());
@@ -363,11 +396,29 @@ std::unique_ptr<Plan> build_plan(const PlanKey& key) {
   return nullptr;
 }
 
+}  // namespace
+
+bool conv2d_direct_supported(const ConvShape& s, ConvKernel kernel) {
+  switch (kernel) {
+    case ConvKernel::forward:
+    case ConvKernel::backward_weights:
+      return tensor::conv_single_channel_supported(s);
+    case ConvKernel::backward_data:
+      return false;
+  }
+  return false;
+}
+
+namespace {
+
 PlanKey make_key(const char* op, const ConvShape& s, ConvKernel kernel, bool bias, ConvLayout layout) {
   MF_CHECK(s.valid(), op, ": invalid convolution shape ", s.to_string(),
            "; expected positive sizes and strides, non-negative padding and a kernel no larger than the "
            "padded input");
   const ConvLayout resolved = layout == ConvLayout::automatic ? conv2d_layout(s, kernel) : layout;
+  MF_CHECK(resolved != ConvLayout::direct || conv2d_direct_supported(s, kernel), op,
+           ": the direct layout takes only one-input-channel 3x3 forward and backward-weights kernels, not ",
+           to_string(kernel), " for ", s.to_string());
   const int threads = omp_in_parallel() || s.macs() < kOneThreadMacs ? 1 : omp_get_max_threads();
   return PlanKey{s, kernel, bias, resolved, threads};
 }
@@ -390,8 +441,28 @@ Plan& find_or_build(const char* op, const PlanKey& key) {
   return *ts.plans.emplace(key, std::move(plan)).first->second;
 }
 
-void execute(const char* op, Plan& plan, const std::array<const void*, kUserPointers>& pointers) {
+// The cached weights of (plan, generation), or a slot to reorder them into (Note [Weights cache]). Returns
+// the buffer to bind and whether it already holds the weights.
+std::pair<void*, bool> weights_buffer(ThreadState& ts, const Plan& plan, uint64_t generation, std::size_t bytes) {
+  WeightsEntry* victim = &ts.weights[0];
+  for (WeightsEntry& e : ts.weights) {
+    if (e.generation == generation && e.plan == &plan) {
+      e.last_use = ++ts.clock;
+      ++ts.weights_hits;
+      return {e.buffer.data(), true};
+    }
+    if (e.last_use < victim->last_use) victim = &e;
+  }
+  victim->plan = &plan;
+  victim->generation = generation;
+  victim->last_use = ++ts.clock;
+  return {victim->buffer.reserve(bytes), false};
+}
+
+void execute(const char* op, Plan& plan, const std::array<const void*, kUserPointers>& pointers,
+             uint64_t w_generation) {
   ThreadState& ts = thread_state();
+  int skip_step = -1;
   try {
     // oneDNN reads, never writes, the input buffers: casting const away only satisfies its handle type.
     for (auto& [index, mem] : plan.user) mem.set_data_handle(const_cast<void*>(pointers[index]));
@@ -400,13 +471,23 @@ void execute(const char* op, Plan& plan, const std::array<const void*, kUserPoin
       void* p = ts.slots[slot].data();
       if (mem.get_data_handle() != p) mem.set_data_handle(p);
     }
+    if (plan.weights_step >= 0 && w_generation != 0) {
+      const std::size_t bytes = plan.weights_memory.get_desc().get_size();
+      if (bytes <= kWeightsCacheMaxBytes) {
+        const auto [buffer, cached] = weights_buffer(ts, plan, w_generation, bytes);
+        plan.weights_memory.set_data_handle(buffer);
+        if (cached) skip_step = plan.weights_step;
+      }
+    }
   } catch (const dn::error& e) {
     throw Error(detail::concat(op, ": binding buffers failed: ", e.what()));
   }
   // The C API takes the cached argument arrays as they are; the C++ execute() would rebuild a map per call.
   const dnnl_stream_t stream = thread_stream().get();
   const OneThreadScope one_thread(plan.one_thread);
-  for (Step& step : plan.steps) {
+  for (std::size_t i = 0; i < plan.steps.size(); ++i) {
+    if (static_cast<int>(i) == skip_step) continue;
+    Step& step = plan.steps[i];
     const dnnl_status_t st = dnnl_primitive_execute(step.primitive.get(), stream,
                                                     static_cast<int>(step.args.size()), step.args.data());
     MF_CHECK(st == dnnl_success, op, ": oneDNN execution failed with status ", static_cast<int>(st), " (",
@@ -416,14 +497,35 @@ void execute(const char* op, Plan& plan, const std::array<const void*, kUserPoin
   MF_CHECK(st == dnnl_success, op, ": oneDNN stream wait failed with status ", static_cast<int>(st));
 }
 
+void run_direct(const char* op, const ConvShape& s, ConvKernel kernel,
+                const std::array<const void*, kUserPointers>& p) {
+  auto in = [&](int i) { return static_cast<const float*>(p[i]); };
+  auto out = [&](int i) { return static_cast<float*>(const_cast<void*>(p[i])); };
+  switch (kernel) {
+    case ConvKernel::forward:
+      tensor::conv2d_single_channel(in(0), in(1), in(2), out(3), s);
+      return;
+    case ConvKernel::backward_weights:
+      tensor::conv2d_grad_weight_single_channel(in(0), in(1), out(2), out(3), s);
+      return;
+    case ConvKernel::backward_data:
+      break;
+  }
+  MF_CHECK(false, op, ": the direct layout has no ", to_string(kernel), " kernel");
+}
+
 void run(const char* op, const ConvShape& s, ConvKernel kernel, bool bias, ConvLayout layout,
-         const std::array<const void*, kUserPointers>& pointers, int required) {
+         const std::array<const void*, kUserPointers>& pointers, int required, uint64_t w_generation = 0) {
   const PlanKey key = make_key(op, s, kernel, bias, layout);
   for (int i = 0; i < kUserPointers; ++i) {
     const bool needed = (required >> i) & 1;
     MF_CHECK(!needed || pointers[i] != nullptr, op, ": buffer argument ", i, " is null for ", s.to_string());
   }
-  execute(op, find_or_build(op, key), pointers);
+  if (key.layout == ConvLayout::direct) {
+    run_direct(op, s, kernel, pointers);
+    return;
+  }
+  execute(op, find_or_build(op, key), pointers, w_generation);
 }
 
 constexpr int bits(std::initializer_list<int> indices) {
@@ -436,27 +538,29 @@ constexpr int bits(std::initializer_list<int> indices) {
 
 // Note [Conv layout] states the rule and the measurements behind it.
 ConvLayout conv2d_layout(const ConvShape& s, ConvKernel kernel) {
+  const bool direct = tensor::conv_single_channel_supported(s);
   switch (kernel) {
     case ConvKernel::forward:
-      return s.ic == 1 ? ConvLayout::plain : ConvLayout::blocked;
+      return direct ? ConvLayout::direct : s.ic == 1 ? ConvLayout::plain : ConvLayout::blocked;
     case ConvKernel::backward_data:
       return s.ic < 8 ? ConvLayout::plain : ConvLayout::blocked;
     case ConvKernel::backward_weights:
-      return ConvLayout::blocked;
+      return direct ? ConvLayout::direct : ConvLayout::blocked;
   }
   return ConvLayout::blocked;
 }
 
 void conv2d_forward(const float* x, const float* w, const float* bias, float* y, const ConvShape& s,
-                    ConvLayout layout) {
+                    ConvLayout layout, uint64_t w_generation) {
   const bool with_bias = bias != nullptr;
   run("conv2d_forward (oneDNN)", s, ConvKernel::forward, with_bias, layout, {x, w, bias, y},
-      with_bias ? bits({0, 1, 2, 3}) : bits({0, 1, 3}));
+      with_bias ? bits({0, 1, 2, 3}) : bits({0, 1, 3}), w_generation);
 }
 
-void conv2d_backward_data(const float* gy, const float* w, float* gx, const ConvShape& s, ConvLayout layout) {
+void conv2d_backward_data(const float* gy, const float* w, float* gx, const ConvShape& s, ConvLayout layout,
+                          uint64_t w_generation) {
   run("conv2d_backward_data (oneDNN)", s, ConvKernel::backward_data, false, layout, {gy, w, gx, nullptr},
-      bits({0, 1, 2}));
+      bits({0, 1, 2}), w_generation);
 }
 
 void conv2d_backward_weights(const float* x, const float* gy, float* gw, float* gbias, const ConvShape& s,
@@ -468,6 +572,7 @@ void conv2d_backward_weights(const float* x, const float* gy, float* gw, float* 
 
 std::string conv2d_describe(const ConvShape& s, ConvKernel kernel, bool with_bias, ConvLayout layout) {
   const PlanKey key = make_key("conv2d_describe", s, kernel, with_bias, layout);
+  if (key.layout == ConvLayout::direct) return "direct:single_channel src=nchw wei=oihw dst=nchw reorders=0";
   return find_or_build("conv2d_describe", key).description;
 }
 
@@ -475,7 +580,11 @@ void release_thread_cache() {
   ThreadState& ts = thread_state();
   ts.plans.clear();
   ts.slots = {};
+  ts.weights = {};
+  ts.weights_hits = 0;
 }
+
+std::size_t thread_weights_cache_hits() { return thread_state().weights_hits; }
 
 std::size_t thread_cache_size() {
   return thread_state().plans.size();
@@ -501,6 +610,8 @@ const char* to_string(ConvLayout layout) {
       return "blocked";
     case ConvLayout::plain:
       return "plain";
+    case ConvLayout::direct:
+      return "direct";
   }
   return "unknown";
 }

@@ -18,6 +18,7 @@
 //         kernel
 // and the shape.
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "tensor/conv_shape.h"
@@ -29,24 +30,34 @@ enum class ConvKernel { forward, backward_data, backward_weights };
 // The layout a primitive computes in. User buffers are plain whatever this says.
 //   blocked:   oneDNN picks (format_tag::any: nChw16c / OIhw16i16o style); reorders at the boundary.
 //   plain:     nchw / oihw forced, no reorders (oneDNN then uses its GEMM-based kernels).
+//   direct:    not oneDNN: metafew's own kernels for one input channel and a 3x3 kernel, forward and
+//              backward weights only (tensor/conv_single_channel.h, Note [Single-channel convolution]).
 //   automatic: the measured rule of Note [Conv layout] (conv.cpp); what the library uses by default.
-enum class ConvLayout { automatic, blocked, plain };
+enum class ConvLayout { automatic, blocked, plain, direct };
+
+// Weights generation (forward and backward data): 0, or the generation of the storage holding w (Note
+// [Storage generation] in tensor/storage.h). With a generation, a thread keeps the weights it reordered into
+// the primitive's layout and reuses them while the same generation comes back (Note [Weights cache] in
+// conv.cpp): the caller promises that equal generations mean equal contents of w.
 
 // y = conv(x, w) (+ bias broadcast over n, h, w when bias != nullptr). Overwrites y.
 // requires: s.valid(); x: s.x_numel(), w: s.w_numel(), bias: s.oc or nullptr, y: s.y_numel(); y aliases
 //           nothing.
 void conv2d_forward(const float* x, const float* w, const float* bias, float* y, const tensor::ConvShape& s,
-                    ConvLayout layout = ConvLayout::automatic);
+                    ConvLayout layout = ConvLayout::automatic, uint64_t w_generation = 0);
 
 // gx = (d conv / d x)^T gy, the transposed convolution. Overwrites gx.
 // requires: s.valid(); gy: s.y_numel(), w: s.w_numel(), gx: s.x_numel(); gx aliases nothing.
 void conv2d_backward_data(const float* gy, const float* w, float* gx, const tensor::ConvShape& s,
-                          ConvLayout layout = ConvLayout::automatic);
+                          ConvLayout layout = ConvLayout::automatic, uint64_t w_generation = 0);
 
 // gw = (d conv / d w)^T gy; when gbias != nullptr also gbias[o] = sum_{n,i,j} gy[n,o,i,j]. Overwrites both.
 // requires: s.valid(); x: s.x_numel(), gy: s.y_numel(), gw: s.w_numel(), gbias: s.oc or nullptr; no aliasing.
 void conv2d_backward_weights(const float* x, const float* gy, float* gw, float* gbias,
                              const tensor::ConvShape& s, ConvLayout layout = ConvLayout::automatic);
+
+// Whether ConvLayout::direct has a kernel for this shape and kernel.
+bool conv2d_direct_supported(const tensor::ConvShape& s, ConvKernel kernel);
 
 // What ConvLayout::automatic resolves to for this shape and kernel (never returns automatic).
 ConvLayout conv2d_layout(const tensor::ConvShape& s, ConvKernel kernel);
@@ -56,8 +67,12 @@ ConvLayout conv2d_layout(const tensor::ConvShape& s, ConvKernel kernel);
 std::string conv2d_describe(const tensor::ConvShape& s, ConvKernel kernel, bool with_bias,
                             ConvLayout layout = ConvLayout::automatic);
 
-// Drops the calling thread's cached primitives and frees its buffers (the next call rebuilds them).
+// Drops the calling thread's cached primitives, reordered weights and buffers (the next call rebuilds them).
 void release_thread_cache();
+
+// Calls of the calling thread that found their reordered weights cached (Note [Weights cache]), since the
+// thread's cache was last released; for tests and benchmarks.
+std::size_t thread_weights_cache_hits();
 
 // Number of plans (primitive + reorders) cached by the calling thread.
 std::size_t thread_cache_size();
