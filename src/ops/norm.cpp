@@ -1,6 +1,3 @@
-#include <functional>
-
-#include "autograd/engine.h"
 #include "autograd/grad_mode.h"
 #include "ops/detail.h"
 
@@ -10,12 +7,24 @@ using detail::make_result;
 
 // Note [Batch norm backward]: batch norm's forward is one fused kernel, and so is its first backward: two ops,
 // batch_norm_grad_sums (per-channel sums of g * xh and of g) and batch_norm_grad_input (dx from those sums),
-// each two passes over memory instead of the dozen of the formula written with element-wise ops. The
-// backward rules of these two ops recompute their formula with differentiable ops and differentiate it
-// (vjp_by_recompute), so second and higher derivatives exist; in second-order MAML that composite only ever
-// runs on the support set's activations. With xh = (x - mean) * invstd, M = N * H * W:
-//   sums = [sum(g * xh); sum(g)],  dx = gamma * invstd * (g - sums[1] / M - xh * sums[0] / M),
-//   dgamma = sums[0],  dbeta = sums[1].
+// each two passes over memory instead of the dozen of the formula written with element-wise ops. With
+// xh = (x - mean) * r, r = invstd, M = N * H * W:
+//   S(g, x)           = [sum(g * xh); sum(g)]                          (batch_norm_grad_sums)
+//   B(g, x, gamma, s) = gamma * r * (g - s[1] / M - xh * s[0] / M)     (batch_norm_grad_input)
+//   dgamma = S[0], dbeta = S[1], dx = B(g, x, gamma, S(g, x)).
+// Note [Batch norm double backward]: the rules of S and B are written with S, B, batch_norm itself
+// (BN(x, a, b) = a * xh + b) and per-channel arithmetic, so second-order MAML's outer pass through the support
+// set's batch norms runs a handful of fused passes instead of differentiating the element-wise formula
+// (which cost ~30 passes and ~10% of a MAML 5-way 1-shot iteration), and every higher order still exists
+// because each of those ops is differentiable in turn. For S with cotangent u = [u0; u1] (per channel):
+//   dg = u0 * xh + u1 = BN(x, u0, u1);   dx = u0 * r * (g - mean(g) - xh * mean(g xh)) = B(g, x, u0, S(g, x)).
+// For B with cotangent v (shaped like x), writing S(v, x) = [Svh; Sv] and Svg = sum(v g) - s1 Sv / M:
+//   dg = B(v, x, gamma, 0);   dgamma = sum(v * B(g, x, 1, s));   ds = -(gamma r / M) * S(v, x);
+//   dx = B(v, x, -gamma r s0 / M, [2 Svh; Sv]) + BN(x, -gamma r^2 Svg / M, 0),
+// the last from dr/dx_k = -r^2 xh_k / M and d(r xh_i)/dx_k = r^2 (delta_ik - 1/M) - 2 r^2 xh_i xh_k / M.
+// r itself enters as the op batch_norm_invstd, whose rule (cotangent w) is BN(x, -w r^2 / M, 0).
+// gradcheck and gradgradcheck of both ops and a third-order case (tests/ops/test_gradcheck.cpp) hold the
+// formulas to central differences.
 
 namespace {
 
@@ -32,68 +41,43 @@ BnGeometry geometry(const Variable& x) {
   return {{0}, {1, x.shape()[1]}, static_cast<double>(x.shape()[0])};
 }
 
-// invstd and xh of x, with ops.
-std::pair<Variable, Variable> normalized(const Variable& x, double eps, const BnGeometry& geo) {
-  Variable xc = sub(x, mean(x, geo.axes, true));
-  Variable invstd = rsqrt(add_scalar(mean(mul(xc, xc), geo.axes, true), eps));
-  return {invstd, mul(xc, invstd)};
+// Row r of a (2, C) per-channel pair, as (C).
+Variable channel_row(const Variable& pair, int64_t r) {
+  return reshape(slice(pair, 0, r, r + 1), {pair.shape()[1]});
 }
 
-Variable composite_sums(const Variable& g, const Variable& x, double eps) {
-  const BnGeometry geo = geometry(x);
-  const int64_t c = x.shape()[1];
-  Variable xh = normalized(x, eps, geo).second;
-  return concat({reshape(sum(mul(g, xh), geo.axes), {1, c}), reshape(sum(g, geo.axes), {1, c})}, 0);
+Variable constant(const Shape& shape, double value, const Variable& like) {
+  return Variable(Tensor::full(shape, value, like.data().dtype()));
 }
 
-Variable composite_input_grad(const Variable& g, const Variable& x, const Variable& gamma, const Variable& sums,
-                              double eps) {
-  const BnGeometry geo = geometry(x);
-  auto [invstd, xh] = normalized(x, eps, geo);
-  Variable s0 = mul_scalar(reshape(slice(sums, 0, 0, 1), geo.bshape), 1.0 / geo.count);
-  Variable s1 = mul_scalar(reshape(slice(sums, 0, 1, 2), geo.bshape), 1.0 / geo.count);
-  Variable inner = sub(sub(g, s1), mul(xh, s0));
-  return mul(mul(reshape(gamma, geo.bshape), invstd), inner);
+// r = invstd of x per channel (C), the value the forward kernels computed.
+Variable invstd_op(const Variable& x, double eps, const Tensor& invstd_t) {
+  return make_result(invstd_t, "batch_norm_invstd", {x}, MF_BACKWARD {
+    const double count = geometry(in[0]).count;
+    Variable r = invstd_op(in[0], eps, invstd_t);
+    Variable a = mul_scalar(mul(g, mul(r, r)), -1.0 / count);
+    return {batch_norm(in[0], a, constant(a.shape(), 0.0, a), eps)};
+  });
 }
 
-// The vector-Jacobian product of f at `in` with cotangent g, by rebuilding f with ops and differentiating it.
-// Each input enters through a fresh alias, so the result holds partial derivatives even when one input was
-// computed from another (sums from g and x), while staying connected to the inputs for higher orders.
-std::vector<Variable> vjp_by_recompute(const std::vector<Variable>& in, const Variable& g, const std::vector<bool>& need,
-                                       const std::function<Variable(const std::vector<Variable>&)>& f) {
-  const bool create_graph = autograd::grad_mode_enabled();
-  std::vector<Variable> out(in.size());
-  std::vector<Variable> proxies(in.size()), wrt;
-  std::vector<size_t> where;
-  autograd::GradModeGuard on(true);
-  for (size_t i = 0; i < in.size(); ++i) {
-    proxies[i] = make_result(in[i].data(), "alias", {in[i]},
-                             [](const std::vector<Variable>&, const Variable&, const Variable& go,
-                                const std::vector<bool>&) { return std::vector<Variable>{go}; });
-    if (need[i] && proxies[i].requires_grad()) {
-      wrt.push_back(proxies[i]);
-      where.push_back(i);
-    }
-  }
-  if (wrt.empty()) return out;
-  Variable y = f(proxies);
-  if (!y.requires_grad()) return out;
-  auto grads = autograd::grad({y}, wrt, {g}, {.create_graph = create_graph, .allow_unused = true});
-  for (size_t k = 0; k < where.size(); ++k) out[where[k]] = grads[k];
-  if (!create_graph)
-    for (auto& v : out)
-      if (v.defined()) v = v.detach();
-  return out;
-}
+Variable grad_input_impl(const Variable& gy, const Variable& x, const Variable& gamma, const Variable& sums,
+                         double eps, const Tensor& mean_t, const Tensor& invstd_t);
 
 Variable grad_sums_impl(const Variable& gy, const Variable& x, double eps, const Tensor& mean_t,
                         const Tensor& invstd_t) {
-  return make_result(tensor::batch_norm_grad_sums(gy.data(), x.data(), mean_t, invstd_t), "batch_norm_grad_sums",
-                     {gy, x}, MF_BACKWARD {
-                       return vjp_by_recompute(in, g, need, [eps](const std::vector<Variable>& v) {
-                         return composite_sums(v[0], v[1], eps);
-                       });
-                     });
+  return make_result(
+      tensor::batch_norm_grad_sums(gy.data(), x.data(), mean_t, invstd_t), "batch_norm_grad_sums", {gy, x},
+      MF_BACKWARD {
+        // Note [Batch norm double backward], rule of S.
+        std::vector<Variable> grads(2);
+        const Variable u0 = channel_row(g, 0), u1 = channel_row(g, 1);
+        if (need[0]) grads[0] = batch_norm(in[1], u0, u1, eps);
+        if (need[1]) {
+          const Variable s = grad_sums_impl(in[0], in[1], eps, mean_t, invstd_t);
+          grads[1] = grad_input_impl(in[0], in[1], u0, s, eps, mean_t, invstd_t);
+        }
+        return grads;
+      });
 }
 
 Variable grad_input_impl(const Variable& gy, const Variable& x, const Variable& gamma, const Variable& sums,
@@ -101,9 +85,34 @@ Variable grad_input_impl(const Variable& gy, const Variable& x, const Variable& 
   return make_result(
       tensor::batch_norm_grad_input(gy.data(), x.data(), gamma.data(), mean_t, invstd_t, sums.data()),
       "batch_norm_grad_input", {gy, x, gamma, sums}, MF_BACKWARD {
-        return vjp_by_recompute(in, g, need, [eps](const std::vector<Variable>& v) {
-          return composite_input_grad(v[0], v[1], v[2], v[3], eps);
-        });
+        // Note [Batch norm double backward], rule of B. in = {g, x, gamma, sums}; the cotangent is g here.
+        const Variable &gi = in[0], &xi = in[1], &gam = in[2], &s = in[3];
+        const BnGeometry geo = geometry(xi);
+        const double m = geo.count;
+        std::vector<Variable> grads(4);
+        if (need[0]) grads[0] = grad_input_impl(g, xi, gam, constant(s.shape(), 0.0, s), eps, mean_t, invstd_t);
+        if (need[2]) {
+          const Variable unit = grad_input_impl(gi, xi, constant(gam.shape(), 1.0, gam), s, eps, mean_t, invstd_t);
+          grads[2] = sum(mul(g, unit), geo.axes);
+        }
+        if (!need[1] && !need[3]) return grads;
+        const Variable r = invstd_op(xi, eps, invstd_t);
+        const Variable sv = grad_sums_impl(g, xi, eps, mean_t, invstd_t);  // [Svh; Sv]
+        const Variable gamma_r = mul(gam, r);
+        if (need[3]) grads[3] = mul(sv, reshape(mul_scalar(gamma_r, -1.0 / m), {1, gam.shape()[0]}));
+        if (need[1]) {
+          const Variable s0 = channel_row(s, 0), s1 = channel_row(s, 1);
+          const Variable svh = channel_row(sv, 0), sv1 = channel_row(sv, 1);
+          const Variable a1 = mul_scalar(mul(gamma_r, s0), -1.0 / m);
+          const Variable sums1 = concat({reshape(mul_scalar(svh, 2.0), {1, svh.shape()[0]}),
+                                         reshape(sv1, {1, sv1.shape()[0]})},
+                                        0);
+          const Variable svg = sub(sum(mul(g, gi), geo.axes), mul_scalar(mul(s1, sv1), 1.0 / m));
+          const Variable a2 = mul_scalar(mul(mul(gamma_r, r), svg), -1.0 / m);
+          grads[1] = add(grad_input_impl(g, xi, a1, sums1, eps, mean_t, invstd_t),
+                         batch_norm(xi, a2, constant(a2.shape(), 0.0, a2), eps));
+        }
+        return grads;
       });
 }
 
