@@ -85,13 +85,39 @@ Tensor conv_grad_weight(const Tensor& x, const Tensor& gy, const ConvShape& s) {
   }
   return gw;
 }
+
+// f32 only: the weight and bias gradients from one backward-weights pass (Note [Conv bias gradient]).
+std::pair<Tensor, Tensor> conv_grad_weight_bias(const Tensor& x, const Tensor& gy, const ConvShape& s) {
+  check_dtypes(x, gy, "conv2d_grad_weight");
+  Tensor gw = Tensor::empty({s.oc, s.ic, s.kh, s.kw}, x.dtype()), gb = Tensor::empty({s.oc}, x.dtype());
+  tensor::SerialScope serial;  // Note [Deterministic oneDNN]
+  backend::dnnl_backend::conv2d_backward_weights(x.data<float>(), gy.data<float>(), gw.data<float>(), gb.data<float>(),
+                                                 s);
+  return {gw, gb};
+}
+
+// The node of a weight gradient gw = conv2d_grad_weight(x, gy) whose value is already computed.
+Variable grad_weight_result(const Tensor& gw, const Variable& x, const Variable& gy, const Conv2dParams& p) {
+  return make_result(gw, "conv2d_grad_weight", {x, gy}, MF_BACKWARD {
+    return {need[0] ? conv2d_grad_input(in[1], g, in[0].shape(), p) : Variable(),
+            need[1] ? conv2d(in[0], g, p) : Variable()};
+  });
+}
+
+// The node of a bias gradient gb = sum(gy, {0, 2, 3}) whose value is already computed.
+Variable grad_bias_result(const Tensor& gb, const Variable& gy) {
+  const int64_t c = gb.numel();
+  return make_result(gb, "conv2d_grad_bias", {gy}, MF_BACKWARD {
+    return {broadcast_to(reshape(g, {1, c, 1, 1}), in[0].shape())};
+  });
+}
 }  // namespace
 
 Variable conv2d(const Variable& x, const Variable& w, const Variable& b, const Conv2dParams& p) {
   ConvShape s = conv_shape(x.shape(), w.shape(), p, "conv2d");
   if (b.defined())
-    MF_CHECK(b.dim() == 1 && b.shape()[0] == s.oc, "conv2d: bias ", tensor::to_string(b.shape()), " must have ",
-             s.oc, " elements");
+    MF_CHECK(b.dim() == 1 && b.shape()[0] == s.oc, "conv2d: bias ", tensor::to_string(b.shape()), " must have ", s.oc,
+             " elements");
   Tensor bias = b.defined() ? b.data() : Tensor();
   Tensor y = conv_forward(x.data(), w.data(), b.defined() ? &bias : nullptr, s);
   std::vector<Variable> inputs{x, w};
@@ -99,8 +125,19 @@ Variable conv2d(const Variable& x, const Variable& w, const Variable& b, const C
   return make_result(y, "conv2d", std::move(inputs), MF_BACKWARD {
     std::vector<Variable> grads(in.size());
     if (need[0]) grads[0] = conv2d_grad_input(g, in[1], in[0].shape(), p);
+    const bool bias_grad = in.size() > 2 && need[2];
+    if (need[1] && bias_grad && g.data().dtype() == DType::f32) {
+      // Note [Conv bias gradient]: the bias gradient sum(g, {0, 2, 3}) comes out of the backward-weights
+      // kernel's pass over g (oneDNN's diff_bias, or the direct kernel's), not from a pass of its own; each
+      // result is still its own node with its own rule, so higher derivatives are unchanged.
+      auto [gw, gb] = conv_grad_weight_bias(in[0].data(), g.data(), conv_shape(in[0].shape(), in[1].shape(), p,
+                                                                             "conv2d_grad_weight"));
+      grads[1] = grad_weight_result(gw, in[0], g, p);
+      grads[2] = grad_bias_result(gb, g);
+      return grads;
+    }
     if (need[1]) grads[1] = conv2d_grad_weight(in[0], g, in[1].shape(), p);
-    if (in.size() > 2 && need[2]) grads[2] = sum(g, {0, 2, 3});
+    if (bias_grad) grads[2] = sum(g, {0, 2, 3});
     return grads;
   });
 }
@@ -121,10 +158,7 @@ Variable conv2d_grad_weight(const Variable& x, const Variable& gy, const Shape& 
   ConvShape s = conv_shape(x.shape(), w_shape, p, "conv2d_grad_weight");
   MF_CHECK(gy.shape() == y_shape(s), "conv2d_grad_weight: gradient ", tensor::to_string(gy.shape()),
            " does not match the output shape ", tensor::to_string(y_shape(s)));
-  return make_result(conv_grad_weight(x.data(), gy.data(), s), "conv2d_grad_weight", {x, gy}, MF_BACKWARD {
-    return {need[0] ? conv2d_grad_input(in[1], g, in[0].shape(), p) : Variable(),
-            need[1] ? conv2d(in[0], g, p) : Variable()};
-  });
+  return grad_weight_result(conv_grad_weight(x.data(), gy.data(), s), x, gy, p);
 }
 
 }  // namespace metafew::ops

@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "tensor/conv_ref.h"
 #include "tensor/conv_single_channel.h"
+#include "autograd/engine.h"
 #include "autograd/variable.h"
 #include "ops/ops.h"
 #include "tensor/tensor.h"
@@ -536,4 +537,67 @@ TEST_CASE("conv op: an in-place update of the weights is seen by the next convol
   metafew::tensor::conv2d_ref(abs_of(xd).data(), abs_of(wd).data(), want_abs.data(), s);
   CHECK(compare(std::vector<float>(y_b.begin(), y_b.end()), want, want_abs).bad == 0);
   dnnl_backend::release_thread_cache();
+}
+
+TEST_CASE("conv op: f32 weight and bias gradients from one pass, and their derivatives") {
+  using metafew::tensor::conv2d_grad_input_ref, metafew::tensor::conv2d_grad_weight_ref, metafew::tensor::conv2d_ref;
+  // Note [Conv bias gradient] (ops/conv.cpp): with a bias, conv2d's backward takes gw and gb from one
+  // backward-weights pass. Both must equal the separate computations, and both nodes must differentiate.
+  namespace ops = metafew::ops;
+  using metafew::autograd::Variable;
+  using metafew::tensor::Tensor;
+  for (const ConvShape& s : {make_shape(3, 1, 10, 10, 8, 3, 1, 1), make_shape(2, 16, 6, 6, 16, 3, 1, 1)}) {
+    CAPTURE(s.to_string());
+    std::mt19937 rng(29u);
+    auto rand = [&](const metafew::tensor::Shape& shape) {
+      int64_t count = 1;
+      for (int64_t d : shape) count *= d;
+      const auto v = random_floats(rng, count);
+      Tensor t = Tensor::empty(shape);
+      std::copy(v.begin(), v.end(), t.data<float>());
+      return t;
+    };
+    const metafew::tensor::Shape yshape{s.n, s.oc, s.oh(), s.ow()};
+    Variable x(rand({s.n, s.ic, s.ih, s.iw}), true), w(rand({s.oc, s.ic, 3, 3}), true), b(rand({s.oc}), true);
+    Variable r(rand(yshape), true);
+    const ops::Conv2dParams p{1, 1};
+    Variable loss = ops::sum(ops::mul(ops::conv2d(x, w, b, p), r));
+    auto g = metafew::autograd::grad({loss}, {w, b}, {}, {.create_graph = true});
+    // gb = sum of r over (n, h, w), summed here in double.
+    const std::vector<double> rv = r.data().to_vector(), gb = g[1].data().to_vector();
+    const int64_t plane = s.oh() * s.ow();
+    for (int64_t o = 0; o < s.oc; ++o) {
+      double want = 0, mag = 0;
+      for (int64_t n = 0; n < s.n; ++n)
+        for (int64_t k = 0; k < plane; ++k) {
+          const double e = rv[(n * s.oc + o) * plane + k];
+          want += e, mag += std::fabs(e);
+        }
+      CHECK(std::fabs(gb[o] - want) <= kTolFactor * kUnitRoundoff * mag);
+    }
+    // Every other result against its f64 reference, within Note [Conv fuzz tolerance]'s bound (16 u times the
+    // sum of |products| of that output).
+    Variable u(rand({s.oc})), v(rand({s.oc, s.ic, 3, 3}));
+    auto h = metafew::autograd::grad({ops::add(ops::sum(ops::mul(g[1], u)), ops::sum(ops::mul(g[0], v)))}, {r, x});
+    const std::vector<double> xd = x.data().to_vector(), vd = v.data().to_vector(), uv = u.data().to_vector();
+    std::vector<double> gw_ref(s.w_numel()), gw_abs(s.w_numel()), cv(s.y_numel()), cv_abs(s.y_numel()),
+        gx(s.x_numel()), gx_abs(s.x_numel());
+    conv2d_grad_weight_ref(xd.data(), rv.data(), gw_ref.data(), s);
+    conv2d_grad_weight_ref(abs_of(xd).data(), abs_of(rv).data(), gw_abs.data(), s);
+    conv2d_ref(xd.data(), vd.data(), cv.data(), s);  // d/dr sum(gw * v) = conv2d(x, v); plus u[o] from gb
+    conv2d_ref(abs_of(xd).data(), abs_of(vd).data(), cv_abs.data(), s);
+    conv2d_grad_input_ref(rv.data(), vd.data(), gx.data(), s);  // d/dx sum(gw * v) = conv2d_grad_input(r, v)
+    conv2d_grad_input_ref(abs_of(rv).data(), abs_of(vd).data(), gx_abs.data(), s);
+    for (int64_t i = 0; i < s.y_numel(); ++i) {
+      const int64_t o = i / plane % s.oc;
+      cv[i] += uv[o], cv_abs[i] += std::fabs(uv[o]);
+    }
+    auto as_float = [](const Variable& t) {
+      const std::vector<double> d = t.data().to_vector();
+      return std::vector<float>(d.begin(), d.end());
+    };
+    CHECK_MESSAGE(compare(as_float(g[0]), gw_ref, gw_abs).bad == 0, describe(compare(as_float(g[0]), gw_ref, gw_abs)));
+    CHECK_MESSAGE(compare(as_float(h[0]), cv, cv_abs).bad == 0, describe(compare(as_float(h[0]), cv, cv_abs)));
+    CHECK_MESSAGE(compare(as_float(h[1]), gx, gx_abs).bad == 0, describe(compare(as_float(h[1]), gx, gx_abs)));
+  }
 }
