@@ -10,10 +10,15 @@ row() { # algo threads ways queries mb steps lr
   ref --algo $1 --threads $2 --ways $3 --shots 1 --queries $4 --meta-batch $5 --inner-steps $6 --inner-lr $7 | jq -c '{ref_s: .seconds_per_meta_iter_median, ref_rss: .peak_rss_mb}'
 }
 uptime
-row maml 2 5 15 32 1 0.4
-row maml 1 5 15 32 1 0.4
-row fomaml 2 5 15 32 1 0.4
-row anil 2 5 15 32 1 0.4
-row protonet 2 5 15 32 1 0.4
-row maml 2 20 5 16 5 0.1
+if [ "${ONE_THREAD:-0}" = 1 ]; then  # every row at 1 thread (when the other core is not free)
+  for a in maml fomaml metasgd anil protonet; do row $a 1 5 15 32 1 0.4; done
+  row maml 1 20 5 16 5 0.1
+else
+  row maml 2 5 15 32 1 0.4
+  row maml 1 5 15 32 1 0.4
+  row fomaml 2 5 15 32 1 0.4
+  row anil 2 5 15 32 1 0.4
+  row protonet 2 5 15 32 1 0.4
+  row maml 2 20 5 16 5 0.1
+fi
 uptime
