@@ -185,7 +185,7 @@ class Anil : public Algorithm {
 //     second moments v; beta1 = 0, so the first moment is the last gradient and is not carried), and the step
 //     count advances by the inner steps of one task: it counts the decays v has undergone, which is what
 //     Adam's bias correction 1 - beta2^t needs. (The reference advances by meta-batch x inner steps, so its v
-//     forgets 5 times faster per meta-iteration; with beta2 = 0.999 both are long averages.)
+//     forgets meta-batch times faster per meta-iteration; with beta2 = 0.999 both are long averages.)
 //   - validation and test tasks start from the carried state and leave it unchanged.
 // The state is part of the training state: checkpoints keep it ("state/..." tensors), --resume restores it.
 // inner_state = fresh gives every task a fresh optimiser (metafew before issue 7; checkpoints written then
