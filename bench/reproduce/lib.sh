@@ -134,10 +134,12 @@ train_protonet() {  # SHOTS
     --test-ways 5 --test-shots "$1" --test-queries 15 --schedule step --schedule-step 2000 --schedule-gamma 0.5
 }
 
-# Reptile as openai/supervised-reptile trains it for Omniglot 5-way (reptile_5w1s.sh, reptile_5w5s.sh).
+# Reptile as openai/supervised-reptile trains it for Omniglot 5-way (reptile_5w1s.sh, reptile_5w5s.sh), with
+# the inner Adam state carried from task to task as its code does (--inner-state carry, Note [Reptile's inner
+# optimiser state] in src/meta/algorithm.cpp).
 train_reptile_5w() {
-  iterations 100000 20000
+  iterations 100000 30000
   train reptile_5w --data "$OMNIGLOT" --algo reptile --max-pool=false --ways 5 --shots 10 --queries 5 \
     --meta-batch 5 --inner-steps 5 --inner-batch 10 --inner-lr 0.001 --outer-lr 1.0 --schedule linear \
-    --eval-steps 50 --test-shots 1 --test-queries 1
+    --inner-state carry --eval-steps 50 --test-shots 1 --test-queries 1
 }

@@ -3,4 +3,4 @@
 # reptile_5w1s.sh tested with 5 shots.
 source "$(dirname "$0")/lib.sh"
 train_reptile_5w
-evaluate reptile_5w5s reptile_5w "98.90 (99.48 transductive)" --ways 5 --shots 5 --queries 1 --episodes 600 --steps 50
+evaluate reptile_5w5s reptile_5w "99.48 transductive (98.90)" --ways 5 --shots 5 --queries 1 --episodes 600 --steps 50

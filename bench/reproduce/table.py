@@ -32,12 +32,17 @@ def row_line(r):
     else:
         setting = f"{res['ways']}w{res['shots']}s"
         score = f"{100 * res['accuracy']:.2f} +- {100 * res['ci95']:.2f}"
+    if res.get("bn", "transductive") != "transductive":
+        setting += f" {res['bn']}"  # test-time batch norm other than the default (eval --bn)
+    name = NAMES.get(res["algo"], res["algo"])
+    if "--matching-attention supnorm" in tr["command"]:
+        name += " (supnorm attention)"
     its = f"{tr['iterations']:,}"
     if tr["published_iterations"] is None:
         its += " (none stated)"
     elif tr["iterations"] < tr["published_iterations"]:
         its += f" of {tr['published_iterations']:,}"
-    return (f"| {NAMES.get(res['algo'], res['algo'])} | {setting} | {score} | {r['published']} | {its} | "
+    return (f"| {name} | {setting} | {score} | {r['published']} | {its} | "
             f"{hms(tr['wall_seconds'])} | {tr['threads']} | {res['episodes']} (steps {res['steps']}) | "
             f"`{r['row']}.sh` |")
 
@@ -62,7 +67,8 @@ def main():
                                          "matchingnet", "paramnet"])}
     for g in groups.values():
         g.sort(key=lambda r: (r["row"].endswith("sinusoid"), order.get(r["result"]["algo"], 99),
-                              r["result"]["ways"], r["result"]["shots"]))
+                              "supnorm" in r["row"], r["result"]["ways"], r["result"]["shots"],
+                              r["result"].get("bn", "transductive") != "transductive"))
     text = open(DOC).read()
     for name, g in groups.items():
         body = table(g)

@@ -29,7 +29,9 @@ json meta_train_defaults() {
       {"first_order", false},
       {"inner_batch", 10},
       {"inner_optimizer", "adam"},
+      {"inner_state", "carry"},
       {"refine_steps", 0},
+      {"matching_attention", "cosine"},
       {"optimizer", "adam"},
       {"outer_lr", 0.001},
       {"schedule", "constant"},
@@ -72,7 +74,11 @@ const std::map<std::string, std::string>& config_help() {
       {"first_order", "drop second-order terms (MAML family, ANIL, ParamNet refinement)"},
       {"inner_batch", "Reptile: inner mini-batch size"},
       {"inner_optimizer", "Reptile: inner optimizer, adam (beta1 = 0) or sgd"},
+      {"inner_state",
+       "Reptile: inner Adam state, carry (from task to task, as supervised-reptile) or fresh (per task)"},
       {"refine_steps", "ParamNet: inner steps refining the predicted head"},
+      {"matching_attention",
+       "Matching Networks: cosine (the paper) or supnorm (q.s/|s|, as the reference code)"},
       {"optimizer", "outer optimizer: adam or sgd"},
       {"outer_lr", "outer learning rate (Reptile: meta step size)"},
       {"schedule", "outer learning-rate schedule: constant, step, cosine or linear"},
@@ -84,7 +90,8 @@ const std::map<std::string, std::string>& config_help() {
       {"model", "backbone: conv4 (mlp for builtin:sinusoid)"},
       {"filters", "conv4 filters per block"},
       {"max_pool", "conv4 with 2x2 max-pool (false: MAML's stride-2 convolutions)"},
-      {"bn", "batch norm statistics: transductive (query batch) or support"},
+      {"bn",
+       "batch norm statistics: transductive (query batch), support, or nontransductive (support + 1 query)"},
       {"image_size", "images are resized to image_size x image_size"},
       {"channels", "image channels (1 grayscale, 3 RGB)"},
       {"train_split", "split to meta-train on"},
@@ -209,8 +216,14 @@ json resolve_config(const json& file, const json& flags) {
   }
   MF_USAGE_CHECK(resolved["channels"] == 1 || resolved["channels"] == 3, "--channels must be 1 or 3, got ",
                  resolved["channels"]);
-  const std::string bn = resolved["bn"];
-  MF_USAGE_CHECK(bn == "transductive" || bn == "support", "--bn must be transductive or support, got '", bn, "'");
+  nn::parse_bn_mode(resolved["bn"]);                               // throws naming the accepted values
+  meta::parse_matching_attention(resolved["matching_attention"]);  // likewise
+  const std::string inner_state = resolved["inner_state"];
+  MF_USAGE_CHECK(inner_state == "carry" || inner_state == "fresh",
+                 "--inner-state must be carry or fresh, got '", inner_state, "'");
+  const std::string inner_opt = resolved["inner_optimizer"];
+  MF_USAGE_CHECK(inner_opt == "adam" || inner_opt == "sgd", "--inner-optimizer must be adam or sgd, got '",
+                 inner_opt, "'");
   const std::string opt = resolved["optimizer"];
   MF_USAGE_CHECK(opt == "adam" || opt == "sgd", "--optimizer must be adam or sgd, got '", opt, "'");
   const std::string model = resolved["model"];
@@ -246,7 +259,7 @@ nn::ModelConfig model_config(const json& cfg, int64_t outputs) {
     m.filters = cfg["filters"];
     m.max_pool = cfg["max_pool"];
   }
-  m.bn = cfg["bn"] == "support" ? nn::BnMode::support : nn::BnMode::transductive;
+  m.bn = nn::parse_bn_mode(cfg["bn"]);
   m.outputs = outputs;
   return m;
 }
@@ -259,7 +272,9 @@ meta::AlgoConfig algo_config(const json& cfg) {
   a.first_order = cfg["first_order"];
   a.inner_batch = cfg["inner_batch"];
   a.inner_optimizer = cfg["inner_optimizer"];
+  a.carry_inner_state = cfg["inner_state"] == "carry";
   a.refine_steps = cfg["refine_steps"];
+  a.matching_attention = meta::parse_matching_attention(cfg["matching_attention"]);
   return a;
 }
 
@@ -339,6 +354,10 @@ io::Checkpoint training_checkpoint(const json& cfg, const meta::Algorithm& algo,
   const auto state = opt.state();
   ck.header["optimizer_state"] = static_cast<int64_t>(state.size());
   for (size_t i = 0; i < state.size(); ++i) ck.tensors.push_back({"optimizer/" + std::to_string(i), state[i]});
+  // The algorithm's carried state (Reptile's inner Adam state) is part of the model: export keeps it.
+  ck.header["state_names"] = algo.state_names();
+  for (size_t i = 0; i < algo.state().size(); ++i)
+    ck.tensors.push_back({"state/" + algo.state_names()[i], algo.state()[i]});
   return ck;
 }
 
@@ -346,7 +365,13 @@ json checkpoint_config(const io::Checkpoint& ck) {
   MF_CHECK(ck.header.is_object() && ck.header.contains("kind") && ck.header.contains("config") &&
                ck.header["config"].is_object(),
            "checkpoint ", ck.source, ": it is not a metafew model checkpoint (no model configuration in its header)");
-  return ck.header["config"];
+  json cfg = ck.header["config"];
+  // Note [Settings added later]: a checkpoint written before a setting existed was trained with the behaviour
+  // the setting's old value names, so it loads with that value: Reptile's fresh inner optimiser per task (and
+  // no carried state), Matching Networks' cosine attention.
+  if (!cfg.contains("inner_state")) cfg["inner_state"] = "fresh";
+  if (!cfg.contains("matching_attention")) cfg["matching_attention"] = "cosine";
+  return cfg;
 }
 
 std::unique_ptr<meta::Algorithm> algorithm_from_checkpoint(const io::Checkpoint& ck) {
@@ -361,6 +386,12 @@ std::unique_ptr<meta::Algorithm> algorithm_from_checkpoint(const io::Checkpoint&
              ": parameter ", names[i], " has shape ", tensor::to_string(t.shape()), ", the model expects ",
              tensor::to_string(algo->parameters()[i].shape()));
     algo->parameters()[i] = autograd::Variable(t.clone(), true);
+  }
+  if (!algo->state_names().empty() && ck.header["kind"] == "training") {
+    // Adapted models (adapt --save-adapted) need no carried state: prediction uses the adapted weights.
+    std::vector<tensor::Tensor> state;
+    for (const std::string& name : algo->state_names()) state.push_back(io::find_tensor(ck, "state/" + name));
+    algo->set_state(state);
   }
   return algo;
 }

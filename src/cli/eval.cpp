@@ -25,6 +25,11 @@ int run_eval(int argc, char** argv) {
       "episodes", "test episodes", cxxopts::value<int64_t>()->default_value("600"))(
       "steps", "inner steps at test time (default: the run's eval_steps)", cxxopts::value<int64_t>())(
       "seed", "seed of the test episodes", cxxopts::value<uint64_t>()->default_value("0"))(
+      "bn",
+      "test-time batch norm (default: the run's): transductive (the query batch's statistics), support (the "
+      "support set's), nontransductive (support set + one query per forward pass: supervised-reptile's "
+      "default)",
+      cxxopts::value<std::string>())(
       "threads", "OpenMP threads (0: all cores)", cxxopts::value<int>()->default_value("0"))(
       "json", "print the result as JSON")("h,help", "show this help");
   cxxopts::ParseResult args = parse_options(opts, argc, argv, "eval");
@@ -37,9 +42,16 @@ int run_eval(int argc, char** argv) {
 
   const std::string path = resolve_checkpoint_path(args["checkpoint"].as<std::string>());
   io::Checkpoint ck = io::load_checkpoint(path);
-  json cfg = checkpoint_config(ck);
+  checkpoint_config(ck);  // throws naming the file when it is not a metafew model checkpoint
   MF_USAGE_CHECK(ck.header["kind"] == "training", "eval: ", path,
                  " is an adapted model (made by adapt --save-adapted); evaluate the meta-trained checkpoint instead");
+  if (args.count("bn")) {
+    // Batch norm has no parameters of its own here (batch statistics always), so any mode fits any
+    // checkpoint.
+    nn::parse_bn_mode(args["bn"].as<std::string>());  // throws naming the accepted values
+    ck.header["config"]["bn"] = args["bn"].as<std::string>();
+  }
+  json cfg = checkpoint_config(ck);
   auto algo = algorithm_from_checkpoint(ck);
   if (args.count("data")) cfg["data"] = args["data"].as<std::string>();
   const bool regression = is_regression(cfg);
@@ -71,6 +83,7 @@ int run_eval(int argc, char** argv) {
            {"shots", shots},
            {"queries", queries},
            {"steps", steps},
+           {"bn", cfg["bn"]},
            {"episodes", r.episodes},
            {"seed", args["seed"].as<uint64_t>()},
            {regression ? "neg_mse" : "accuracy", r.mean},

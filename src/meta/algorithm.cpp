@@ -1,6 +1,7 @@
 #include "meta/algorithm.h"
 
 #include <cmath>
+#include <limits>
 
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
@@ -45,7 +46,7 @@ Tensor forward_query(const nn::Model& model, const Adapted& a, const Tensor& que
   for (const auto& t : a.weights) p.emplace_back(t);
   MF_CHECK(p.size() == model.specs().size(), "predict: the adapted model has ", p.size(), " tensors, the model ",
            model.specs().size());
-  if (model.config().bn == nn::BnMode::support && model.config().arch == "conv4") {
+  if (model.config().bn != nn::BnMode::transductive && model.config().arch == "conv4") {
     auto [fs, fq] = model.embed_pair(p, Variable(a.support_x), Variable(query_x));
     return nn::Model::head(p[model.head_begin()], p[model.head_begin() + 1], fq).data();
   }
@@ -111,7 +112,7 @@ class Maml : public Algorithm {
       Variable loss = task_loss(model_.forward(fast, xs), t.support_y, t.regression());
       fast = sgd_step(fast, loss, create_graph, config_.inner_lr, rates.empty() ? nullptr : &rates);
     }
-    if (model_.config().bn == nn::BnMode::support) {
+    if (model_.config().bn != nn::BnMode::transductive) {
       auto [fs, fq] = model_.embed_pair(fast, xs, xq);
       return nn::Model::head(fast[model_.head_begin()], fast[model_.head_begin() + 1], fq);
     }
@@ -172,6 +173,23 @@ class Anil : public Algorithm {
 };
 
 // ---- Reptile ---------------------------------------------------------------------------------------------
+// Note [Reptile's inner optimiser state]: supervised-reptile (openai/supervised-reptile, reptile.py) resets
+// only the trainable variables between tasks (its VariableState covers tf.trainable_variables()); the inner
+// Adam's slots and beta-power accumulators are non-trainable variables, so they carry over from task to task
+// through the whole of meta-training, and evaluate() saves and restores the full state around each test task,
+// so that every test task starts its 50 steps from the state meta-training ended with. With inner_state =
+// carry (the default) the same happens here, in a form that does not depend on the thread count:
+//   - every task of a meta-batch starts from the carried state (the tasks run in parallel, so the sequential
+//     chain task 1 -> task 2 -> ... of the reference cannot be followed);
+//   - after the meta-step the carried state becomes the mean, in task order, of the tasks' final states (the
+//     second moments v; beta1 = 0, so the first moment is the last gradient and is not carried), and the step
+//     count advances by the inner steps of one task: it counts the decays v has undergone, which is what
+//     Adam's bias correction 1 - beta2^t needs. (The reference advances by meta-batch x inner steps, so its v
+//     forgets meta-batch times faster per meta-iteration; with beta2 = 0.999 both are long averages.)
+//   - validation and test tasks start from the carried state and leave it unchanged.
+// The state is part of the training state: checkpoints keep it ("state/..." tensors), --resume restores it.
+// inner_state = fresh gives every task a fresh optimiser (metafew before issue 7; checkpoints written then
+// carry no state and load as fresh). With the sgd inner optimiser there is no state to carry.
 class Reptile : public Algorithm {
  public:
   Reptile(nn::Model model, AlgoConfig config, core::Rng& rng) : Algorithm(std::move(model), std::move(config)) {
@@ -180,21 +198,63 @@ class Reptile : public Algorithm {
     MF_CHECK(config_.inner_optimizer == "adam" || config_.inner_optimizer == "sgd",
              "reptile: inner optimizer must be adam or sgd, got '", config_.inner_optimizer, "'");
     MF_CHECK(config_.inner_batch > 0, "reptile: inner batch must be positive, got ", config_.inner_batch);
+    if (config_.carry_inner_state && config_.inner_optimizer == "adam") {
+      // A zero state with step count 0 is exactly a fresh Adam: the first meta-iteration is the same either
+      // way.
+      for (size_t i = 0; i < params_.size(); ++i) {
+        state_.push_back(Tensor::zeros(params_[i].shape()));
+        state_names_.push_back("inner_adam.v." + names_[i]);
+      }
+      state_.push_back(Tensor::from_indices({0}, {1}));
+      state_names_.push_back("inner_adam.steps");
+    }
   }
 
   TaskOutput meta_gradient(const Task& t, std::vector<Tensor>& grads) const override {
-    std::vector<Variable> fast = inner_loop(t, config_.inner_steps);
+    TaskOutput r;
+    std::vector<Variable> fast = inner_loop(t, config_.inner_steps, &r.state);
     grads.resize(params_.size());
     for (size_t i = 0; i < params_.size(); ++i)
       grads[i] = tensor::binary(tensor::BinaryOp::sub, params_[i].data(), fast[i].data());
     autograd::NoGradGuard ng;
+    // The training loss and accuracy are for the log only: the query batch is forwarded as one batch.
     Variable out = model_.forward(fast, Variable(t.query_x));
-    return {task_loss(out, t.query_y, t.regression()).item(), score(out.data(), t.query_y, t.regression())};
+    r.loss = task_loss(out, t.query_y, t.regression()).item();
+    r.accuracy = score(out.data(), t.query_y, t.regression());
+    return r;
+  }
+
+  void fold_state(const std::vector<std::vector<Tensor>>& task_states) override {
+    if (state_.empty()) return;
+    MF_CHECK(!task_states.empty(), "reptile: no task states to fold");
+    const size_t nv = state_.size() - 1;
+    for (const auto& s : task_states)
+      MF_CHECK(s.size() == state_.size(), "reptile: a task state has ", s.size(), " tensors, expected ",
+               state_.size());
+    std::vector<Tensor> next(state_.size());
+    const float inv = 1.0f / static_cast<float>(task_states.size());
+    for (size_t i = 0; i < nv; ++i) {
+      Tensor acc = task_states[0][i].clone();
+      float* a = acc.data<float>();
+      for (size_t k = 1; k < task_states.size(); ++k) {
+        const float* v = task_states[k][i].data<float>();
+        for (int64_t j = 0; j < acc.numel(); ++j) a[j] += v[j];
+      }
+      for (int64_t j = 0; j < acc.numel(); ++j) a[j] *= inv;
+      next[i] = acc;
+    }
+    const int32_t steps = task_states[0][nv].data<int32_t>()[0];
+    for (const auto& s : task_states)
+      MF_CHECK(s[nv].data<int32_t>()[0] == steps,
+               "reptile: the tasks of a meta-batch ended at different inner step ", "counts (", steps,
+               " and ", s[nv].data<int32_t>()[0], ")");
+    next[nv] = Tensor::from_indices({steps}, {1});
+    state_ = std::move(next);
   }
 
   Adapted adapt(const Task& t, int64_t steps) const override {
     Adapted a{{}, t.support_x, t.support_y, t.ways};
-    for (const auto& p : inner_loop(t, steps)) a.weights.push_back(p.data());
+    for (const auto& p : inner_loop(t, steps, nullptr)) a.weights.push_back(p.data());
     return a;
   }
 
@@ -203,15 +263,27 @@ class Reptile : public Algorithm {
   }
 
  private:
-  // k inner iterations on mini-batches drawn from the support set without replacement (reshuffled each pass).
-  std::vector<Variable> inner_loop(const Task& t, int64_t steps) const {
+  // k inner iterations on mini-batches drawn from the support set without replacement (reshuffled each pass),
+  // the Adam optimiser starting from the carried state when there is one. The optimiser's final state goes to
+  // `end_state` (when given and carried).
+  std::vector<Variable> inner_loop(const Task& t, int64_t steps, std::vector<Tensor>* end_state) const {
     std::vector<Variable> fast;
     for (const Variable& p : params_) fast.emplace_back(p.data().clone(), true);
     std::unique_ptr<optim::Optimizer> opt;
-    if (config_.inner_optimizer == "adam")
-      opt = std::make_unique<optim::Adam>(config_.inner_lr, optim::Schedule{}, 0.0, 0.999, 1e-8);
-    else
+    if (config_.inner_optimizer == "adam") {
+      auto adam = std::make_unique<optim::Adam>(config_.inner_lr, optim::Schedule{}, 0.0, 0.999, 1e-8);
+      if (!state_.empty()) {
+        // beta1 = 0: the first moment is replaced by the first step's gradient, so zeros stand in for it.
+        const size_t nv = state_.size() - 1;
+        std::vector<Tensor> moments;
+        for (size_t i = 0; i < nv; ++i) moments.push_back(Tensor::zeros(state_[i].shape()));
+        for (size_t i = 0; i < nv; ++i) moments.push_back(state_[i]);
+        adam->load_state(state_[nv].data<int32_t>()[0], moments);  // copies the tensors
+      }
+      opt = std::move(adam);
+    } else {
       opt = std::make_unique<optim::Sgd>(config_.inner_lr);
+    }
     const int64_t n = t.support_x.shape()[0];
     const int64_t b = std::min(config_.inner_batch, n);
     core::Rng rng(core::derive_key(t.seed, {0x5245505449ULL}));
@@ -235,6 +307,13 @@ class Reptile : public Algorithm {
       std::vector<Tensor> gt;
       for (size_t i = 0; i < fast.size(); ++i) gt.push_back(g[i].defined() ? g[i].data() : Tensor());
       opt->step(fast, gt);
+    }
+    if (end_state && !state_.empty()) {
+      const std::vector<Tensor> moments = opt->state();  // first moments, then second moments
+      MF_CHECK(opt->steps() < std::numeric_limits<int32_t>::max(), "reptile: the inner step count ",
+               opt->steps(), " no longer fits the checkpoint's 32-bit counter");
+      end_state->assign(moments.begin() + static_cast<std::ptrdiff_t>(moments.size() / 2), moments.end());
+      end_state->push_back(Tensor::from_indices({static_cast<int32_t>(opt->steps())}, {1}));
     }
     return fast;
   }
@@ -288,7 +367,8 @@ class Metric : public Algorithm {
     for (const auto& t : a.weights) p.emplace_back(t);
     auto [fs, fq] = model_.embed_pair(p, Variable(a.support_x), Variable(query_x));
     if (config_.algo == "protonet") return protonet_logits(fs, a.support_y, fq, a.ways).data();
-    if (config_.algo == "matchingnet") return matching_log_probs(fs, a.support_y, fq, a.ways).data();
+    if (config_.algo == "matchingnet")
+      return matching_log_probs(fs, a.support_y, fq, a.ways, config_.matching_attention).data();
     const size_t n = params_.size();
     MF_CHECK(a.weights.size() == n + 2, "paramnet: the adapted model lacks its predicted head");
     return nn::Model::head(p[n], p[n + 1], fq).data();
@@ -299,7 +379,8 @@ class Metric : public Algorithm {
     autograd::GradModeGuard mode(meta);
     auto [fs, fq] = model_.embed_pair(params_, Variable(t.support_x), Variable(t.query_x));
     if (config_.algo == "protonet") return protonet_logits(fs, t.support_y, fq, t.ways);
-    if (config_.algo == "matchingnet") return matching_log_probs(fs, t.support_y, fq, t.ways);
+    if (config_.algo == "matchingnet")
+      return matching_log_probs(fs, t.support_y, fq, t.ways, config_.matching_attention);
     return paramnet_refined(fs, fq, t, steps, create_graph, meta);
   }
 
@@ -376,7 +457,18 @@ Variable protonet_logits(const Variable& fs, const Tensor& ys, const Variable& f
   return ops::neg(ops::pairwise_sq_distance(fq, class_prototypes(fs, ys, ways)));
 }
 
-Variable matching_log_probs(const Variable& fs, const Tensor& ys, const Variable& fq, int64_t ways) {
+// Note [Matching Networks attention]: the paper (Vinyals et al. 2016) attends with a softmax over cosine
+// similarities, c(q, s) = q . s / (|q| |s|). Our embeddings end in a ReLU, so the cosines lie in [0, 1] and
+// the softmax is nearly flat (5-way 1-shot: no class gets more than e / (e + 4) = 0.40), which slows learning
+// a great deal (issue 7: 84.3% after 1,500 episodes). The widely used reference implementation
+// (AntreasAntoniou/MatchingNetworks, DistanceNetwork) normalises the support embeddings only:
+// q . s / |s| = |q| cos(q, s), so the query's norm acts as a learned inverse temperature (96.6% after the
+// same 1,500 episodes). matching_attention = supnorm selects that form; cosine (the default) keeps the
+// paper's. The support norm uses the same guard as cosine_similarity, 1 / sqrt(|s|^2 + 1e-8) (the reference
+// clamps |s|^2 at 1e-10), so an all-zero support embedding gives zero similarities instead of a division by
+// zero.
+Variable matching_log_probs(const Variable& fs, const Tensor& ys, const Variable& fq, int64_t ways,
+                            MatchingAttention attention) {
   const int64_t n = ys.numel();
   std::vector<double> onehot(static_cast<size_t>(n * ways), 0.0);
   const int32_t* y = ys.data<int32_t>();
@@ -384,8 +476,15 @@ Variable matching_log_probs(const Variable& fs, const Tensor& ys, const Variable
     MF_CHECK(y[i] >= 0 && y[i] < ways, "matchingnet: label ", y[i], " outside [0, ", ways, ")");
     onehot[static_cast<size_t>(i * ways + y[i])] = 1.0;
   }
-  Variable attention = ops::softmax(ops::cosine_similarity(fq, fs), 1);  // (Q, N)
-  Variable probs = ops::matmul(attention, Variable(Tensor::from_vector(onehot, {n, ways}, fs.dtype())));
+  Variable similarity;  // (Q, N)
+  if (attention == MatchingAttention::cosine) {
+    similarity = ops::cosine_similarity(fq, fs);
+  } else {
+    Variable unit = ops::mul(fs, ops::rsqrt(ops::add_scalar(ops::sum(ops::mul(fs, fs), {1}, true), 1e-8)));
+    similarity = ops::matmul(fq, unit, false, true);
+  }
+  Variable weights = ops::softmax(similarity, 1);  // (Q, N)
+  Variable probs = ops::matmul(weights, Variable(Tensor::from_vector(onehot, {n, ways}, fs.dtype())));
   // The rows of probs sum to 1, so cross_entropy (which applies log_softmax) on log(probs) is exactly the
   // negative log-likelihood of the attention vote.
   return ops::log(probs);
@@ -397,6 +496,25 @@ std::pair<Variable, Variable> paramnet_head(const Variable& protos, const Variab
   Variable feats = ops::concat({norms, Variable(Tensor::full(norms.shape(), 1.0, norms.dtype()))}, 1);  // (ways, 2)
   Variable b = ops::reshape(ops::matmul(feats, ops::reshape(s, {2, 1})), {protos.shape()[0]});
   return {w, b};
+}
+
+MatchingAttention parse_matching_attention(const std::string& name) {
+  if (name == "cosine") return MatchingAttention::cosine;
+  if (name == "supnorm") return MatchingAttention::supnorm;
+  throw Error(detail::concat("--matching-attention must be cosine or supnorm, got '", name, "'"),
+              ErrorKind::usage);
+}
+
+void Algorithm::set_state(const std::vector<Tensor>& state) {
+  MF_CHECK(state.size() == state_.size(), name(), ": ", state.size(),
+           " state tensors given, the algorithm carries ", state_.size());
+  for (size_t i = 0; i < state.size(); ++i)
+    MF_CHECK(
+        state[i].defined() && state[i].shape() == state_[i].shape() && state[i].dtype() == state_[i].dtype(),
+        name(), ": state tensor ", state_names_[i], " has shape ",
+        state[i].defined() ? tensor::to_string(state[i].shape()) : std::string("(undefined)"), ", expected ",
+        tensor::to_string(state_[i].shape()));
+  for (size_t i = 0; i < state.size(); ++i) state_[i] = state[i].clone();
 }
 
 bool algorithm_uses_head(const std::string& algo) {

@@ -12,6 +12,11 @@ namespace metafew::meta {
 
 using autograd::Variable;
 
+// cosine: the paper's cos(q, s); supnorm: q . s / |s| (the query's norm acts as an inverse temperature).
+enum class MatchingAttention { cosine, supnorm };
+// "cosine" / "supnorm"; throws a usage error naming the accepted values for anything else.
+MatchingAttention parse_matching_attention(const std::string& name);
+
 struct AlgoConfig {
   std::string algo = "maml";  // maml | fomaml | metasgd | anil | reptile | protonet | matchingnet | paramnet
   int64_t inner_steps = 1;    // inner-loop steps in meta-training
@@ -20,8 +25,13 @@ struct AlgoConfig {
   // Reptile: inner mini-batch size and optimiser (adam with beta1 = 0, as in the paper's code, or sgd).
   int64_t inner_batch = 10;
   std::string inner_optimizer = "adam";
+  // Reptile with the adam inner optimiser: carry its state from task to task (Note [Reptile's inner optimiser
+  // state]) or start every task from a fresh optimiser.
+  bool carry_inner_state = true;
   // ParamNet: inner steps refining the predicted head (0 = prediction only).
   int64_t refine_steps = 0;
+  // Matching Networks: the attention's similarity (Note [Matching Networks attention]).
+  MatchingAttention matching_attention = MatchingAttention::cosine;
 };
 
 // A model adapted to one support set: what `metafew adapt --save-adapted` stores and `predict` reuses.
@@ -37,6 +47,9 @@ struct Adapted {
 struct TaskOutput {
   double loss = 0;      // query loss after adaptation
   double accuracy = 0;  // query accuracy after adaptation (classification), or -MSE (regression)
+  // The task's final carried state (same layout as Algorithm::state()); empty when the algorithm carries
+  // none.
+  std::vector<Tensor> state;
 };
 
 class Algorithm {
@@ -50,6 +63,18 @@ class Algorithm {
   std::vector<Variable>& parameters() { return params_; }
   const std::vector<Variable>& parameters() const { return params_; }
   const std::vector<std::string>& parameter_names() const { return names_; }
+
+  // State carried from task to task besides the meta-parameters: not meta-learned, but part of the training
+  // state (checkpoints keep it, --resume restores it). Empty except for Reptile with a carried inner Adam
+  // state (Note [Reptile's inner optimiser state]).
+  const std::vector<Tensor>& state() const { return state_; }
+  const std::vector<std::string>& state_names() const { return state_names_; }
+  // Replaces the state (from a checkpoint); throws naming the tensor whose count, shape or dtype does not
+  // fit.
+  void set_state(const std::vector<Tensor>& state);
+  // Folds the tasks' final states (TaskOutput::state, in task order) into the carried state after a
+  // meta-step. The result depends on the task order only, never on which thread ran which task.
+  virtual void fold_state(const std::vector<std::vector<Tensor>>& task_states) { (void)task_states; }
 
   // One task's contribution to the meta-update, one tensor per parameter: the meta-gradient, or for
   // Reptile the direction (parameters - adapted parameters). Thread-safe: reads the parameters only.
@@ -71,6 +96,8 @@ class Algorithm {
   AlgoConfig config_;
   std::vector<Variable> params_;
   std::vector<std::string> names_;
+  std::vector<Tensor> state_;
+  std::vector<std::string> state_names_;
 };
 
 // The algorithm named by config.algo, with freshly initialised parameters.
@@ -85,9 +112,11 @@ Variable class_prototypes(const Variable& support_features, const Tensor& suppor
 // ProtoNets: logits = -|q - p_c|^2.
 Variable protonet_logits(const Variable& support_features, const Tensor& support_y, const Variable& query_features,
                          int64_t ways);
-// Matching Networks: log of the cosine-attention-weighted vote of the support labels.
+// Matching Networks: log of the attention-weighted vote of the support labels, the attention a softmax over
+// the similarities of each query to the support features (cosine, or q . s / |s| with supnorm).
 Variable matching_log_probs(const Variable& support_features, const Tensor& support_y,
-                            const Variable& query_features, int64_t ways);
+                            const Variable& query_features, int64_t ways,
+                            MatchingAttention attention = MatchingAttention::cosine);
 // ParamNet: head weights W = P A^T and biases b_c = s0 |p_c|^2 + s1 predicted from the prototypes P.
 std::pair<Variable, Variable> paramnet_head(const Variable& prototypes, const Variable& a, const Variable& s);
 

@@ -25,13 +25,14 @@ void parallel_tasks(int64_t n, Fn&& fn) {
   for (auto& e : errors)
     if (e) std::rethrow_exception(e);
 }
-}  // namespace
 
-StepResult mean_meta_gradient(const Algorithm& algo, const std::vector<Task>& tasks, std::vector<Tensor>& mean) {
+// The mean meta-gradient, with each task's output (its final carried state included) left in `outs`.
+StepResult run_tasks(const Algorithm& algo, const std::vector<Task>& tasks, std::vector<Tensor>& mean,
+                     std::vector<TaskOutput>& outs) {
   MF_CHECK(!tasks.empty(), "meta-step: the task batch is empty");
   const int64_t b = static_cast<int64_t>(tasks.size());
   std::vector<std::vector<Tensor>> grads(tasks.size());
-  std::vector<TaskOutput> outs(tasks.size());
+  outs.assign(tasks.size(), TaskOutput{});
   parallel_tasks(b, [&](int64_t i) { outs[i] = algo.meta_gradient(tasks[i], grads[i]); });
   // Fixed-order reduction.
   const size_t np = algo.parameters().size();
@@ -54,11 +55,24 @@ StepResult mean_meta_gradient(const Algorithm& algo, const std::vector<Task>& ta
   }
   return r;
 }
+}  // namespace
+
+StepResult mean_meta_gradient(const Algorithm& algo, const std::vector<Task>& tasks,
+                              std::vector<Tensor>& mean) {
+  std::vector<TaskOutput> outs;
+  return run_tasks(algo, tasks, mean, outs);
+}
 
 StepResult meta_step(Algorithm& algo, const std::vector<Task>& tasks, optim::Optimizer& opt) {
   std::vector<Tensor> mean;
-  StepResult r = mean_meta_gradient(algo, tasks, mean);
+  std::vector<TaskOutput> outs;
+  StepResult r = run_tasks(algo, tasks, mean, outs);
   opt.step(algo.parameters(), mean);
+  if (!algo.state().empty()) {
+    std::vector<std::vector<Tensor>> states;
+    for (TaskOutput& o : outs) states.push_back(std::move(o.state));
+    algo.fold_state(states);  // in task order (Note [Reptile's inner optimiser state])
+  }
   return r;
 }
 

@@ -18,7 +18,8 @@ struct StepResult {
   double accuracy = 0;  // mean query accuracy (or -MSE)
 };
 
-// Mean of the tasks' meta-gradients, then one step of `opt` on algo.parameters().
+// Mean of the tasks' meta-gradients, then one step of `opt` on algo.parameters(); an algorithm that carries a
+// state folds the tasks' final states into it (Algorithm::fold_state).
 StepResult meta_step(Algorithm& algo, const std::vector<Task>& tasks, optim::Optimizer& opt);
 
 // The mean meta-gradient alone (for tests and the benchmark).

@@ -135,6 +135,14 @@ Variable Model::embed_impl(const std::vector<Variable>& p, const Variable& x, co
   return h;
 }
 
+BnMode parse_bn_mode(const std::string& name) {
+  if (name == "transductive") return BnMode::transductive;
+  if (name == "support") return BnMode::support;
+  if (name == "nontransductive") return BnMode::nontransductive;
+  throw Error(detail::concat("--bn must be transductive, support or nontransductive, got '", name, "'"),
+              ErrorKind::usage);
+}
+
 Variable Model::embed(const std::vector<Variable>& params, const Variable& x) const {
   return embed_impl(params, x, nullptr, nullptr);
 }
@@ -143,6 +151,16 @@ std::pair<Variable, Variable> Model::embed_pair(const std::vector<Variable>& par
                                                 const Variable& xq) const {
   if (config_.bn == BnMode::transductive || config_.arch != "conv4")
     return {embed(params, xs), embed(params, xq)};
+  if (config_.bn == BnMode::nontransductive) {
+    const int64_t ns = xs.shape()[0], nq = xq.shape()[0];
+    std::vector<Variable> rows;
+    rows.reserve(static_cast<size_t>(nq));
+    for (int64_t q = 0; q < nq; ++q) {
+      Variable both = ops::concat({xs, ops::slice(xq, 0, q, q + 1)}, 0);
+      rows.push_back(ops::slice(embed(params, both), 0, ns, ns + 1));
+    }
+    return {embed(params, xs), ops::concat(rows, 0)};
+  }
   Variable fs;
   Variable fq = embed_impl(params, xq, &xs, &fs);
   return {fs, fq};

@@ -6,7 +6,11 @@
 // bn = transductive (the default) the query set is normalised with its own statistics, which makes the
 // prediction of one query depend on the others in its batch (the usual "transductive" setting of the
 // papers). With bn = support the query set is normalised with the support set's statistics at every layer,
-// so each query is classified on its own.
+// so each query is classified on its own. With bn = nontransductive each query is forwarded in one batch with
+// the support set (support + that query, statistics over both), so each query is again classified on its own:
+// the non-transductive protocol of supervised-reptile (its default test mode, behind the 95.39% 5-way 1-shot
+// Reptile figure). It costs one forward pass of (support + 1) inputs per query. In the last two modes the
+// support features come from the support set alone.
 #include <string>
 #include <vector>
 
@@ -18,7 +22,9 @@ namespace metafew::nn {
 using autograd::Variable;
 using tensor::Shape;
 
-enum class BnMode { transductive, support };
+enum class BnMode { transductive, support, nontransductive };
+// "transductive", "support", "nontransductive"; throws a usage error naming the accepted values otherwise.
+BnMode parse_bn_mode(const std::string& name);
 
 struct ModelConfig {
   std::string arch = "conv4";   // conv4 | mlp
@@ -51,8 +57,9 @@ class Model {
 
   // Backbone features (N, feature_dim) of x. `params` may hold only the backbone or all parameters.
   Variable embed(const std::vector<Variable>& params, const Variable& x) const;
-  // Features of a query batch normalised with the support batch's statistics (bn = support), or with
-  // their own (bn = transductive). Returns {support features, query features}.
+  // Features of a query batch normalised with the support batch's statistics (bn = support), with the
+  // support batch and each query in turn (bn = nontransductive), or with their own (bn = transductive).
+  // Returns {support features, query features}.
   std::pair<Variable, Variable> embed_pair(const std::vector<Variable>& params, const Variable& xs,
                                            const Variable& xq) const;
   // The linear head on features; head_params = {weight (outputs, D), bias (outputs)}.

@@ -171,17 +171,26 @@ TEST_CASE("cli: meta-train, eval, adapt and predict on builtin:glyphs, with JSON
   CHECK(p["accuracy"] == a["accuracy"]);
 }
 
-std::vector<tensor::Tensor> params_of(const fs::path& ckpt) {
+void expect_error(const Result& r, int code, const std::string& fragment) {
+  INFO("stderr: " << r.err);
+  CHECK(r.code == code);
+  // Progress lines may come first; the error is the line that starts with "error: ".
+  CHECK((r.err.rfind("error: ", 0) == 0 || r.err.find("\nerror: ") != std::string::npos));
+  CHECK(r.err.find(fragment) != std::string::npos);
+}
+
+// The tensors of a checkpoint whose names start with `prefix` (the parameters by default), in order.
+std::vector<tensor::Tensor> params_of(const fs::path& ckpt, const std::string& prefix = "param/") {
   io::Checkpoint ck = io::load_checkpoint(ckpt.string());
   std::vector<tensor::Tensor> out;
   for (const auto& t : ck.tensors)
-    if (t.name.rfind("param/", 0) == 0) out.push_back(t.tensor);
+    if (t.name.rfind(prefix, 0) == 0) out.push_back(t.tensor);
   return out;
 }
 
-TEST_CASE("cli: an interrupted run resumes to the same parameters, bit for bit") {
-  TempDir tmp;
-  const std::string common = std::string(kSmall) + " --algo maml --iterations 120 --val-every 60 --checkpoint-every 1000";
+// Trains `common` to the end in TMP/a, and in TMP/b interrupted with SIGINT once it has logged its first
+// line, then resumed.
+void run_whole_and_interrupted(const std::string& common, const TempDir& tmp) {
   REQUIRE(metafew("meta-train " + common + " --out " + (tmp.path / "a").string(), tmp.path).code == 0);
 
   // Run b: interrupted with SIGINT once it has logged its first line, then resumed.
@@ -210,20 +219,76 @@ TEST_CASE("cli: an interrupted run resumes to the same parameters, bit for bit")
   Result resumed = metafew("meta-train --resume " + b.string(), tmp.path);
   INFO(resumed.err);
   REQUIRE(resumed.code == 0);
-  auto pa = params_of(tmp.path / "a" / "last"), pb = params_of(b / "last");
+}
+
+void check_same_bits(const std::vector<tensor::Tensor>& pa, const std::vector<tensor::Tensor>& pb) {
   REQUIRE(pa.size() == pb.size());
   for (size_t i = 0; i < pa.size(); ++i) {
     REQUIRE(pa[i].shape() == pb[i].shape());
-    CHECK(std::memcmp(pa[i].raw_data(), pb[i].raw_data(), static_cast<size_t>(pa[i].numel()) * 4) == 0);
+    REQUIRE(pa[i].dtype() == pb[i].dtype());
+    CHECK(std::memcmp(pa[i].raw_data(), pb[i].raw_data(),
+                      static_cast<size_t>(pa[i].numel()) * tensor::dtype_size(pa[i].dtype())) == 0);
   }
 }
 
-void expect_error(const Result& r, int code, const std::string& fragment) {
-  INFO("stderr: " << r.err);
-  CHECK(r.code == code);
-  // Progress lines may come first; the error is the line that starts with "error: ".
-  CHECK((r.err.rfind("error: ", 0) == 0 || r.err.find("\nerror: ") != std::string::npos));
-  CHECK(r.err.find(fragment) != std::string::npos);
+TEST_CASE("cli: an interrupted run resumes to the same parameters, bit for bit") {
+  TempDir tmp;
+  run_whole_and_interrupted(
+      std::string(kSmall) + " --algo maml --iterations 120 --val-every 60 --checkpoint-every 1000", tmp);
+  check_same_bits(params_of(tmp.path / "a" / "last"), params_of(tmp.path / "b" / "last"));
+}
+
+TEST_CASE("cli: Reptile's carried inner state survives export and an interrupted run, bit for bit") {
+  TempDir tmp;
+  run_whole_and_interrupted(
+      std::string(kSmall) +
+          " --algo reptile --inner-lr 0.001 --inner-steps 2 --iterations 120 --val-every 60 "
+          "--checkpoint-every 1000",
+      tmp);
+  const fs::path a = tmp.path / "a" / "last";
+  check_same_bits(params_of(a), params_of(tmp.path / "b" / "last"));
+  check_same_bits(params_of(a, "state/"), params_of(tmp.path / "b" / "last", "state/"));
+  io::Checkpoint ck = io::load_checkpoint(a.string());
+  CHECK(ck.header["config"]["inner_state"] == "carry");
+  const tensor::Tensor& steps = io::find_tensor(ck, "state/inner_adam.steps");
+  CHECK(steps.data<int32_t>()[0] == 240);  // 120 meta-steps of 2 inner steps
+  CHECK(params_of(a, "state/").size() == params_of(a).size() + 1);
+
+  // export keeps the state, so the exported model evaluates exactly as the run's.
+  const fs::path exported = tmp.path / "model.mfck";
+  REQUIRE(metafew("export --checkpoint " + a.string() + " --out " + exported.string(), tmp.path).code == 0);
+  check_same_bits(params_of(a, "state/"), params_of(exported, "state/"));
+  Result e1 = metafew("eval --checkpoint " + a.string() + " --episodes 20 --json", tmp.path);
+  Result e2 = metafew("eval --checkpoint " + exported.string() + " --episodes 20 --json", tmp.path);
+  REQUIRE(e1.code == 0);
+  REQUIRE(e2.code == 0);
+  CHECK(json::parse(e1.out)["accuracy"] == json::parse(e2.out)["accuracy"]);
+  // eval --bn overrides the run's batch-norm mode and reports it.
+  Result e3 =
+      metafew("eval --checkpoint " + a.string() + " --episodes 20 --bn nontransductive --json", tmp.path);
+  INFO(e3.err);
+  REQUIRE(e3.code == 0);
+  CHECK(json::parse(e3.out)["bn"] == "nontransductive");
+  CHECK(json::parse(e1.out)["bn"] == "transductive");
+
+  // A checkpoint written before --inner-state existed (no setting, no state) loads as fresh: it evaluates.
+  io::Checkpoint old = ck;
+  old.header["config"].erase("inner_state");
+  old.header.erase("state_names");
+  std::vector<io::NamedTensor> kept;
+  for (const auto& t : old.tensors)
+    if (t.name.rfind("state/", 0) != 0) kept.push_back(t);
+  old.tensors = kept;
+  io::save_checkpoint((tmp.path / "old.mfck").string(), old);
+  Result e4 =
+      metafew("eval --checkpoint " + (tmp.path / "old.mfck").string() + " --episodes 20 --json", tmp.path);
+  INFO(e4.err);
+  CHECK(e4.code == 0);
+  // A carried-state checkpoint that lost its state is refused, naming the missing tensor.
+  old.header["config"]["inner_state"] = "carry";
+  io::save_checkpoint((tmp.path / "broken.mfck").string(), old);
+  expect_error(metafew("eval --checkpoint " + (tmp.path / "broken.mfck").string(), tmp.path), 1,
+               "state/inner_adam.v.");
 }
 
 TEST_CASE("cli: bad input gets a clear message and the documented exit code") {
@@ -240,6 +305,17 @@ TEST_CASE("cli: bad input gets a clear message and the documented exit code") {
   expect_error(metafew("meta-train --data " + (d / "missing").string() + " --out " + (d / "r").string(), d), 2,
                "missing' does not exist");
   expect_error(metafew("frobnicate", d), 2, "unknown command");
+  expect_error(metafew("meta-train --algo reptile --inner-state warm --out " + (d / "r").string(), d), 2,
+               "--inner-state must be carry or fresh, got 'warm'");
+  expect_error(metafew("meta-train --bn query --out " + (d / "r").string(), d), 2,
+               "--bn must be transductive, support or nontransductive, got 'query'");
+  expect_error(
+      metafew("meta-train --algo matchingnet --matching-attention dot --out " + (d / "r").string(), d), 2,
+      "--matching-attention must be cosine or supnorm, got 'dot'");
+  std::ofstream(d / "settings.json") << R"({"algo": "reptile", "inner_state": true})";
+  expect_error(
+      metafew("meta-train --config " + (d / "settings.json").string() + " --out " + (d / "r").string(), d), 1,
+      "\"inner_state\" expects a string");
 
   // A trained checkpoint to damage.
   const fs::path run = d / "run";
@@ -286,6 +362,8 @@ TEST_CASE("cli: bad input gets a clear message and the documented exit code") {
   const fs::path maml = d / "maml";
   REQUIRE(metafew("meta-train " + std::string(kSmall) + " --algo maml --iterations 2 --out " + maml.string(), d).code == 0);
   expect_error(metafew("eval --checkpoint " + maml.string() + " --ways 3", d), 2, "5-way head");
+  expect_error(metafew("eval --checkpoint " + maml.string() + " --bn none", d), 2,
+               "--bn must be transductive, support or nontransductive, got 'none'");
 }
 
 TEST_CASE("cli: a diverging loss stops the run and keeps the last good checkpoint") {

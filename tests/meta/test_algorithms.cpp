@@ -221,6 +221,38 @@ TEST_CASE("meta: Matching Networks loss and gradients on a hand-computed 2-way 1
   check_vec(g[0], {0.0, 0.5 / (e + 1)});
 }
 
+TEST_CASE("meta: Matching Networks with supnorm attention on a hand-computed 2-way 1-shot case") {
+  // Similarities q . s_j / |s_j| = (2, 0): attention (e^2, 1) / (e^2 + 1); loss = log(1 + e^-2).
+  // With a1 = 1 / (e^2 + 1): dL/dq = (a0 - 1) s0/|s0| + a1 s1/|s1| = (-a1, a1);
+  // dL/ds_j = dL/dsim_j (q - (q . u_j) u_j) / |s_j| (u_j = s_j/|s_j|): 0 for s0 (q is along it), a1 (2, 0)
+  // for s1. (cosine attention gives similarities (1, 0) on the same case, see the test above.)
+  HandCase h;
+  Variable loss =
+      ops::cross_entropy(meta::matching_log_probs(h.s, h.ys, h.q, 2, meta::MatchingAttention::supnorm), h.yq);
+  const double a1 = 1 / (std::exp(2.0) + 1);
+  CHECK(loss.item() == doctest::Approx(std::log1p(std::exp(-2.0))).epsilon(1e-7));
+  auto g = autograd::grad({loss}, {h.q, h.s});
+  check_vec(g[0], {-a1, a1});
+  check_vec(g[1], {0, 0, 2 * a1, 0});
+}
+
+TEST_CASE("meta: Matching Networks supnorm attention passes gradcheck and gradgradcheck") {
+  std::mt19937 rng(17);
+  const Tensor ys = Tensor::from_indices({0, 1, 2, 0, 1, 2}, {6});
+  auto f = [&](const std::vector<Variable>& v) {
+    return meta::matching_log_probs(v[0], ys, v[1], 3, meta::MatchingAttention::supnorm);
+  };
+  const std::vector<Tensor> xs{random_tensor({6, 4}, rng), random_tensor({5, 4}, rng)};
+  CHECK(gradcheck("matching supnorm", f, xs) == 0);
+  CHECK(gradgradcheck("matching supnorm", f, xs) == 0);
+}
+
+TEST_CASE("meta: the matching attention names parse, and anything else is refused naming both") {
+  CHECK(meta::parse_matching_attention("cosine") == meta::MatchingAttention::cosine);
+  CHECK(meta::parse_matching_attention("supnorm") == meta::MatchingAttention::supnorm);
+  CHECK_THROWS_WITH(meta::parse_matching_attention("dot"), doctest::Contains("cosine or supnorm, got 'dot'"));
+}
+
 TEST_CASE("meta: ParamNet head, loss and gradients on a hand-computed 2-way 1-shot case") {
   // A = 2I, s = (-1, 0) gives logits 2 p.q - |p|^2 = (3, -1): the ProtoNet loss log(1 + e^-4).
   // dL/dA = sum_c dL/dlogit_c q p_c^T = s1 q (p1 - p0)^T; dL/ds = sum_c dL/dlogit_c (|p_c|^2, 1) = 0.

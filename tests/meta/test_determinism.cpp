@@ -73,5 +73,33 @@ TEST_CASE("determinism: meta-gradients are bit-identical with 1 and 2 threads") 
   }
 }
 
+// Two Reptile meta-steps (4 tasks, inner Adam state carried): parameters and carried state at `threads`.
+std::vector<Tensor> reptile_carry_with_threads(int threads) {
+  const int before = omp_get_max_threads();
+  omp_set_num_threads(threads);
+  nn::ModelConfig mc;
+  mc.filters = 8;
+  meta::AlgoConfig ac;
+  ac.algo = "reptile";
+  ac.inner_steps = 3;
+  ac.inner_batch = 3;
+  ac.inner_lr = 1e-3;
+  ac.carry_inner_state = true;
+  core::Rng init(3);
+  auto a = meta::make_algorithm(nn::Model(mc), ac, init);
+  optim::Sgd outer(1.0);
+  for (uint64_t step = 0; step < 2; ++step) meta::meta_step(*a, glyph_like_tasks(4, 9 + step), outer);
+  omp_set_num_threads(before);
+  std::vector<Tensor> out;
+  for (const auto& p : a->parameters()) out.push_back(p.data());
+  for (size_t i = 0; i + 1 < a->state().size(); ++i) out.push_back(a->state()[i]);  // f32 moments
+  REQUIRE(a->state().back().data<int32_t>()[0] == 6);
+  return out;
+}
+
+TEST_CASE("determinism: Reptile's carried inner state is bit-identical with 1 and 2 threads") {
+  CHECK(bit_identical(reptile_carry_with_threads(1), reptile_carry_with_threads(2)));
+}
+
 }  // namespace
 }  // namespace metafew::testing
