@@ -72,10 +72,7 @@ Variable grad_sums_impl(const Variable& gy, const Variable& x, double eps, const
         std::vector<Variable> grads(2);
         const Variable u0 = channel_row(g, 0), u1 = channel_row(g, 1);
         if (need[0]) grads[0] = batch_norm(in[1], u0, u1, eps);
-        if (need[1]) {
-          const Variable s = grad_sums_impl(in[0], in[1], eps, mean_t, invstd_t);
-          grads[1] = grad_input_impl(in[0], in[1], u0, s, eps, mean_t, invstd_t);
-        }
+        if (need[1]) grads[1] = grad_input_impl(in[0], in[1], u0, out, eps, mean_t, invstd_t);  // out = S(g, x)
         return grads;
       });
 }
