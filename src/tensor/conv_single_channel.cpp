@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "core/error.h"
+#include "tensor/parallel_for.h"
+#include "tensor/vec16.h"
 
 namespace metafew::tensor {
 
@@ -32,17 +34,12 @@ namespace metafew::tensor {
 
 namespace {
 
-constexpr int64_t kLanes = 16;
+using vec16::kLanes;
+using vec16::load;
+using vec16::store;
+using vec16::Vec;
 constexpr int kTaps = 9;
 constexpr int64_t kPrefetch = 4 * kLanes;  // floats ahead (4 cache lines)
-typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
-
-inline Vec load(const float* p) {
-  Vec v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline void store(float* p, const Vec& v) { std::memcpy(p, &v, sizeof v); }
 // Keeps v in a register: GCC otherwise folds a load used by several FMAs into each of them as a memory
 // operand, which doubles the loads of the backward kernel.
 inline void in_register([[maybe_unused]] Vec& v) {
@@ -227,15 +224,14 @@ void conv2d_single_channel(const float* x, const float* w, const float* bias, fl
   const int64_t pixels = s.oh() * s.ow(), stride = padded_pixels(s), image = s.ih * s.iw;
   constexpr int kOut = 2, kPix = 4;  // measured best of (4, 2), (4, 3), (8, 2), (6, 2), (2, 4), (8, 1)
   const bool par = use_threads(s.macs());
-#pragma omp parallel for schedule(static) if (par)
-  for (int64_t n = 0; n < s.n; ++n) {
+  parallel_for(s.n, par, [&](int64_t n) {
     float* cols = thread_scratch(static_cast<size_t>(column_scratch_floats(s, stride)));
     build_columns(x + n * image, s, stride, cols);
     float* y_img = y + n * s.oc * pixels;
     int64_t o = 0;
     for (; o + kOut <= s.oc; o += kOut) forward_block<kOut, kPix>(cols, stride, pixels, w, bias, o, y_img);
     for (; o < s.oc; ++o) forward_block<1, kPix>(cols, stride, pixels, w, bias, o, y_img);
-  }
+  });
 }
 
 void conv2d_grad_weight_single_channel(const float* x, const float* gy, float* gw, float* gbias,
@@ -248,9 +244,8 @@ void conv2d_grad_weight_single_channel(const float* x, const float* gy, float* g
   const int64_t blocks = (s.oc + kOut - 1) / kOut;
   const bool par = use_threads(s.macs()) && blocks > 1;
   // Threads split the output channels, never the batch: every sum runs over n in order on one thread.
-#pragma omp parallel if (par)
-  {
-    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+  // Opens a region only when it splits (Note [No empty parallel regions] in tensor/parallel_for.h).
+  auto work = [&](int64_t nt, int64_t t) {
     const int64_t b0 = blocks * t / nt, b1 = blocks * (t + 1) / nt;
     const int64_t o_begin = std::min(s.oc, b0 * kOut), o_end = std::min(s.oc, b1 * kOut);
     if (o_begin < o_end) {
@@ -281,6 +276,12 @@ void conv2d_grad_weight_single_channel(const float* x, const float* gy, float* g
         if (gbias) gbias[o] = horizontal_sum(bacc[o - o_begin]);
       }
     }
+  };
+  if (par) {
+#pragma omp parallel
+    work(omp_get_num_threads(), omp_get_thread_num());
+  } else {
+    work(1, 0);
   }
 }
 

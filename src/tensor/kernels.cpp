@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "oneapi/dnnl/dnnl.h"
+#include "tensor/parallel_for.h"
 #include "tensor/serial_scope.h"
 
 namespace metafew::tensor {
@@ -738,8 +739,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
     T* pm = m.data<T>();
     T* ps = is.data<T>();
     const bool par = may_parallelize(x.numel());
-#pragma omp parallel for if (par)
-    for (int64_t ch = 0; ch < c; ++ch) {
+    parallel_for(c, par, [&](int64_t ch) {
       const auto [scale, shift] = channel_affine(px, pg, pb, n, c, hw, ch, eps, pm, ps);
       for (int64_t i = 0; i < n; ++i) {
         const T* p = px + (i * c + ch) * hw;
@@ -747,7 +747,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
 #pragma omp simd
         for (int64_t j = 0; j < hw; ++j) q[j] = p[j] * scale + shift;
       }
-    }
+    });
   });
   if (mean) *mean = m;
   if (invstd) *invstd = is;
@@ -779,13 +779,12 @@ std::pair<Tensor, Tensor> batch_norm_max_pool(const Tensor& x, const Tensor& gam
     T* pm = m.data<T>();
     T* ps = is.data<T>();
     const bool par = may_parallelize(x.numel());
-#pragma omp parallel for if (par)
-    for (int64_t ch = 0; ch < c; ++ch) {
+    parallel_for(c, par, [&](int64_t ch) {
       const auto [scale, shift] = channel_affine(px, pg, pb, n, c, hw, ch, eps, pm, ps);  // as batch_norm
       for (int64_t i = 0; i < n; ++i)
         pool2x2_plane<true>(px + (i * c + ch) * hw, w, corners.data(), oh * ow, scale, shift,
                             py + (i * c + ch) * oh * ow, pi + (i * c + ch) * oh * ow);
-    }
+    });
   });
   if (mean) *mean = m;
   if (invstd) *invstd = is;
@@ -820,8 +819,7 @@ std::pair<Tensor, Tensor> batch_norm_max_pool_backward(const Tensor& g, const Te
     T* out = sums.data<T>();
     T* pd = want_dx ? dx.data<T>() : nullptr;
     const bool par = may_parallelize(x.numel());
-#pragma omp parallel for if (par)
-    for (int64_t ch = 0; ch < c; ++ch) {
+    parallel_for(c, par, [&](int64_t ch) {
       // gz is zero outside the argmax positions, so its sums only visit those.
       // (Per-plane sums in T as batch_norm_grad_sums.)
       double sgx = 0, sg = 0;
@@ -843,7 +841,7 @@ std::pair<Tensor, Tensor> batch_norm_max_pool_backward(const Tensor& g, const Te
       const T s0 = static_cast<T>(sgx * ps[ch]), s1 = static_cast<T>(sg);
       out[ch] = s0;
       out[c + ch] = s1;
-      if (!want_dx) continue;
+      if (!want_dx) return;
       // dx = a gz + b x + k with per-channel a, b, k (batch_norm_grad_input's arithmetic): the dense part
       // first, then a * g added at each argmax.
       const double inv = ps[ch], scale = pgam[ch] * inv;
@@ -862,7 +860,7 @@ std::pair<Tensor, Tensor> batch_norm_max_pool_backward(const Tensor& g, const Te
 #pragma omp simd
         for (int64_t o = 0; o < per; ++o) yy[at[o]] = a * gg[o] + b * xx[at[o]] + k;
       }
-    }
+    });
   });
   return {dx, sums};
 }
@@ -897,8 +895,7 @@ Tensor batch_norm_grad_sums(const Tensor& g, const Tensor& x, const Tensor& mean
     const T* ps = invstd.data<T>();
     T* out = sums.data<T>();
     const bool par = may_parallelize(x.numel());
-#pragma omp parallel for if (par)
-    for (int64_t ch = 0; ch < d.c; ++ch) {
+    parallel_for(d.c, par, [&](int64_t ch) {
       // Per-plane sums in T, plane sums in double (Note [Batch norm statistics]).
       double sgx = 0, sg = 0;
       const T m = pm[ch];
@@ -916,7 +913,7 @@ Tensor batch_norm_grad_sums(const Tensor& g, const Tensor& x, const Tensor& mean
       }
       out[ch] = static_cast<T>(sgx * ps[ch]);
       out[d.c + ch] = static_cast<T>(sg);
-    }
+    });
   });
   return sums;
 }
@@ -939,21 +936,20 @@ Tensor batch_norm_grad_input(const Tensor& g, const Tensor& x, const Tensor& gam
     const T* sm = sums.data<T>();
     T* py = dx.data<T>();
     const bool par = may_parallelize(x.numel());
-#pragma omp parallel for collapse(2) if (par)
-    for (int64_t i = 0; i < d.n; ++i)
-      for (int64_t ch = 0; ch < d.c; ++ch) {
-        // dx = a g + b x + c, with per-channel a, b, c.
-        const double inv = ps[ch], scale = pgam[ch] * inv;
-        const double k = sm[ch] / m * inv;  // sum(g xh)/M times invstd: xh * that = (x - mu) invstd^2 ...
-        const T a = static_cast<T>(scale);
-        const T b = static_cast<T>(-scale * k);
-        const T c = static_cast<T>(scale * (k * pm[ch] - sm[d.c + ch] / m));
-        const T* gg = pg + (i * d.c + ch) * d.hw;
-        const T* xx = px + (i * d.c + ch) * d.hw;
-        T* yy = py + (i * d.c + ch) * d.hw;
+    parallel_for(d.n * d.c, par, [&](int64_t plane) {
+      const int64_t i = plane / d.c, ch = plane % d.c;
+      // dx = a g + b x + c, with per-channel a, b, c.
+      const double inv = ps[ch], scale = pgam[ch] * inv;
+      const double k = sm[ch] / m * inv;  // sum(g xh)/M times invstd: xh * that = (x - mu) invstd^2 ...
+      const T a = static_cast<T>(scale);
+      const T b = static_cast<T>(-scale * k);
+      const T c = static_cast<T>(scale * (k * pm[ch] - sm[d.c + ch] / m));
+      const T* gg = pg + (i * d.c + ch) * d.hw;
+      const T* xx = px + (i * d.c + ch) * d.hw;
+      T* yy = py + (i * d.c + ch) * d.hw;
 #pragma omp simd
-        for (int64_t j = 0; j < d.hw; ++j) yy[j] = a * gg[j] + b * xx[j] + c;
-      }
+      for (int64_t j = 0; j < d.hw; ++j) yy[j] = a * gg[j] + b * xx[j] + c;
+    });
   });
   return dx;
 }

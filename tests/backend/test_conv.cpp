@@ -24,6 +24,7 @@ namespace {
 
 using metafew::tensor::ConvShape;
 namespace dnnl_backend = metafew::backend::dnnl_backend;
+using dnnl_backend::ConvKernel;
 using dnnl_backend::ConvLayout;
 
 // Note [Conv fuzz tolerance]
@@ -268,11 +269,14 @@ TEST_CASE("oneDNN conv: fuzz against the reference") {
   const std::vector<ConvShape> shapes = fuzz_shapes(220);
   std::mt19937 rng(12345u);
   double worst = 0, worst_direct = 0;
-  int direct_shapes = 0;
+  int direct_shapes = 0, own_reorder_shapes = 0;
   for (const ConvShape& s : shapes) {
     const Case c(s, rng);
     for (ConvLayout layout : {ConvLayout::blocked, ConvLayout::plain})
       worst = std::max(worst, check_onednn(c, layout));
+    // Shapes whose blocked plans reorder with metafew's own kernels (Note [Blocked reorders]).
+    const std::string plan = dnnl_backend::conv2d_describe(s, ConvKernel::backward_weights, false, ConvLayout::blocked);
+    if (plan.find("(own 0)") == std::string::npos) ++own_reorder_shapes;
     if (metafew::tensor::conv_single_channel_supported(s)) {
       worst_direct = std::max(worst_direct, check_onednn(c, ConvLayout::direct));
       ++direct_shapes;
@@ -280,6 +284,7 @@ TEST_CASE("oneDNN conv: fuzz against the reference") {
     dnnl_backend::release_thread_cache();  // bound memory: each shape compiles its own kernels
   }
   CHECK(direct_shapes >= 20);
+  CHECK(own_reorder_shapes >= 20);
   MESSAGE("largest |error| / tolerance over " << shapes.size() << " shapes: " << worst << " (oneDNN), "
                                               << worst_direct << " (direct, " << direct_shapes << " shapes)");
 }
@@ -323,6 +328,27 @@ TEST_CASE("direct single-channel conv: shapes it does not take are refused") {
   CHECK_THROWS_WITH_AS(dnnl_backend::conv2d_backward_data(buf.data(), buf.data(), buf.data(), layer1,
                                                           ConvLayout::direct),
                        doctest::Contains("direct layout"), metafew::Error);
+}
+
+TEST_CASE("oneDNN conv: the conv-4 layers reorder with metafew's kernels where they are faster") {
+  // 64 channels: weights always; activations up to 64 pixels per plane (Note [Blocked reorders]).
+  const ConvShape conv3 = make_shape(5, 64, 7, 7, 64, 3, 1, 1), conv4 = make_shape(5, 64, 3, 3, 64, 3, 1, 1),
+                  conv2 = make_shape(5, 64, 14, 14, 64, 3, 1, 1), odd = make_shape(2, 24, 3, 3, 40, 3, 1, 1);
+  for (const ConvShape& s : {conv3, conv4}) {
+    CAPTURE(s.to_string());
+    CHECK(dnnl_backend::conv2d_describe(s, ConvKernel::forward, false, ConvLayout::blocked).find("reorders=3 (own 3)") !=
+          std::string::npos);
+    CHECK(dnnl_backend::conv2d_describe(s, ConvKernel::backward_data, false, ConvLayout::blocked)
+              .find("reorders=3 (own 3)") != std::string::npos);
+    CHECK(dnnl_backend::conv2d_describe(s, ConvKernel::backward_weights, false, ConvLayout::blocked)
+              .find("reorders=3 (own 3)") != std::string::npos);
+  }
+  CHECK(dnnl_backend::conv2d_describe(conv2, ConvKernel::forward, false, ConvLayout::blocked).find("reorders=3 (own 1)") !=
+        std::string::npos);
+  // Channel counts that are not whole blocks stay with oneDNN's reorders (which pad).
+  CHECK(dnnl_backend::conv2d_describe(odd, ConvKernel::forward, false, ConvLayout::blocked).find("(own 0)") !=
+        std::string::npos);
+  dnnl_backend::release_thread_cache();
 }
 
 TEST_CASE("oneDNN conv: plans are cached and reused") {

@@ -17,6 +17,7 @@
 
 #include "backend/dnnl/context.h"
 #include "core/error.h"
+#include "tensor/blocked_layout.h"
 #include "tensor/conv_single_channel.h"
 
 namespace metafew::backend::dnnl_backend {
@@ -118,10 +119,24 @@ constexpr int64_t kOneThreadMacs = int64_t{1} << 21;  // ~2.1 M
 // Note [Weights cache].
 constexpr int kWeightsCacheEntries = 16;
 constexpr std::size_t kWeightsCacheMaxBytes = std::size_t{4} << 20;
+// Activations with planes up to this many pixels use metafew's reorders, larger ones oneDNN's (Note [Blocked
+// reorders] in tensor/blocked_layout.cpp has the measurements).
+constexpr int64_t kOwnActivationReorderMaxPixels = 64;
+
+// A reorder metafew runs itself (Note [Blocked reorders] in tensor/blocked_layout.cpp) instead of a oneDNN
+// reorder primitive: between plain nchw / oihw and nChw16c / OIhw16i16o / OIhw16o16i with whole blocks.
+struct OwnReorder {
+  enum class Kind { none, activations, weights } kind = Kind::none;
+  bool to_blocked = false;
+  int64_t dims[3] = {0, 0, 0};  // (n, c, h * w) or (o, i, kh * kw)
+  tensor::WeightsBlocking blocking = tensor::WeightsBlocking::i16o16;
+  dnnl_memory_t from = nullptr, to = nullptr;  // owned by the Plan
+};
 
 struct Step {
-  dn::primitive primitive;
+  dn::primitive primitive;            // null for an own reorder
   std::vector<dnnl_exec_arg_t> args;  // raw handles of memories owned by the Plan
+  OwnReorder own;
 };
 
 // Everything one kernel call executes: reorders of the inputs, the convolution, reorders of the outputs.
@@ -256,7 +271,7 @@ class PlanBuilder {
     p.steps.push_back(std::move(main));
     for (Step& s : post_) p.steps.push_back(std::move(s));
     std::ostringstream os;
-    os << impl << description_.str() << " reorders=" << reorders_;
+    os << impl << description_.str() << " reorders=" << reorders_ << " (own " << own_reorders_ << ")";
     p.description = os.str();
     return std::move(plan_);
   }
@@ -307,6 +322,17 @@ class PlanBuilder {
     }
     const md& from = is_input ? user_md : prim_md;
     const md& to = is_input ? prim_md : user_md;
+    if (OwnReorder own = own_reorder(user_md, prim_md, weights); own.kind != OwnReorder::Kind::none) {
+      own.to_blocked = is_input;
+      own.from = (is_input ? user_mem : prim_mem).get();
+      own.to = (is_input ? prim_mem : user_mem).get();
+      Step step;
+      step.own = own;
+      (is_input ? pre_ : post_).push_back(std::move(step));
+      ++reorders_;
+      ++own_reorders_;
+      return;
+    }
     dn::reorder::primitive_desc rpd(engine_, from, engine_, to, user_scratchpad_attr());
     Step step;
     step.primitive = dn::reorder(rpd);
@@ -315,6 +341,30 @@ class PlanBuilder {
     add_scratchpad(step.args, rpd.scratchpad_desc());
     (is_input ? pre_ : post_).push_back(std::move(step));
     ++reorders_;
+  }
+
+  // The own reorder between the plain user layout and the primitive's, when there is one for the pair.
+  static OwnReorder own_reorder(const md& user_md, const md& prim_md, bool weights) {
+    OwnReorder own;
+    const dn::memory::dims d = user_md.dims();
+    if (d.size() != 4 || user_md.data_type() != dn::memory::data_type::f32) return own;
+    const bool whole_blocks = d[1] % 16 == 0 && (!weights || d[0] % 16 == 0);
+    if (!whole_blocks) return own;
+    const md plain(d, dn::memory::data_type::f32, weights ? tag::oihw : tag::nchw);
+    if (user_md != plain) return own;
+    auto is = [&](tag t) { return prim_md == md(d, dn::memory::data_type::f32, t); };
+    if (!weights && is(tag::nChw16c) && d[2] * d[3] <= kOwnActivationReorderMaxPixels) {
+      own.kind = OwnReorder::Kind::activations;
+    } else if (weights && (is(tag::OIhw16i16o) || is(tag::OIhw16o16i))) {
+      own.kind = OwnReorder::Kind::weights;
+      own.blocking = is(tag::OIhw16i16o) ? tensor::WeightsBlocking::i16o16 : tensor::WeightsBlocking::o16i16;
+    } else {
+      return own;
+    }
+    own.dims[0] = d[0];
+    own.dims[1] = d[1];
+    own.dims[2] = d[2] * d[3];
+    return own;
   }
 
   void add_scratchpad(std::vector<dnnl_exec_arg_t>& args, const md& scratchpad_md) {
@@ -333,6 +383,7 @@ class PlanBuilder {
   std::ostringstream description_;
   int next_slot_ = 0;
   int reorders_ = 0;
+  int own_reorders_ = 0;  // of reorders_, run by metafew (Note [Blocked reorders])
 };
 
 std::unique_ptr<Plan> build_plan(const PlanKey& key) {
@@ -459,6 +510,23 @@ std::pair<void*, bool> weights_buffer(ThreadState& ts, const Plan& plan, uint64_
   return {victim->buffer.reserve(bytes), false};
 }
 
+void run_own_reorder(const char* op, const OwnReorder& r) {
+  void* from = nullptr;
+  void* to = nullptr;
+  MF_CHECK(dnnl_memory_get_data_handle(r.from, &from) == dnnl_success &&
+               dnnl_memory_get_data_handle(r.to, &to) == dnnl_success,
+           op, ": cannot read the buffers of a reorder");
+  const auto* src = static_cast<const float*>(from);
+  auto* dst = static_cast<float*>(to);
+  const auto [a, b, c] = r.dims;
+  if (r.kind == OwnReorder::Kind::activations) {
+    r.to_blocked ? tensor::nchw_to_nchw16c(src, dst, a, b, c) : tensor::nchw16c_to_nchw(src, dst, a, b, c);
+  } else {
+    r.to_blocked ? tensor::oihw_to_blocked(src, dst, a, b, c, r.blocking)
+                 : tensor::blocked_to_oihw(src, dst, a, b, c, r.blocking);
+  }
+}
+
 void execute(const char* op, Plan& plan, const std::array<const void*, kUserPointers>& pointers,
              uint64_t w_generation) {
   ThreadState& ts = thread_state();
@@ -488,6 +556,10 @@ void execute(const char* op, Plan& plan, const std::array<const void*, kUserPoin
   for (std::size_t i = 0; i < plan.steps.size(); ++i) {
     if (static_cast<int>(i) == skip_step) continue;
     Step& step = plan.steps[i];
+    if (step.own.kind != OwnReorder::Kind::none) {
+      run_own_reorder(op, step.own);
+      continue;
+    }
     const dnnl_status_t st = dnnl_primitive_execute(step.primitive.get(), stream,
                                                     static_cast<int>(step.args.size()), step.args.data());
     MF_CHECK(st == dnnl_success, op, ": oneDNN execution failed with status ", static_cast<int>(st), " (",
