@@ -141,16 +141,17 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
 // ops' rules (pool_scatter, then the fused batch-norm backward ops), so every order of derivative exists.
 Variable batch_norm_max_pool(const Variable& x, const Variable& gamma, const Variable& beta, double eps) {
   MF_CHECK(eps > 0, "batch_norm_max_pool: eps must be positive, got ", eps);
-  Tensor mean_t, invstd_t;
-  auto [y, index] = tensor::batch_norm_max_pool(x.data(), gamma.data(), beta.data(), eps, &mean_t, &invstd_t);
+  Tensor mean_t, invstd_t, selected;
+  auto [y, index] = tensor::batch_norm_max_pool(x.data(), gamma.data(), beta.data(), eps, &mean_t, &invstd_t,
+                                                &selected);
   Tensor idx = index;
   return make_result(y, "batch_norm_max_pool", {x, gamma, beta}, MF_BACKWARD {
     if (autograd::grad_mode_enabled())
       return backward_with_ops(pool_scatter(g, idx, in[0].shape()), in, need, eps, mean_t, invstd_t);
     const int64_t c = in[0].shape()[1];
     std::vector<Variable> grads(3);
-    auto [dx, sums] = tensor::batch_norm_max_pool_backward(g.data(), idx, in[0].data(), in[1].data(), mean_t,
-                                                           invstd_t, need[0]);
+    auto [dx, sums] = tensor::batch_norm_max_pool_backward(g.data(), idx, selected, in[0].data(), in[1].data(),
+                                                           mean_t, invstd_t, need[0]);
     if (need[0]) grads[0] = Variable(dx);
     if (need[1]) grads[1] = Variable(tensor::slice(sums, 0, 0, 1).reshape({c}));
     if (need[2]) grads[2] = Variable(tensor::slice(sums, 0, 1, 2).reshape({c}));

@@ -502,12 +502,13 @@ std::vector<int32_t> pool2x2_corners(int64_t h, int64_t w) {
 // positions; ties keep the first position in scan order. Branch-free so that it vectorises (gathers).
 template <bool kAffine, typename T>
 void pool2x2_plane(const T* __restrict src, int64_t w, const int32_t* __restrict corners, int64_t count, T scale,
-                   T shift, T* __restrict out, int32_t* __restrict arg) {
+                   T shift, T* __restrict out, int32_t* __restrict arg, T* __restrict raw = nullptr) {
   const int32_t ww = static_cast<int32_t>(w);
 #pragma omp simd
   for (int64_t o = 0; o < count; ++o) {
     const int32_t base = corners[o];
-    T v00 = src[base], v01 = src[base + 1], v10 = src[base + ww], v11 = src[base + ww + 1];
+    const T r00 = src[base], r01 = src[base + 1], r10 = src[base + ww], r11 = src[base + ww + 1];
+    T v00 = r00, v01 = r01, v10 = r10, v11 = r11;
     if constexpr (kAffine) {
       v00 = v00 * scale + shift;
       v01 = v01 * scale + shift;
@@ -523,6 +524,7 @@ void pool2x2_plane(const T* __restrict src, int64_t w, const int32_t* __restrict
     const bool take_bot = bot > top;
     out[o] = take_bot ? bot : top;
     arg[o] = take_bot ? bot_i : top_i;
+    if constexpr (kAffine) raw[o] = take_bot ? (bot_d ? r11 : r10) : (top_b ? r01 : r00);
   }
 }
 
@@ -754,8 +756,10 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
   return y;
 }
 
+constexpr int64_t kScatterChunk = 64;
+
 std::pair<Tensor, Tensor> batch_norm_max_pool(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps,
-                                              Tensor* mean, Tensor* invstd) {
+                                              Tensor* mean, Tensor* invstd, Tensor* selected) {
   MF_CHECK(x.dim() == 4, "batch_norm_max_pool: expected NCHW input, got ", to_string(x.shape()));
   const int64_t n = x.shape()[0], c = x.shape()[1], h = x.shape()[2], w = x.shape()[3], hw = h * w;
   MF_CHECK(h >= 2 && w >= 2, "batch_norm_max_pool: input ", to_string(x.shape()), " is smaller than the 2x2 window");
@@ -766,7 +770,7 @@ std::pair<Tensor, Tensor> batch_norm_max_pool(const Tensor& x, const Tensor& gam
   check_same_dtype(x, beta, "batch_norm_max_pool");
   const int64_t oh = h / 2, ow = w / 2;
   Tensor y = Tensor::empty({n, c, oh, ow}, x.dtype());
-  Tensor idx = Tensor::empty({n, c, oh, ow}, DType::i32);
+  Tensor idx = Tensor::empty({n, c, oh, ow}, DType::i32), sel = Tensor::empty({n, c, oh, ow}, x.dtype());
   Tensor m = Tensor::empty({c}, x.dtype()), is = Tensor::empty({c}, x.dtype());
   const std::vector<int32_t> corners = pool2x2_corners(h, w);
   dispatch_float(x.dtype(), "batch_norm_max_pool", [&](auto tag) {
@@ -776,27 +780,31 @@ std::pair<Tensor, Tensor> batch_norm_max_pool(const Tensor& x, const Tensor& gam
     const T* pb = beta.data<T>();
     T* py = y.data<T>();
     int32_t* pi = idx.data<int32_t>();
+    T* pr = sel.data<T>();
     T* pm = m.data<T>();
     T* ps = is.data<T>();
     const bool par = may_parallelize(x.numel());
     parallel_for(c, par, [&](int64_t ch) {
       const auto [scale, shift] = channel_affine(px, pg, pb, n, c, hw, ch, eps, pm, ps);  // as batch_norm
-      for (int64_t i = 0; i < n; ++i)
-        pool2x2_plane<true>(px + (i * c + ch) * hw, w, corners.data(), oh * ow, scale, shift,
-                            py + (i * c + ch) * oh * ow, pi + (i * c + ch) * oh * ow);
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t plane = i * c + ch;
+        pool2x2_plane<true>(px + plane * hw, w, corners.data(), oh * ow, scale, shift, py + plane * oh * ow,
+                            pi + plane * oh * ow, pr + plane * oh * ow);
+      }
     });
   });
   if (mean) *mean = m;
   if (invstd) *invstd = is;
+  if (selected) *selected = sel;
   return {y, idx};
 }
 
-std::pair<Tensor, Tensor> batch_norm_max_pool_backward(const Tensor& g, const Tensor& index, const Tensor& x,
-                                                       const Tensor& gamma, const Tensor& mean,
+std::pair<Tensor, Tensor> batch_norm_max_pool_backward(const Tensor& g, const Tensor& index, const Tensor& selected,
+                                                       const Tensor& x, const Tensor& gamma, const Tensor& mean,
                                                        const Tensor& invstd, bool want_dx) {
-  MF_CHECK(x.dim() == 4 && g.dim() == 4 && g.shape() == index.shape(), "batch_norm_max_pool_backward: gradient ",
-           to_string(g.shape()), ", index ", to_string(index.shape()), " and input ", to_string(x.shape()),
-           " do not fit");
+  MF_CHECK(x.dim() == 4 && g.dim() == 4 && g.shape() == index.shape() && g.shape() == selected.shape(),
+           "batch_norm_max_pool_backward: gradient ", to_string(g.shape()), ", index ", to_string(index.shape()),
+           ", selected ", to_string(selected.shape()), " and input ", to_string(x.shape()), " do not fit");
   const int64_t n = x.shape()[0], c = x.shape()[1], h = x.shape()[2], w = x.shape()[3], hw = h * w;
   const int64_t oh = g.shape()[2], ow = g.shape()[3], per = oh * ow;
   MF_CHECK(g.shape()[0] == n && g.shape()[1] == c && oh == h / 2 && ow == w / 2,
@@ -805,6 +813,7 @@ std::pair<Tensor, Tensor> batch_norm_max_pool_backward(const Tensor& g, const Te
   MF_CHECK(gamma.numel() == c && mean.numel() == c && invstd.numel() == c,
            "batch_norm_max_pool_backward: per-channel tensors must have ", c, " elements");
   check_same_dtype(g, x, "batch_norm_max_pool_backward");
+  check_same_dtype(selected, x, "batch_norm_max_pool_backward");
   Tensor sums = Tensor::empty({2, c}, x.dtype());
   Tensor dx = want_dx ? Tensor::empty(x.shape(), x.dtype()) : Tensor();
   const double count = static_cast<double>(n * hw);
@@ -812,6 +821,7 @@ std::pair<Tensor, Tensor> batch_norm_max_pool_backward(const Tensor& g, const Te
     using T = typename decltype(tag)::type;
     const T* pg = g.data<T>();
     const int32_t* pi = index.data<int32_t>();
+    const T* pr = selected.data<T>();
     const T* px = x.data<T>();
     const T* pgam = gamma.data<T>();
     const T* pm = mean.data<T>();
@@ -827,12 +837,11 @@ std::pair<Tensor, Tensor> batch_norm_max_pool_backward(const Tensor& g, const Te
       const T m = pm[ch];
       for (int64_t i = 0; i < n; ++i) {
         const T* __restrict a = pg + (i * c + ch) * per;
-        const int32_t* __restrict at = pi + (i * c + ch) * per;
-        const T* __restrict b = px + (i * c + ch) * hw;
+        const T* __restrict b = pr + (i * c + ch) * per;  // x at the argmax positions, kept by the forward
         T agx = 0, ag = 0;
 #pragma omp simd reduction(+ : agx, ag)
         for (int64_t o = 0; o < per; ++o) {
-          agx += a[o] * (b[at[o]] - m);
+          agx += a[o] * (b[o] - m);
           ag += a[o];
         }
         sgx += static_cast<double>(agx);
@@ -855,10 +864,17 @@ std::pair<Tensor, Tensor> batch_norm_max_pool_backward(const Tensor& g, const Te
 #pragma omp simd
         for (int64_t j = 0; j < hw; ++j) yy[j] = b * xx[j] + k;
         const T* gg = pg + (i * c + ch) * per;
+        const T* rr = pr + (i * c + ch) * per;
         const int32_t* at = pi + (i * c + ch) * per;
-        // The argmax positions of a plane are distinct (the windows do not overlap): a conflict-free scatter.
+        // The argmax positions of a plane are distinct (the windows do not overlap): a conflict-free scatter,
+        // of values computed densely first.
+        T vals[kScatterChunk];
+        for (int64_t o0 = 0; o0 < per; o0 += kScatterChunk) {
+          const int64_t len = std::min(kScatterChunk, per - o0);
 #pragma omp simd
-        for (int64_t o = 0; o < per; ++o) yy[at[o]] = a * gg[o] + b * xx[at[o]] + k;
+          for (int64_t o = 0; o < len; ++o) vals[o] = a * gg[o0 + o] + b * rr[o0 + o] + k;
+          for (int64_t o = 0; o < len; ++o) yy[at[o0 + o]] = vals[o];
+        }
       }
     });
   });

@@ -63,15 +63,17 @@ void batch_norm_stats(const Tensor& x, double eps, Tensor* mean, Tensor* invstd)
 // Note [Batch norm and max-pool fused]: max_pool2d(batch_norm(x), 2, 2) in one kernel: the statistics (two
 // passes over x, as batch_norm), then one pass that normalises each 2x2 window and keeps its maximum, so the
 // full-size normalised tensor is never written. Returns (y, i32 argmax within each input plane) exactly as
-// max_pool2d on batch_norm's output (same arithmetic, same tie rule); mean and invstd as batch_norm. NCHW only.
+// max_pool2d on batch_norm's output (same arithmetic, same tie rule); mean and invstd as batch_norm;
+// `selected` (when not null): x at each window's argmax (the input before normalisation, shaped as y), which
+// the backward reads instead of gathering it from x. NCHW only.
 std::pair<Tensor, Tensor> batch_norm_max_pool(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps,
-                                              Tensor* mean, Tensor* invstd);
+                                              Tensor* mean, Tensor* invstd, Tensor* selected = nullptr);
 // Its first backward in one pass over x: with gz = pool_scatter(g, index, x.shape()) (never formed),
-//   sums (2, C) = [sum(gz * xh); sum(gz)] (read from the pooled positions only) and
+//   sums (2, C) = [sum(gz * xh); sum(gz)] (read from the pooled positions only, through `selected`) and
 //   dx = gamma * invstd * (gz - sums[1] / M - xh * sums[0] / M), M = N * H * W.
 // Returns (dx, sums); dx is left undefined when want_dx is false.
-std::pair<Tensor, Tensor> batch_norm_max_pool_backward(const Tensor& g, const Tensor& index, const Tensor& x,
-                                                       const Tensor& gamma, const Tensor& mean,
+std::pair<Tensor, Tensor> batch_norm_max_pool_backward(const Tensor& g, const Tensor& index, const Tensor& selected,
+                                                       const Tensor& x, const Tensor& gamma, const Tensor& mean,
                                                        const Tensor& invstd, bool want_dx);
 
 // Largest |a - b| and largest |b|: test helpers.
