@@ -6,6 +6,7 @@
 #include <immintrin.h>
 #endif
 
+#include <cstdint>
 #include <utility>
 #include <vector>
 
@@ -38,20 +39,29 @@ namespace metafew::tensor {
 //                          its 16 rows (i) of 16 o into the blocked rows (tap, o) holding 16 i.
 // and the inverse directions swap sources and destinations. With AVX-512 the first two butterfly stages are
 // done by the loads (see transpose16).
-// Measured (2026-11-30, Intel Xeon VM, one thread, best of repeated calls, us; /tmp harness, not in bench/):
+// Two more things matter for large activations. (1) The plain rows of a channel block start anywhere within
+// a cache line (a 7x7 plane is 49 floats), so blocked -> plain first transposes a block into an aligned
+// staging block in L1 and then copies the block, which is contiguous in nchw, out in whole aligned vectors.
+// (2) A reorder writing 16 MB or more (batch 2560 here) streams its stores past the caches: the destination
+// cannot stay in L2 anyway, and a streamed line is not read before it is written.
+// Measured (2026-11-30, Intel Xeon VM, one thread, best of repeated calls, us; a /tmp harness calling both on
+// the same buffers, not in bench/):
 //   weights 64x64x3x3   OIhw16i16o -> oihw: ours 5.3, oneDNN 9.9-12.7 (a plain copy of the 147 KB: 3.6)
-//   activations, 64 channels, nchw -> nChw16c / back: ours vs oneDNN
-//     batch 5,  3x3: 0.46 vs 0.85 / 0.47 vs 0.85      batch 80, 7x7:    46 vs 52 / 62 vs 74
-//     batch 5,  7x7: 1.8 vs 2.6 / 3.1 vs 3.5          batch 2560, 7x7:  6167 vs 6422 / 7166 vs 8376
-//     batch 80, 14x14: 298 vs 311 / 416 vs 343        batch 2560, 14x14: 25265 vs 22464 / 37490 vs 33943
-// so the conv backend uses these for weights always and for activations up to 64 pixels per plane; the
-// 14x14 planes (rows of 196 floats, so most 16-float rows straddle cache lines) stay with oneDNN.
+//   activations, 64 channels, nchw -> nChw16c | nChw16c -> nchw, ours vs oneDNN:
+//     batch 5:    3x3 0.40 vs 0.73 | 0.45 vs 0.74     7x7 1.8 vs 2.4 | 2.5 vs 3.5     14x14 6.7 vs 8.1 | 9.8 vs 11.8
+//     batch 80:   3x3 5.9 vs 7.8 | 7.4 vs 9.8         7x7 43 vs 47 | 55 vs 66        14x14 278 vs 282 | 294 vs 361
+//     batch 2560: 7x7 2008 vs 2421 | 2230 vs 3213     14x14 14563 vs 20606 | 15643 vs 28110
+// (without the staging block and the streamed stores ours lost at 14x14: 416 vs 343 at batch 80 and
+// 37490 vs 33943 at batch 2560, blocked -> plain), so the conv backend uses these for every whole-block pair.
 
 namespace {
 
 constexpr int64_t kB = vec16::kLanes;  // block = vector width in floats
 // Reorders of fewer floats than this stay on the calling thread.
 constexpr int64_t kParallelFloats = int64_t{1} << 16;
+
+// Activation reorders writing at least this many bytes use streaming stores (Note [Blocked reorders]).
+constexpr int64_t kStreamBytes = int64_t{16} << 20;
 
 bool may_split(int64_t floats) {
   return floats >= kParallelFloats && !omp_in_parallel() && omp_get_max_threads() > 1;
@@ -61,6 +71,15 @@ using vec16::load;
 using vec16::store;
 using vec16::Vec;
 typedef int32_t Mask __attribute__((vector_size(kB * sizeof(int32_t))));
+
+// A store that bypasses the caches (p 64-byte aligned); a plain store without AVX-512.
+inline void stream_store(float* p, const Vec& v) {
+#if defined(__AVX512F__)
+  _mm512_stream_ps(p, reinterpret_cast<__m512>(v));
+#else
+  store(p, v);
+#endif
+}
 
 // Masks of butterfly stage D: rows a (bit D clear) and b = a + D exchange their off-diagonal halves.
 // new a[c] = c has bit D ? b[c - D] : a[c];  new b[c] = c has bit D ? b[c] : a[c + D].
@@ -90,6 +109,7 @@ inline void butterfly(Vec (&r)[kB]) {
 // of row r holds row (r & 3) | 4q, columns (r & 12) .. (r & 12) + 3 of the source, one 16-byte load each
 // (folded into vinsertf32x4, which can issue on two ports; the two-source shuffles of the butterfly issue
 // on one). Stages 2 and 1 then work within lanes.
+template <bool Stream = false>
 inline void transpose16(const float* const (&src)[kB], float* const (&dst)[kB]) {
   Vec r[kB];
 #if defined(__AVX512F__)
@@ -108,7 +128,13 @@ inline void transpose16(const float* const (&src)[kB], float* const (&dst)[kB]) 
 #endif
   butterfly<2>(r);
   butterfly<1>(r);
-  for (int i = 0; i < kB; ++i) store(dst[i], r[i]);
+  for (int i = 0; i < kB; ++i) {
+    if constexpr (Stream) {
+      stream_store(dst[i], r[i]);
+    } else {
+      store(dst[i], r[i]);
+    }
+  }
 }
 
 // The last `width` < 16 pixels of one (image, channel block), from pixel p0: a partial tile. With AVX-512 the
@@ -151,7 +177,7 @@ void activation_tail(const float* src, float* dst, int64_t hw, int64_t p0, int64
 }
 
 // One (image, channel block): plain [16][hw] <-> blocked [hw][16].
-template <bool ToBlocked>
+template <bool ToBlocked, bool Stream = false>
 void activation_block(const float* src, float* dst, int64_t hw) {
   const int64_t full = hw / kB * kB;
   for (int64_t p0 = 0; p0 < full; p0 += kB) {
@@ -166,7 +192,7 @@ void activation_block(const float* src, float* dst, int64_t hw) {
         rows_out[j] = dst + j * hw + p0;
       }
     }
-    transpose16(rows_in, rows_out);
+    transpose16<Stream && ToBlocked>(rows_in, rows_out);
   }
   if (full < hw) activation_tail<ToBlocked>(src, dst, hw, full, hw - full);
 }
@@ -179,9 +205,38 @@ void activations(const float* src, float* dst, int64_t n, int64_t c, int64_t hw)
   const int64_t block_floats = kB * hw;
   // Image-major channel blocks: block b is image b / (c / 16), channels 16 (b % (c / 16)) onwards, at the
   // same offset b * 16 * hw in both layouts.
+  const bool stream = blocks * block_floats * static_cast<int64_t>(sizeof(float)) >= kStreamBytes &&
+                      reinterpret_cast<uintptr_t>(dst) % sizeof(Vec) == 0;
   parallel_for(blocks, may_split(blocks * block_floats), [&](int64_t b) {
-    activation_block<ToBlocked>(src + b * block_floats, dst + b * block_floats, hw);
+    float* out = dst + b * block_floats;
+    if constexpr (ToBlocked) {
+      if (stream) {
+        activation_block<true, true>(src + b * block_floats, out, hw);
+      } else {
+        activation_block<true>(src + b * block_floats, out, hw);
+      }
+    } else if (!stream && hw < kB) {
+      activation_block<false>(src + b * block_floats, out, hw);  // one partial tile: masked stores
+    } else {
+      // The plain rows of a block start anywhere within a cache line, so the transposed rows would be written
+      // across line boundaries; the block as a whole (16 * hw floats) is contiguous: transpose into an aligned
+      // staging block in L1, then copy that out in whole vectors (streamed when large).
+      thread_local std::vector<Vec> staging;
+      staging.resize(static_cast<std::size_t>(hw));
+      float* stage = reinterpret_cast<float*>(staging.data());
+      activation_block<false>(src + b * block_floats, stage, hw);
+      if (stream) {
+        for (int64_t v = 0; v < hw; ++v) stream_store(out + v * kB, staging[v]);
+      } else {
+        for (int64_t v = 0; v < hw; ++v) store(out + v * kB, staging[v]);
+      }
+    }
   });
+  if (stream) {
+#if defined(__AVX512F__)
+    _mm_sfence();  // order the streamed stores before whatever reads dst next
+#endif
+  }
 }
 
 // The rows of one (16 o, 16 i) block of OIhw16o16i, (tap, o) holding 16 i, <-> rows (i, tap) holding 16 o

@@ -3,7 +3,10 @@
 #include <doctest/doctest.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <random>
 #include <vector>
@@ -74,6 +77,35 @@ TEST_CASE("blocked reorders: activations match the nChw16c index formula both wa
     check_both_ways(
         plain, expected, [&](const float* a, float* b) { metafew::tensor::nchw_to_nchw16c(a, b, cs.n, cs.c, cs.hw); },
         [&](const float* a, float* b) { metafew::tensor::nchw16c_to_nchw(a, b, cs.n, cs.c, cs.hw); });
+  }
+}
+
+TEST_CASE("blocked reorders: large activations (streamed stores) match the index formula, aligned or not") {
+  // 16 MB and more is written with streaming stores when the destination is 64-byte aligned (Note [Blocked
+  // reorders]); a misaligned destination takes the cached path. Both must give the same bits.
+  const int64_t n = 1400, c = 64, hw = 49, count = n * c * hw;
+  REQUIRE(count * static_cast<int64_t>(sizeof(float)) >= (int64_t{16} << 20));
+  const std::vector<float> plain = random_floats(count, 13);
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  // One extra vector so that dst + 1 (misaligned) still fits.
+  std::unique_ptr<float, Free> blocked(static_cast<float*>(std::aligned_alloc(64, (count + 16) * sizeof(float))));
+  std::unique_ptr<float, Free> back(static_cast<float*>(std::aligned_alloc(64, (count + 16) * sizeof(float))));
+  REQUIRE((blocked && back));
+  for (int64_t shift : {0, 1}) {
+    CAPTURE(shift);
+    float* b = blocked.get() + shift;
+    float* p = back.get() + shift;
+    metafew::tensor::nchw_to_nchw16c(plain.data(), b, n, c, hw);
+    bool same = true;
+    for (int64_t i = 0; i < n && same; ++i)
+      for (int64_t ch = 0; ch < c && same; ++ch)
+        for (int64_t q = 0; q < hw && same; ++q)
+          same = b[nchw16c_offset(i, ch, q, c, hw)] == plain[(i * c + ch) * hw + q];
+    CHECK(same);
+    metafew::tensor::nchw16c_to_nchw(b, p, n, c, hw);
+    CHECK(std::equal(plain.begin(), plain.end(), p));
   }
 }
 

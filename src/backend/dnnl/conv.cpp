@@ -119,9 +119,6 @@ constexpr int64_t kOneThreadMacs = int64_t{1} << 21;  // ~2.1 M
 // Note [Weights cache].
 constexpr int kWeightsCacheEntries = 16;
 constexpr std::size_t kWeightsCacheMaxBytes = std::size_t{4} << 20;
-// Activations with planes up to this many pixels use metafew's reorders, larger ones oneDNN's (Note [Blocked
-// reorders] in tensor/blocked_layout.cpp has the measurements).
-constexpr int64_t kOwnActivationReorderMaxPixels = 64;
 
 // A reorder metafew runs itself (Note [Blocked reorders] in tensor/blocked_layout.cpp) instead of a oneDNN
 // reorder primitive: between plain nchw / oihw and nChw16c / OIhw16i16o / OIhw16o16i with whole blocks.
@@ -353,7 +350,7 @@ class PlanBuilder {
     const md plain(d, dn::memory::data_type::f32, weights ? tag::oihw : tag::nchw);
     if (user_md != plain) return own;
     auto is = [&](tag t) { return prim_md == md(d, dn::memory::data_type::f32, t); };
-    if (!weights && is(tag::nChw16c) && d[2] * d[3] <= kOwnActivationReorderMaxPixels) {
+    if (!weights && is(tag::nChw16c)) {
       own.kind = OwnReorder::Kind::activations;
     } else if (weights && (is(tag::OIhw16i16o) || is(tag::OIhw16o16i))) {
       own.kind = OwnReorder::Kind::weights;
