@@ -31,6 +31,15 @@ int64_t nchw16c_offset(int64_t n, int64_t c, int64_t p, int64_t channels, int64_
   return ((n * (channels / 16) + c / 16) * hw + p) * 16 + c % 16;
 }
 
+// plain (nchw) laid out as nChw16c by the index formula.
+std::vector<float> nchw16c_reference(const std::vector<float>& plain, int64_t n, int64_t c, int64_t hw) {
+  std::vector<float> blocked(plain.size());
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t ch = 0; ch < c; ++ch)
+      for (int64_t p = 0; p < hw; ++p) blocked[nchw16c_offset(i, ch, p, c, hw)] = plain[(i * c + ch) * hw + p];
+  return blocked;
+}
+
 // Offset of element (o, i, tap) in OIhw16i16o / OIhw16o16i.
 int64_t weights_offset(int64_t o, int64_t i, int64_t tap, int64_t in, int64_t k, WeightsBlocking b) {
   const int64_t block = ((o / 16) * (in / 16) + i / 16) * k + tap;
@@ -66,14 +75,7 @@ TEST_CASE("blocked reorders: activations match the nChw16c index formula both wa
     CAPTURE(cs.hw);
     const int64_t count = cs.n * cs.c * cs.hw;
     const std::vector<float> plain = random_floats(count, 7);
-    std::vector<float> expected(count);
-    for (int64_t n = 0; n < cs.n; ++n) {
-      for (int64_t c = 0; c < cs.c; ++c) {
-        for (int64_t p = 0; p < cs.hw; ++p) {
-          expected[nchw16c_offset(n, c, p, cs.c, cs.hw)] = plain[(n * cs.c + c) * cs.hw + p];
-        }
-      }
-    }
+    const std::vector<float> expected = nchw16c_reference(plain, cs.n, cs.c, cs.hw);
     check_both_ways(
         plain, expected, [&](const float* a, float* b) { metafew::tensor::nchw_to_nchw16c(a, b, cs.n, cs.c, cs.hw); },
         [&](const float* a, float* b) { metafew::tensor::nchw16c_to_nchw(a, b, cs.n, cs.c, cs.hw); });
@@ -86,6 +88,7 @@ TEST_CASE("blocked reorders: large activations (streamed stores) match the index
   const int64_t n = 1400, c = 64, hw = 49, count = n * c * hw;
   REQUIRE(count * static_cast<int64_t>(sizeof(float)) >= (int64_t{16} << 20));
   const std::vector<float> plain = random_floats(count, 13);
+  const std::vector<float> expected = nchw16c_reference(plain, n, c, hw);
   struct Free {
     void operator()(float* p) const { std::free(p); }
   };
@@ -98,12 +101,7 @@ TEST_CASE("blocked reorders: large activations (streamed stores) match the index
     float* b = blocked.get() + shift;
     float* p = back.get() + shift;
     metafew::tensor::nchw_to_nchw16c(plain.data(), b, n, c, hw);
-    bool same = true;
-    for (int64_t i = 0; i < n && same; ++i)
-      for (int64_t ch = 0; ch < c && same; ++ch)
-        for (int64_t q = 0; q < hw && same; ++q)
-          same = b[nchw16c_offset(i, ch, q, c, hw)] == plain[(i * c + ch) * hw + q];
-    CHECK(same);
+    CHECK(std::equal(expected.begin(), expected.end(), b));
     metafew::tensor::nchw16c_to_nchw(b, p, n, c, hw);
     CHECK(std::equal(plain.begin(), plain.end(), p));
   }
