@@ -36,7 +36,10 @@ namespace {
 
 using vec16::kLanes;
 using vec16::load;
+using vec16::splat;
 using vec16::store;
+using vec16::store_lanes;
+using vec16::thread_scratch;
 using vec16::Vec;
 constexpr int kTaps = 9;
 constexpr int64_t kPrefetch = 4 * kLanes;  // floats ahead (4 cache lines)
@@ -47,7 +50,6 @@ inline void in_register([[maybe_unused]] Vec& v) {
   asm("" : "+v"(v));
 #endif
 }
-inline Vec splat(float f) { return Vec{} + f; }
 inline float horizontal_sum(const Vec& v) {
   float s = 0;
   for (int64_t i = 0; i < kLanes; ++i) s += v[i];
@@ -112,26 +114,8 @@ void build_columns(const float* x, const ConvShape& s, int64_t stride, float* sc
   }
 }
 
-// Grow-only per-thread scratch, 64-byte aligned (a vector load that splits a cache line costs two): steady-
-// state calls allocate nothing.
-float* thread_scratch(size_t floats) {
-  thread_local std::vector<float> buffer;
-  constexpr size_t kAlign = 64 / sizeof(float);
-  if (buffer.size() < floats + kAlign) buffer.resize(floats + kAlign);
-  const auto address = reinterpret_cast<uintptr_t>(buffer.data());
-  return buffer.data() + (kAlign - address / sizeof(float) % kAlign) % kAlign;
-}
-
 bool use_threads(int64_t macs) { return !omp_in_parallel() && omp_get_max_threads() > 1 && macs >= (1 << 21); }
 
-// Writes the first `valid` lanes of v to p (all 16 when valid == kLanes).
-inline void store_lanes(float* p, const Vec& v, int64_t valid) {
-  if (valid == kLanes) {
-    store(p, v);
-  } else {
-    std::memcpy(p, &v, static_cast<size_t>(valid) * sizeof(float));
-  }
-}
 
 // Output channels [o0, o0 + kOut) of one image: y_img is (oc, P) for this image. kPix pixel vectors at a time:
 // kOut x kPix independent sums of 9 products.
@@ -277,12 +261,7 @@ void conv2d_grad_weight_single_channel(const float* x, const float* gy, float* g
       }
     }
   };
-  if (par) {
-#pragma omp parallel
-    work(omp_get_num_threads(), omp_get_thread_num());
-  } else {
-    work(1, 0);
-  }
+  parallel_team(par, work);
 }
 
 }  // namespace metafew::tensor

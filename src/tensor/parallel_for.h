@@ -9,6 +9,8 @@
 // engine's kernels run thousands of times per meta-iteration, mostly on one thread (inside the task-parallel
 // region of the meta-batch), and a 64->64 convolution at 3x3 pixels takes ~27 us, so kernels decide first
 // and open a region only when they will split.
+#include <omp.h>
+
 #include <cstdint>
 
 namespace metafew::tensor {
@@ -23,6 +25,18 @@ inline void parallel_for(int64_t n, bool parallel, Fn&& fn) {
   }
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) fn(i);
+}
+
+// Calls fn(threads, thread) once on every thread of a new parallel region when `parallel`, else fn(1, 0) on
+// the calling thread; fn splits the work itself from the two numbers.
+template <class Fn>
+inline void parallel_team(bool parallel, Fn&& fn) {
+  if (!parallel) {
+    fn(int64_t{1}, int64_t{0});
+    return;
+  }
+#pragma omp parallel
+  fn(static_cast<int64_t>(omp_get_num_threads()), static_cast<int64_t>(omp_get_thread_num()));
 }
 
 }  // namespace metafew::tensor

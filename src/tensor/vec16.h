@@ -1,9 +1,11 @@
 #pragma once
 // 16-float vectors through GCC vector extensions, shared by metafew's hand-vectorised kernels
-// (conv_single_channel.cpp, blocked_layout.cpp). One AVX-512 register; on a machine without AVX-512 GCC
+// (conv_single_channel.cpp, conv_small_image.cpp, blocked_layout.cpp). One AVX-512 register; on a machine without AVX-512 GCC
 // splits each into narrower registers, so the code stays portable.
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 namespace metafew::tensor::vec16 {
 
@@ -17,5 +19,36 @@ inline Vec load(const float* p) {
   return v;
 }
 inline void store(float* p, const Vec& v) { std::memcpy(p, &v, sizeof v); }
+
+// The first `lanes` lanes from p, the others 0 (all 16 when lanes == kLanes); reads nothing past them.
+inline Vec load_lanes(const float* p, int64_t lanes) {
+  if (lanes == kLanes) return load(p);
+  Vec v{};
+  std::memcpy(&v, p, static_cast<size_t>(lanes) * sizeof(float));
+  return v;
+}
+// Writes the first `lanes` lanes of v to p (all 16 when lanes == kLanes).
+inline void store_lanes(float* p, const Vec& v, int64_t lanes) {
+  if (lanes == kLanes) {
+    store(p, v);
+  } else {
+    std::memcpy(p, &v, static_cast<size_t>(lanes) * sizeof(float));
+  }
+}
+
+// f in every lane. Written out: `Vec{} + f` costs a scalar add of +0 before the broadcast, and the broadcast
+// then comes from a register instead of straight from memory.
+inline Vec splat(float f) { return Vec{f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f}; }
+
+// Grow-only scratch of the calling thread, 64-byte aligned (a vector load that splits a cache line costs
+// two): steady-state calls allocate nothing. One buffer per thread, shared by the kernels that use it; a
+// kernel must not hold the pointer across a call to another kernel.
+inline float* thread_scratch(size_t floats) {
+  thread_local std::vector<float> buffer;
+  constexpr size_t kAlign = 64 / sizeof(float);
+  if (buffer.size() < floats + kAlign) buffer.resize(floats + kAlign);
+  const auto address = reinterpret_cast<uintptr_t>(buffer.data());
+  return buffer.data() + (kAlign - address / sizeof(float) % kAlign) % kAlign;
+}
 
 }  // namespace metafew::tensor::vec16

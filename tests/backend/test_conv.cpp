@@ -199,14 +199,21 @@ double check_onednn(const Case& c, ConvLayout layout) {
                                                       s.to_string(), ": ", describe(r)));
     worst = std::max(worst, r.worst_ratio);
   };
-  dnnl_backend::conv2d_forward(c.x.data(), c.w.data(), nullptr, y.data(), s, layout);
-  expect("forward", y, c.y, c.y_abs);
-  dnnl_backend::conv2d_forward(c.x.data(), c.w.data(), c.b.data(), y.data(), s, layout);
-  expect("forward+bias", y, c.y_bias, c.y_bias_abs);
-  if (layout != ConvLayout::direct) {  // the direct kernels have no backward data (conv.h)
+  // The direct layout has kernels for some shapes and kernels only (conv.h).
+  auto has = [&](ConvKernel kernel) {
+    return layout != ConvLayout::direct || dnnl_backend::conv2d_direct_supported(s, kernel);
+  };
+  if (has(ConvKernel::forward)) {
+    dnnl_backend::conv2d_forward(c.x.data(), c.w.data(), nullptr, y.data(), s, layout);
+    expect("forward", y, c.y, c.y_abs);
+    dnnl_backend::conv2d_forward(c.x.data(), c.w.data(), c.b.data(), y.data(), s, layout);
+    expect("forward+bias", y, c.y_bias, c.y_bias_abs);
+  }
+  if (has(ConvKernel::backward_data)) {
     dnnl_backend::conv2d_backward_data(c.gy.data(), c.w.data(), gx.data(), s, layout);
     expect("backward_data", gx, c.gx, c.gx_abs);
   }
+  if (!has(ConvKernel::backward_weights)) return worst;
   dnnl_backend::conv2d_backward_weights(c.x.data(), c.gy.data(), gw.data(), nullptr, s, layout);
   expect("backward_weights", gw, c.gw, c.gw_abs);
   std::fill(gw.begin(), gw.end(), 0.0f);
@@ -269,7 +276,7 @@ TEST_CASE("oneDNN conv: fuzz against the reference") {
   const std::vector<ConvShape> shapes = fuzz_shapes(220);
   std::mt19937 rng(12345u);
   double worst = 0, worst_direct = 0;
-  int direct_shapes = 0, own_reorder_shapes = 0;
+  int direct_shapes = 0, small_image_shapes = 0, own_reorder_shapes = 0;
   for (const ConvShape& s : shapes) {
     const Case c(s, rng);
     for (ConvLayout layout : {ConvLayout::blocked, ConvLayout::plain})
@@ -277,16 +284,19 @@ TEST_CASE("oneDNN conv: fuzz against the reference") {
     // Shapes whose blocked plans reorder with metafew's own kernels (Note [Blocked reorders]).
     const std::string plan = dnnl_backend::conv2d_describe(s, ConvKernel::backward_weights, false, ConvLayout::blocked);
     if (plan.find("(own 0)") == std::string::npos) ++own_reorder_shapes;
-    if (metafew::tensor::conv_single_channel_supported(s)) {
+    if (dnnl_backend::conv2d_direct_supported(s, ConvKernel::backward_weights)) {
       worst_direct = std::max(worst_direct, check_onednn(c, ConvLayout::direct));
       ++direct_shapes;
+      if (!metafew::tensor::conv_single_channel_supported(s)) ++small_image_shapes;
     }
     dnnl_backend::release_thread_cache();  // bound memory: each shape compiles its own kernels
   }
-  CHECK(direct_shapes >= 20);
+  CHECK(direct_shapes >= 30);
+  CHECK(small_image_shapes >= 10);
   CHECK(own_reorder_shapes >= 20);
   MESSAGE("largest |error| / tolerance over " << shapes.size() << " shapes: " << worst << " (oneDNN), "
-                                              << worst_direct << " (direct, " << direct_shapes << " shapes)");
+                                              << worst_direct << " (direct, " << direct_shapes << " shapes, "
+                                              << small_image_shapes << " of them small-image)");
 }
 
 TEST_CASE("direct single-channel conv: layer-1 shapes, same bits at any thread count") {
@@ -328,6 +338,53 @@ TEST_CASE("direct single-channel conv: shapes it does not take are refused") {
   CHECK_THROWS_WITH_AS(dnnl_backend::conv2d_backward_data(buf.data(), buf.data(), buf.data(), layer1,
                                                           ConvLayout::direct),
                        doctest::Contains("direct layout"), metafew::Error);
+}
+
+TEST_CASE("direct small-image weight gradient: both unfoldings, same bits at any thread count") {
+  // conv-4's last layer at meta-batch sizes (whole-vector unfolding; large enough to split across threads
+  // outside a region), odd channel counts, stride 2, a 2x2 image, and a 1x1 kernel on a 4x4 image (the
+  // per-channel unfolding).
+  const ConvShape shapes[] = {make_shape(80, 64, 3, 3, 64, 3, 1, 1), make_shape(23, 37, 3, 3, 45, 3, 1, 1),
+                              make_shape(30, 20, 3, 3, 70, 3, 2, 1), make_shape(9, 64, 2, 2, 33, 3, 1, 1),
+                              make_shape(200, 48, 4, 4, 40, 1, 1, 0), make_shape(5, 64, 3, 3, 64, 3, 1, 1)};
+  std::mt19937 rng(37u);
+  for (const ConvShape& s : shapes) {
+    CAPTURE(s.to_string());
+    REQUIRE(dnnl_backend::conv2d_direct_supported(s, ConvKernel::backward_weights));
+    CHECK(dnnl_backend::conv2d_describe(s, ConvKernel::backward_weights, true, ConvLayout::direct) ==
+          "direct:small_image src=nchw wei=oihw dst=nchw reorders=0");
+    const Case c(s, rng);
+    check_onednn(c, ConvLayout::direct);  // right (against the reference), at the default thread count
+    auto run = [&](int threads) {
+      const int saved = omp_get_max_threads();
+      omp_set_num_threads(threads);
+      std::vector<float> gw(s.w_numel()), gb(s.oc);
+      dnnl_backend::conv2d_backward_weights(c.x.data(), c.gy.data(), gw.data(), gb.data(), s, ConvLayout::direct);
+      omp_set_num_threads(saved);
+      return std::vector<std::vector<float>>{gw, gb};
+    };
+    const auto one = run(1), two = run(2), three = run(3);
+    CHECK(one == two);
+    CHECK(one == three);
+  }
+}
+
+TEST_CASE("direct small-image weight gradient: shapes it does not take are refused") {
+  std::vector<float> buf(1 << 16);
+  const ConvShape small = make_shape(2, 64, 3, 3, 64, 3, 1, 1), large = make_shape(2, 8, 5, 5, 8, 3, 1, 1),
+                  wide = make_shape(2, 8, 4, 4, 8, 5, 1, 2);
+  CHECK(dnnl_backend::conv2d_direct_supported(small, ConvKernel::backward_weights));
+  CHECK_FALSE(dnnl_backend::conv2d_direct_supported(small, ConvKernel::forward));
+  CHECK_THROWS_WITH_AS(
+      dnnl_backend::conv2d_forward(buf.data(), buf.data(), nullptr, buf.data(), small, ConvLayout::direct),
+      doctest::Contains("direct layout"), metafew::Error);
+  for (const ConvShape& s : {large, wide}) {  // 25 pixels per plane; 25 taps
+    CAPTURE(s.to_string());
+    CHECK(dnnl_backend::conv2d_layout(s, ConvKernel::backward_weights) == ConvLayout::blocked);
+    CHECK_THROWS_WITH_AS(dnnl_backend::conv2d_backward_weights(buf.data(), buf.data(), buf.data(), nullptr, s,
+                                                               ConvLayout::direct),
+                         doctest::Contains("direct layout"), metafew::Error);
+  }
 }
 
 TEST_CASE("oneDNN conv: the conv-4 layers reorder with metafew's kernels") {

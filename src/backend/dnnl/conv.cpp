@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "tensor/blocked_layout.h"
 #include "tensor/conv_single_channel.h"
+#include "tensor/conv_small_image.h"
 
 namespace metafew::backend::dnnl_backend {
 
@@ -42,7 +43,12 @@ namespace metafew::backend::dnnl_backend {
 // Rule (conv2d_layout): forward plain iff ic == 1; backward data plain iff ic < 8; backward weights blocked.
 // Except: with one input channel and a 3x3 kernel, forward and backward weights run metafew's direct kernels
 // (Note [Single-channel convolution] in tensor/conv_single_channel.cpp), faster than either oneDNN path and
-// than the bare blocked primitive (bench/results/conv.md).
+// than the bare blocked primitive (bench/results/conv.md). And backward weights on images of at most 16
+// pixels run metafew's direct kernel (Note [Small-image weight gradient] in tensor/conv_small_image.cpp) up
+// to kSmallImageRows output pixels in the batch: on conv-4's last layer (3x3 pixels; session 5, Intel Xeon
+// VM, training paused) it reached 0.97-1.00 of the bare primitive's speed at batch 5 where the blocked path
+// with its reorders reached 0.74-0.78, and 1.00-1.07 against 0.90-0.95 at batch 80 (1 thread; 1.01-1.05 against
+// 0.82-0.88 at 2 threads); at batch 2560 (23,040 output pixels) it was 0.83-0.90 against 0.87-1.00.
 // Nothing is timed at run time: the choice depends on the shape only, so results are reproducible.
 
 // Note [Conv threads]
@@ -116,6 +122,8 @@ constexpr int kSlots = kTensorSlots + 1;
 constexpr int kUserPointers = 4;  // e.g. forward: x, w, bias, y
 // Convolutions with fewer multiply-adds run on the calling thread alone (Note [Conv threads]).
 constexpr int64_t kOneThreadMacs = int64_t{1} << 21;  // ~2.1 M
+// Backward weights on small images runs direct up to this many output pixels in the batch (Note [Conv layout]).
+constexpr int64_t kSmallImageRows = 4096;
 // Note [Weights cache].
 constexpr int kWeightsCacheEntries = 16;
 constexpr std::size_t kWeightsCacheMaxBytes = std::size_t{4} << 20;
@@ -449,8 +457,9 @@ std::unique_ptr<Plan> build_plan(const PlanKey& key) {
 bool conv2d_direct_supported(const ConvShape& s, ConvKernel kernel) {
   switch (kernel) {
     case ConvKernel::forward:
-    case ConvKernel::backward_weights:
       return tensor::conv_single_channel_supported(s);
+    case ConvKernel::backward_weights:
+      return tensor::conv_single_channel_supported(s) || tensor::conv_small_image_supported(s);
     case ConvKernel::backward_data:
       return false;
   }
@@ -465,7 +474,8 @@ PlanKey make_key(const char* op, const ConvShape& s, ConvKernel kernel, bool bia
            "padded input");
   const ConvLayout resolved = layout == ConvLayout::automatic ? conv2d_layout(s, kernel) : layout;
   MF_CHECK(resolved != ConvLayout::direct || conv2d_direct_supported(s, kernel), op,
-           ": the direct layout takes only one-input-channel 3x3 forward and backward-weights kernels, not ",
+           ": the direct layout takes only one-input-channel 3x3 forward and backward-weights kernels and "
+           "small-image (at most 16 pixels per plane) backward-weights kernels, not ",
            to_string(kernel), " for ", s.to_string());
   const int threads = omp_in_parallel() || s.macs() < kOneThreadMacs ? 1 : omp_get_max_threads();
   return PlanKey{s, kernel, bias, resolved, threads};
@@ -575,7 +585,11 @@ void run_direct(const char* op, const ConvShape& s, ConvKernel kernel,
       tensor::conv2d_single_channel(in(0), in(1), in(2), out(3), s);
       return;
     case ConvKernel::backward_weights:
-      tensor::conv2d_grad_weight_single_channel(in(0), in(1), out(2), out(3), s);
+      if (tensor::conv_single_channel_supported(s)) {
+        tensor::conv2d_grad_weight_single_channel(in(0), in(1), out(2), out(3), s);
+      } else {
+        tensor::conv2d_grad_weight_small_image(in(0), in(1), out(2), out(3), s);
+      }
       return;
     case ConvKernel::backward_data:
       break;
@@ -614,7 +628,9 @@ ConvLayout conv2d_layout(const ConvShape& s, ConvKernel kernel) {
     case ConvKernel::backward_data:
       return s.ic < 8 ? ConvLayout::plain : ConvLayout::blocked;
     case ConvKernel::backward_weights:
-      return direct ? ConvLayout::direct : ConvLayout::blocked;
+      return direct || (tensor::conv_small_image_supported(s) && s.n * s.oh() * s.ow() <= kSmallImageRows)
+                 ? ConvLayout::direct
+                 : ConvLayout::blocked;
   }
   return ConvLayout::blocked;
 }
@@ -641,7 +657,10 @@ void conv2d_backward_weights(const float* x, const float* gy, float* gw, float* 
 
 std::string conv2d_describe(const ConvShape& s, ConvKernel kernel, bool with_bias, ConvLayout layout) {
   const PlanKey key = make_key("conv2d_describe", s, kernel, with_bias, layout);
-  if (key.layout == ConvLayout::direct) return "direct:single_channel src=nchw wei=oihw dst=nchw reorders=0";
+  if (key.layout == ConvLayout::direct) {
+    return tensor::conv_single_channel_supported(s) ? "direct:single_channel src=nchw wei=oihw dst=nchw reorders=0"
+                                                    : "direct:small_image src=nchw wei=oihw dst=nchw reorders=0";
+  }
   return find_or_build("conv2d_describe", key).description;
 }
 

@@ -31,7 +31,9 @@ enum class ConvKernel { forward, backward_data, backward_weights };
 //   blocked:   oneDNN picks (format_tag::any: nChw16c / OIhw16i16o style); reorders at the boundary.
 //   plain:     nchw / oihw forced, no reorders (oneDNN then uses its GEMM-based kernels).
 //   direct:    not oneDNN: metafew's own kernels for one input channel and a 3x3 kernel, forward and
-//              backward weights only (tensor/conv_single_channel.h, Note [Single-channel convolution]).
+//              backward weights (tensor/conv_single_channel.h, Note [Single-channel convolution]), and for
+//              backward weights on images of at most 16 pixels (tensor/conv_small_image.h, Note
+//              [Small-image weight gradient]). No backward-data kernel.
 //   automatic: the measured rule of Note [Conv layout] (conv.cpp); what the library uses by default.
 enum class ConvLayout { automatic, blocked, plain, direct };
 
