@@ -44,11 +44,11 @@ namespace metafew::backend::dnnl_backend {
 // Except: with one input channel and a 3x3 kernel, forward and backward weights run metafew's direct kernels
 // (Note [Single-channel convolution] in tensor/conv_single_channel.cpp), faster than either oneDNN path and
 // than the bare blocked primitive (bench/results/conv.md). And backward weights on images of at most 16
-// pixels run metafew's direct kernel (Note [Small-image weight gradient] in tensor/conv_small_image.cpp) up
-// to kSmallImageRows output pixels in the batch: on conv-4's last layer (3x3 pixels; session 5, Intel Xeon
-// VM, training paused) it reached 0.97-1.00 of the bare primitive's speed at batch 5 where the blocked path
-// with its reorders reached 0.74-0.78, and 1.00-1.07 against 0.90-0.95 at batch 80 (1 thread; 1.01-1.05 against
-// 0.82-0.88 at 2 threads); at batch 2560 (23,040 output pixels) it was 0.83-0.90 against 0.87-1.00.
+// pixels runs metafew's direct kernel (Note [Small-image weight gradient] in tensor/conv_small_image.cpp):
+// on conv-4's last layer (3x3 pixels; session 5, Intel Xeon VM, training runs paused) it reached 0.97-1.00
+// of the bare primitive's speed at batch 5 where the blocked path with its reorders reached 0.74-0.78,
+// 1.00-1.07 against 0.90-0.95 at batch 80 and 0.82-0.98 against 0.86-0.89 at batch 2560 (1 thread; at 2
+// threads 0.81-0.89 / 0.69, 1.01-1.05 / 0.82-0.88, 0.86-0.90 / 0.88-1.00).
 // Nothing is timed at run time: the choice depends on the shape only, so results are reproducible.
 
 // Note [Conv threads]
@@ -122,8 +122,6 @@ constexpr int kSlots = kTensorSlots + 1;
 constexpr int kUserPointers = 4;  // e.g. forward: x, w, bias, y
 // Convolutions with fewer multiply-adds run on the calling thread alone (Note [Conv threads]).
 constexpr int64_t kOneThreadMacs = int64_t{1} << 21;  // ~2.1 M
-// Backward weights on small images runs direct up to this many output pixels in the batch (Note [Conv layout]).
-constexpr int64_t kSmallImageRows = 4096;
 // Note [Weights cache].
 constexpr int kWeightsCacheEntries = 16;
 constexpr std::size_t kWeightsCacheMaxBytes = std::size_t{4} << 20;
@@ -628,9 +626,7 @@ ConvLayout conv2d_layout(const ConvShape& s, ConvKernel kernel) {
     case ConvKernel::backward_data:
       return s.ic < 8 ? ConvLayout::plain : ConvLayout::blocked;
     case ConvKernel::backward_weights:
-      return direct || (tensor::conv_small_image_supported(s) && s.n * s.oh() * s.ow() <= kSmallImageRows)
-                 ? ConvLayout::direct
-                 : ConvLayout::blocked;
+      return direct || tensor::conv_small_image_supported(s) ? ConvLayout::direct : ConvLayout::blocked;
   }
   return ConvLayout::blocked;
 }
