@@ -48,6 +48,56 @@ TEST_CASE("batch_norm_max_pool matches max_pool2d(batch_norm) in values and deri
   check_bn_pool({1, 2, 2, 2}, DType::f64, 4);
 }
 
+// Widths from 1 to 33 windows per row (rows of exactly 16 and 32 among them), odd sides; values on a coarse
+// grid half of the time, so that windows hold ties.
+std::vector<Tensor> pool_inputs(std::mt19937& rng) {
+  std::vector<Tensor> xs;
+  for (int64_t w : {2, 3, 5, 10, 11, 12, 13, 14, 15, 28, 29, 32, 33, 64, 67}) {
+    for (int64_t h : {2, 3, 7}) {
+      Tensor x = random_tensor({2, 3, h, w}, rng, -2.0, 3.0, DType::f32);
+      if (w % 2 == 0) {
+        float* p = x.data<float>();
+        for (int64_t i = 0; i < x.numel(); ++i) p[i] = std::round(p[i]);
+      }
+      xs.push_back(x);
+    }
+  }
+  return xs;
+}
+
+std::vector<int32_t> indices(const Tensor& t) { return {t.data<int32_t>(), t.data<int32_t>() + t.numel()}; }
+
+TEST_CASE("2x2 max-pooling: f32 gives the f64 loop's maxima and positions, ties included") {
+  std::mt19937 rng(5u);
+  for (const Tensor& x : pool_inputs(rng)) {
+    CAPTURE(tensor::to_string(x.shape()));
+    const auto [y32, i32] = tensor::max_pool2d(x, 2, 2);
+    const auto [y64, i64] = tensor::max_pool2d(x.to(DType::f64), 2, 2);
+    CHECK(tensor::max_abs_diff(y32.to(DType::f64), y64) == 0);
+    CHECK(indices(i32) == indices(i64));
+  }
+}
+
+TEST_CASE("batch_norm_max_pool: the same bits as max_pool2d(batch_norm(x)) in f32") {
+  std::mt19937 rng(6u);
+  for (const Tensor& x : pool_inputs(rng)) {
+    CAPTURE(tensor::to_string(x.shape()));
+    const Tensor gamma = random_tensor({3}, rng, -1.5, 1.5, DType::f32), beta = random_tensor({3}, rng, -1.0, 1.0, DType::f32);
+    Tensor selected;
+    const auto [yf, idf] = tensor::batch_norm_max_pool(x, gamma, beta, 1e-5, nullptr, nullptr, &selected);
+    const auto [yc, idc] = tensor::max_pool2d(tensor::batch_norm(x, gamma, beta, 1e-5), 2, 2);
+    CHECK(tensor::max_abs_diff(yf, yc) == 0);
+    CHECK(indices(idf) == indices(idc));
+    // selected: x itself at each window's argmax (index within its plane).
+    const int64_t planes = x.shape()[0] * x.shape()[1], plane = x.shape()[2] * x.shape()[3], per = yf.numel() / planes;
+    bool same = true;
+    for (int64_t q = 0; q < planes; ++q)
+      for (int64_t o = 0; o < per; ++o)
+        same = same && selected.data<float>()[q * per + o] == x.data<float>()[q * plane + idf.data<int32_t>()[q * per + o]];
+    CHECK(same);
+  }
+}
+
 TEST_CASE("batch_norm_max_pool rejects inputs without a 2x2 window") {
   Variable x(Tensor::zeros({2, 3, 1, 4}), true), g(Tensor::full({3}, 1.0)), b(Tensor::zeros({3}));
   CHECK_THROWS_WITH_AS(ops::batch_norm_max_pool(x, g, b), doctest::Contains("smaller than the 2x2 window"), Error);
