@@ -67,16 +67,6 @@ double analytic_gflop(const Setting& s, const nn::Model& model) {
   return per_task * static_cast<double>(s.meta_batch) / 1e9;
 }
 
-// Resident-set high-water mark of this process since the last reset, in MiB (Linux: VmHWM; the reset writes
-// 5 to /proc/self/clear_refs).
-void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
-double peak_rss_mb() {
-  std::ifstream f("/proc/self/status");
-  for (std::string line; std::getline(f, line);)
-    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
-  return 0;
-}
-
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
@@ -166,7 +156,7 @@ int run_bench(int argc, char** argv) {
       // Each row's peak memory is its own: hand every cached and freed buffer back to the system first.
       tensor::release_cached_buffers();
       malloc_trim(0);
-      reset_peak_rss();
+      reset_peak_resident();
       nn::ModelConfig mc;
       mc.filters = filters;
       mc.outputs = meta::algorithm_uses_head(s.algo) ? s.ways : 0;
@@ -221,7 +211,7 @@ int run_bench(int argc, char** argv) {
                {"fma_peak_gflops", fma_peak},
                {"peak_fraction", gflops / conv_peak[n]},
                {"fma_peak_fraction", gflops / fma_peak},
-               {"peak_rss_mb", peak_rss_mb()}};
+               {"peak_rss_mb", peak_resident_mb()}};
       row.update(machine);
       if (as_json) {
         std::printf("%s\n", row.dump().c_str());
@@ -230,7 +220,7 @@ int run_bench(int argc, char** argv) {
         std::printf("%-8s %-6s %3d %7lld %9.3f %9.3f %8.1f %8.1f %8.1f %9.1f %6.0f%% %6.0f%% %8.0f\n",
                     s.algo.c_str(), task.c_str(), threads, static_cast<long long>(s.meta_batch), med, spread,
                     static_cast<double>(s.meta_batch) / med, gflop, gflops, conv_peak[n],
-                    100 * gflops / conv_peak[n], 100 * gflops / fma_peak, peak_rss_mb());
+                    100 * gflops / conv_peak[n], 100 * gflops / fma_peak, peak_resident_mb());
       }
       std::fflush(stdout);
     }

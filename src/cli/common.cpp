@@ -1,6 +1,8 @@
 #include "cli/common.h"
 
 #include <filesystem>
+#include <fstream>
+#include <string>
 
 #include "data/episode.h"
 #include "data/sinusoid.h"
@@ -407,5 +409,20 @@ std::string resolve_checkpoint_path(const std::string& path) {
   }
   return path;
 }
+
+namespace {
+double status_mb(const char* field) {
+  std::ifstream f("/proc/self/status");
+  const std::string key = field;
+  for (std::string line; std::getline(f, line);) {
+    if (line.rfind(key, 0) == 0) return std::stod(line.substr(key.size())) / 1024.0;  // "<kB> kB"
+  }
+  return 0;
+}
+}  // namespace
+
+double resident_mb() { return status_mb("VmRSS:"); }
+double peak_resident_mb() { return status_mb("VmHWM:"); }
+void reset_peak_resident() { std::ofstream("/proc/self/clear_refs") << "5"; }
 
 }  // namespace metafew::cli

@@ -68,4 +68,10 @@ json preprocessing_of(const data::Dataset& ds);
 
 std::string json_type_name(const json& j);
 
+// Resident memory of this process in MiB (Linux /proc/self/status; 0 where it cannot be read): the current
+// resident set (VmRSS), and its high-water mark since start or since reset_peak_resident() (VmHWM).
+double resident_mb();
+double peak_resident_mb();
+void reset_peak_resident();
+
 }  // namespace metafew::cli

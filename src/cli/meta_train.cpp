@@ -178,7 +178,8 @@ int run_meta_train(int argc, char** argv) {
                 {"loss", window_loss / window},
                 {regression ? "neg_mse" : "accuracy", window_acc / window},
                 {"tasks_per_second", secs > 0 ? static_cast<double>(window * meta_batch) / secs : 0.0},
-                {"lr", opt->current_lr()}};
+                {"lr", opt->current_lr()},
+                {"rss_mb", resident_mb()}};
       run.append_metrics(line);
       progress.log(line.dump());
       window_loss = window_acc = 0;

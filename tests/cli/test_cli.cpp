@@ -111,6 +111,8 @@ TEST_CASE("cli: meta-train, eval, adapt and predict on builtin:glyphs, with JSON
     json j = json::parse(line);
     CHECK(j.contains("iteration"));
     val_lines += j.contains("val_accuracy");
+    // A training line says how much memory the process holds (a few MB at least: the binary and oneDNN).
+    if (!j.contains("val_accuracy")) CHECK(j.value("rss_mb", 0.0) > 5.0);
   }
   CHECK(lines == 12);  // 10 logging lines + 2 validations
   CHECK(val_lines == 2);
