@@ -64,7 +64,7 @@ constexpr int64_t kParallelFloats = int64_t{1} << 16;
 constexpr int64_t kStreamBytes = int64_t{16} << 20;
 
 bool may_split(int64_t floats) {
-  return floats >= kParallelFloats && !omp_in_parallel() && omp_get_max_threads() > 1;
+  return worth_splitting(floats, kParallelFloats);
 }
 
 using vec16::load;

@@ -114,7 +114,7 @@ void build_columns(const float* x, const ConvShape& s, int64_t stride, float* sc
   }
 }
 
-bool use_threads(int64_t macs) { return !omp_in_parallel() && omp_get_max_threads() > 1 && macs >= (1 << 21); }
+bool use_threads(int64_t macs) { return worth_splitting(macs, int64_t{1} << 21); }
 
 
 // Output channels [o0, o0 + kOut) of one image: y_img is (oc, P) for this image. kPix pixel vectors at a time:

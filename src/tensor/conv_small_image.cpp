@@ -266,7 +266,7 @@ void conv2d_grad_weight_small_image(const float* x, const float* gy, float* gw, 
   const int64_t blocks = (oc + kRows - 1) / kRows, panels = (g.vectors + kVectors - 1) / kVectors;
   const int64_t tiles = blocks * panels, chunks = (s.n + g.chunk_images - 1) / g.chunk_images;
   const int64_t chunk_rows = g.chunk_images * g.pixels;
-  const bool par = !omp_in_parallel() && omp_get_max_threads() > 1 && s.macs() >= kThreadMacs;
+  const bool par = worth_splitting(s.macs(), kThreadMacs);
 
   auto work = [&](int64_t nt, int64_t t) {
     // The bias: per channel, lane-wise sums of its planes' 16-pixel pieces over n (channels side by side, so

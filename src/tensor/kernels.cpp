@@ -15,7 +15,7 @@
 namespace metafew::tensor {
 
 bool may_parallelize(int64_t work) {
-  return work >= (int64_t(1) << 15) && !omp_in_parallel() && omp_get_max_threads() > 1;
+  return worth_splitting(work, int64_t{1} << 15);
 }
 
 namespace {

@@ -15,6 +15,12 @@
 
 namespace metafew::tensor {
 
+// Whether `work` units of a kernel are worth splitting over threads: at least `min_work` of them, outside a
+// parallel region (inside one, tasks already use every thread), with more than one thread to split over.
+inline bool worth_splitting(int64_t work, int64_t min_work) {
+  return work >= min_work && !omp_in_parallel() && omp_get_max_threads() > 1;
+}
+
 // Calls fn(i) for i in [0, n): statically split over the threads of a new parallel region when `parallel`
 // (and n > 1), else in order on the calling thread.
 template <class Fn>
