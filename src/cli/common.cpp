@@ -45,6 +45,8 @@ json meta_train_defaults() {
       {"model", "conv4"},
       {"filters", 64},
       {"max_pool", true},
+      {"features", "flatten"},
+      {"head_init", "lecun"},
       {"bn", "transductive"},
       {"image_size", 28},
       {"channels", 1},
@@ -92,6 +94,8 @@ const std::map<std::string, std::string>& config_help() {
       {"model", "backbone: conv4 (mlp for builtin:sinusoid)"},
       {"filters", "conv4 filters per block"},
       {"max_pool", "conv4 with 2x2 max-pool (false: MAML's stride-2 convolutions)"},
+      {"features", "conv4 head input: flatten (the last block's output) or mean (over its pixels, as MAML's Omniglot code)"},
+      {"head_init", "head initialisation: lecun (uniform, bound sqrt(3 / inputs)) or normal (N(0, 1), as MAML's Omniglot code)"},
       {"bn",
        "batch norm statistics: transductive (query batch), support, or nontransductive (support + 1 query)"},
       {"image_size", "images are resized to image_size x image_size"},
@@ -219,6 +223,8 @@ json resolve_config(const json& file, const json& flags) {
   MF_USAGE_CHECK(resolved["channels"] == 1 || resolved["channels"] == 3, "--channels must be 1 or 3, got ",
                  resolved["channels"]);
   nn::parse_bn_mode(resolved["bn"]);                               // throws naming the accepted values
+  nn::parse_features(resolved["features"]);                        // likewise
+  nn::parse_head_init(resolved["head_init"]);                      // likewise
   meta::parse_matching_attention(resolved["matching_attention"]);  // likewise
   const std::string inner_state = resolved["inner_state"];
   MF_USAGE_CHECK(inner_state == "carry" || inner_state == "fresh",
@@ -260,8 +266,10 @@ nn::ModelConfig model_config(const json& cfg, int64_t outputs) {
     m.height = m.width = cfg["image_size"];
     m.filters = cfg["filters"];
     m.max_pool = cfg["max_pool"];
+    m.features = nn::parse_features(cfg["features"]);
   }
   m.bn = nn::parse_bn_mode(cfg["bn"]);
+  m.head_init = nn::parse_head_init(cfg["head_init"]);
   m.outputs = outputs;
   return m;
 }
@@ -370,9 +378,11 @@ json checkpoint_config(const io::Checkpoint& ck) {
   json cfg = ck.header["config"];
   // Note [Settings added later]: a checkpoint written before a setting existed was trained with the behaviour
   // the setting's old value names, so it loads with that value: Reptile's fresh inner optimiser per task (and
-  // no carried state), Matching Networks' cosine attention.
+  // no carried state), Matching Networks' cosine attention, conv4's flattened head input and LeCun head.
   if (!cfg.contains("inner_state")) cfg["inner_state"] = "fresh";
   if (!cfg.contains("matching_attention")) cfg["matching_attention"] = "cosine";
+  if (!cfg.contains("features")) cfg["features"] = "flatten";
+  if (!cfg.contains("head_init")) cfg["head_init"] = "lecun";
   return cfg;
 }
 

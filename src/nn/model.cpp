@@ -47,7 +47,7 @@ Model::Model(ModelConfig config) : config_(std::move(config)) {
       }
       block_out_.push_back({ch, h, w});
     }
-    feature_dim_ = ch * h * w;
+    feature_dim_ = c.features == ModelConfig::Features::mean ? ch : ch * h * w;
   } else if (c.arch == "mlp") {
     int64_t in = c.in_features;
     for (size_t i = 0; i < c.hidden.size(); ++i) {
@@ -80,9 +80,14 @@ std::vector<Variable> Model::init(core::Rng& rng) const {
       // He-uniform (bound sqrt(6 / fan_in)) for backbone weights, LeCun-uniform (sqrt(3 / fan_in)) for the head.
       int64_t fan_in = 1;
       for (size_t i = 1; i < s.shape.size(); ++i) fan_in *= s.shape[i];
-      const double bound = std::sqrt(3.0 / static_cast<double>(fan_in)) * (s.name.starts_with("head") ? 1.0 : std::sqrt(2.0));
+      const bool head = s.name.starts_with("head");
       float* p = t.data<float>();
-      for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<float>(rng.uniform(-bound, bound));
+      if (head && config_.head_init == ModelConfig::HeadInit::normal) {
+        for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<float>(rng.normal());
+      } else {
+        const double bound = std::sqrt(3.0 / static_cast<double>(fan_in)) * (head ? 1.0 : std::sqrt(2.0));
+        for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<float>(rng.uniform(-bound, bound));
+      }
     }
     params.emplace_back(t, true);
   }
@@ -121,8 +126,13 @@ Variable Model::embed_impl(const std::vector<Variable>& p, const Variable& x, co
                                  : ops::batch_norm(h, gamma, beta, kBnEps));
       }
     }
-    h = ops::flatten(h);
-    if (support_x) hs = ops::flatten(hs);
+    // Note [Omniglot head as MAML's code]: cbfinn/maml averages the last block's output over its pixels
+    // (tf.reduce_mean over height and width) for Omniglot and flattens it only for miniImageNet.
+    auto features = [&](const Variable& v) {
+      return c.features == ModelConfig::Features::mean ? ops::mean(v, {2, 3}, false) : ops::flatten(v);
+    };
+    h = features(h);
+    if (support_x) hs = features(hs);
   } else {
     MF_CHECK(x.dim() == 2 && x.shape()[1] == c.in_features, "mlp: expected input (N, ", c.in_features, "), got ",
              tensor::to_string(x.shape()));
@@ -141,6 +151,18 @@ BnMode parse_bn_mode(const std::string& name) {
   if (name == "nontransductive") return BnMode::nontransductive;
   throw Error(detail::concat("--bn must be transductive, support or nontransductive, got '", name, "'"),
               ErrorKind::usage);
+}
+
+ModelConfig::Features parse_features(const std::string& name) {
+  if (name == "flatten") return ModelConfig::Features::flatten;
+  if (name == "mean") return ModelConfig::Features::mean;
+  throw Error(detail::concat("--features must be flatten or mean, got '", name, "'"), ErrorKind::usage);
+}
+
+ModelConfig::HeadInit parse_head_init(const std::string& name) {
+  if (name == "lecun") return ModelConfig::HeadInit::lecun;
+  if (name == "normal") return ModelConfig::HeadInit::normal;
+  throw Error(detail::concat("--head-init must be lecun or normal, got '", name, "'"), ErrorKind::usage);
 }
 
 Variable Model::embed(const std::vector<Variable>& params, const Variable& x) const {

@@ -31,11 +31,21 @@ struct ModelConfig {
   int64_t in_channels = 1, height = 28, width = 28;
   int64_t filters = 64;          // conv4: filters per block
   bool max_pool = true;          // conv4: 3x3 conv + 2x2 max-pool; false = MAML's stride-2 conv variant
+  // conv4: the head's input (Note [Omniglot head as MAML's code]): the last block's output flattened
+  // (filters x h x w), or its mean over the pixels (filters), as cbfinn/maml's Omniglot model.
+  enum class Features { flatten, mean } features = Features::flatten;
+  // The head's initial weights: LeCun-uniform (bound sqrt(3 / fan_in)), or standard normal as cbfinn/maml's
+  // Omniglot head (tf.random_normal).
+  enum class HeadInit { lecun, normal } head_init = HeadInit::lecun;
   BnMode bn = BnMode::transductive;
   int64_t outputs = 5;           // head outputs (ways, or 1 for regression); 0 = no head (metric methods)
   std::vector<int64_t> hidden = {40, 40};  // mlp: hidden widths
   int64_t in_features = 1;       // mlp: input width
 };
+
+// "flatten" / "mean" and "lecun" / "normal"; throw a usage error naming the accepted values otherwise.
+ModelConfig::Features parse_features(const std::string& name);
+ModelConfig::HeadInit parse_head_init(const std::string& name);
 
 struct ParamSpec {
   std::string name;

@@ -273,9 +273,12 @@ TEST_CASE("cli: Reptile's carried inner state survives export and an interrupted
   CHECK(json::parse(e3.out)["bn"] == "nontransductive");
   CHECK(json::parse(e1.out)["bn"] == "transductive");
 
-  // A checkpoint written before --inner-state existed (no setting, no state) loads as fresh: it evaluates.
+  // A checkpoint written before --inner-state, --features and --head-init existed (no settings, no state)
+  // loads as fresh, flatten and lecun: it evaluates.
   io::Checkpoint old = ck;
   old.header["config"].erase("inner_state");
+  old.header["config"].erase("features");
+  old.header["config"].erase("head_init");
   old.header.erase("state_names");
   std::vector<io::NamedTensor> kept;
   for (const auto& t : old.tensors)

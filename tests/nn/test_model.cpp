@@ -1,6 +1,7 @@
 // Batch-norm modes of the conv-4 model (Note [Batch norm in meta-learning]).
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "nn/model.h"
@@ -57,6 +58,66 @@ TEST_CASE("nn: bn modes parse, and anything else is refused naming the accepted 
   CHECK(nn::parse_bn_mode("nontransductive") == nn::BnMode::nontransductive);
   CHECK_THROWS_WITH(nn::parse_bn_mode("batch"),
                     doctest::Contains("transductive, support or nontransductive, got 'batch'"));
+}
+
+TEST_CASE("nn: features=mean gives the last block's output averaged over its pixels (cbfinn/maml's Omniglot head)") {
+  nn::ModelConfig flat = tiny(nn::BnMode::transductive), mean = flat;
+  flat.max_pool = mean.max_pool = false;  // 16 -> 8 -> 4 -> 2 -> 1 with stride 2: use 28 for a 2x2 last block
+  flat.height = flat.width = mean.height = mean.width = 28;
+  mean.features = nn::ModelConfig::Features::mean;
+  nn::Model mf(flat), mm(mean);
+  REQUIRE(mf.feature_dim() == 4 * 2 * 2);
+  REQUIRE(mm.feature_dim() == 4);
+  core::Rng init(3);
+  const std::vector<Variable> p = mf.init(init);  // the body's parameters are the same for both
+  std::mt19937 rng(5);
+  const Tensor x = random_tensor({3, 1, 28, 28}, rng, 0, 1, DType::f32);
+  autograd::NoGradGuard ng;
+  const std::vector<double> f = mf.embed(p, Variable(x)).data().to_vector();
+  const std::vector<double> m = mm.embed(p, Variable(x)).data().to_vector();
+  REQUIRE(m.size() == 3 * 4);
+  for (int64_t n = 0; n < 3; ++n) {
+    for (int64_t c = 0; c < 4; ++c) {
+      const double* px = &f[static_cast<size_t>(n * 16 + c * 4)];
+      CHECK(m[static_cast<size_t>(n * 4 + c)] == doctest::Approx((px[0] + px[1] + px[2] + px[3]) / 4).epsilon(1e-6));
+    }
+  }
+}
+
+TEST_CASE("nn: head_init=normal draws the head from N(0, 1); lecun stays within sqrt(3 / inputs)") {
+  nn::ModelConfig c = tiny(nn::BnMode::transductive);
+  c.filters = 16;
+  c.outputs = 40;  // head 40 x (16 * 1 * 1) = 640 weights
+  nn::Model lecun(c);
+  c.head_init = nn::ModelConfig::HeadInit::normal;
+  nn::Model normal(c);
+  core::Rng a(4), b(4);
+  const std::vector<double> wl = lecun.init(a)[lecun.specs().size() - 2].data().to_vector();
+  const std::vector<double> wn = normal.init(b)[normal.specs().size() - 2].data().to_vector();
+  REQUIRE(wl.size() == wn.size());
+  const double bound = std::sqrt(3.0 / static_cast<double>(lecun.feature_dim()));
+  double sum = 0, sq = 0, beyond = 0;
+  for (size_t i = 0; i < wn.size(); ++i) {
+    CHECK(std::abs(wl[i]) <= bound);
+    sum += wn[i];
+    sq += wn[i] * wn[i];
+    beyond += std::abs(wn[i]) > bound ? 1 : 0;
+  }
+  const double n = static_cast<double>(wn.size()), mean = sum / n, var = sq / n - mean * mean;
+  // 640 draws: the sample mean's standard error is 0.04 and the variance's ~0.056.
+  CHECK(std::abs(mean) < 0.2);
+  CHECK(var > 0.75);
+  CHECK(var < 1.25);
+  CHECK(beyond > n / 2);  // N(0, 1) exceeds the LeCun bound (0.43 here) two times in three
+}
+
+TEST_CASE("nn: features and head_init parse, and anything else is refused naming the accepted values") {
+  CHECK(nn::parse_features("flatten") == nn::ModelConfig::Features::flatten);
+  CHECK(nn::parse_features("mean") == nn::ModelConfig::Features::mean);
+  CHECK_THROWS_WITH(nn::parse_features("avg"), doctest::Contains("flatten or mean, got 'avg'"));
+  CHECK(nn::parse_head_init("lecun") == nn::ModelConfig::HeadInit::lecun);
+  CHECK(nn::parse_head_init("normal") == nn::ModelConfig::HeadInit::normal);
+  CHECK_THROWS_WITH(nn::parse_head_init("xavier"), doctest::Contains("lecun or normal, got 'xavier'"));
 }
 
 }  // namespace
