@@ -82,6 +82,7 @@ struct Timing {
   double min_s = 0;
   int samples = 0;
   int64_t calls_per_sample = 0;
+  std::vector<double> per_call_s;  // each sample's per-call time, in the order the rounds ran
 };
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -95,6 +96,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 // per-call medians.
 std::vector<Timing> measure(const std::vector<const Runner*>& runs, double target_s) {
   constexpr int kSamples = 15;
+  constexpr int64_t kMinSamples = 9;
   std::vector<Timing> out(runs.size());
   for (std::size_t c = 0; c < runs.size(); ++c) {
     const Runner& run = *runs[c];
@@ -106,7 +108,9 @@ std::vector<Timing> measure(const std::vector<const Runner*>& runs, double targe
       ++calls;
     } while (seconds_since(t0) < 0.02 && calls < 1000);
     const double per_call = seconds_since(t0) / static_cast<double>(calls);
-    const int64_t total = std::clamp<int64_t>(static_cast<int64_t>(target_s / per_call), 5, 10'000'000);
+    // At least kMinSamples samples, so that the slowest cells (0.05-0.3 s a call) still get a median of
+    // several rounds and enough pairs for the paired ratio (see Cell::vs_bare_paired).
+    const int64_t total = std::clamp<int64_t>(static_cast<int64_t>(target_s / per_call), kMinSamples, 10'000'000);
     out[c].samples = static_cast<int>(std::min<int64_t>(total, kSamples));
     out[c].calls_per_sample = std::max<int64_t>(1, total / out[c].samples);
   }
@@ -120,12 +124,23 @@ std::vector<Timing> measure(const std::vector<const Runner*>& runs, double targe
     }
   }
   for (std::size_t c = 0; c < runs.size(); ++c) {
-    std::vector<double>& v = per[c];
+    out[c].per_call_s = per[c];
+    std::vector<double> v = per[c];
     std::sort(v.begin(), v.end());
     out[c].median_s = v[v.size() / 2];
     out[c].min_s = v.front();
   }
   return out;
+}
+
+// The median over rounds of a.per_call_s[i] / b.per_call_s[i] (rounds both columns sampled).
+double paired_ratio(const Timing& a, const Timing& b) {
+  const std::size_t n = std::min(a.per_call_s.size(), b.per_call_s.size());
+  std::vector<double> r;
+  for (std::size_t i = 0; i < n; ++i) r.push_back(a.per_call_s[i] / b.per_call_s[i]);
+  if (r.empty()) return 0;
+  std::sort(r.begin(), r.end());
+  return r.size() % 2 ? r[r.size() / 2] : 0.5 * (r[r.size() / 2 - 1] + r[r.size() / 2]);
 }
 
 // ---- buffers ----------------------------------------------------------------------------------------------
@@ -253,6 +268,11 @@ struct Cell {
   Timing timing;
   double gflops = 0;
   double vs_bare = 0;  // bare time / this time: 1.0 = as fast as bare, 0.8 = 80% of its speed
+  // The median over rounds of (bare sample / this sample) within the same round: the two samples of a round
+  // ran back to back, so a slowdown of the machine that lasts longer than a round (other tenants of a shared
+  // host) scales both and cancels, where the ratio of the two medians can pair a fast stretch of one column
+  // with a slow stretch of the other.
+  double vs_bare_paired = 0;
   std::string impl;
 };
 
@@ -267,7 +287,7 @@ void print_header(const Row& r) {
   std::printf("%-6s %5s %-17s", "layer", "batch", "kernel");
   for (const Cell& c : r.cells) {
     std::printf(" | %10s %7s", (c.column + " us").c_str(), "GF/s");
-    if (&c != &r.cells.front()) std::printf(" %6s", "x bare");
+    if (&c != &r.cells.front()) std::printf(" %6s %6s", "x bare", "paired");
   }
   std::printf("\n");
 }
@@ -276,7 +296,7 @@ void print_row(const Row& r, bool verbose) {
   std::printf("%-6s %5lld %-17s", r.layer->name, static_cast<long long>(r.shape.n), be::to_string(r.kernel));
   for (const Cell& c : r.cells) {
     std::printf(" | %10.1f %7.1f", c.timing.median_s * 1e6, c.gflops);
-    if (&c != &r.cells.front()) std::printf(" %6.2f", c.vs_bare);
+    if (&c != &r.cells.front()) std::printf(" %6.2f %6.2f", c.vs_bare, c.vs_bare_paired);
   }
   std::printf("\n");
   if (verbose) {
@@ -301,7 +321,10 @@ nlohmann::json row_json(const Row& r, int threads) {
                         {"samples", c.timing.samples},
                         {"calls_per_sample", c.timing.calls_per_sample},
                         {"impl", c.impl}};
-    if (&c != &r.cells.front()) j["speed_vs_bare"] = c.vs_bare;
+    if (&c != &r.cells.front()) {
+      j["speed_vs_bare"] = c.vs_bare;
+      j["speed_vs_bare_paired"] = c.vs_bare_paired;
+    }
     cols[c.column] = std::move(j);
   }
   const ConvShape& s = r.shape;
@@ -349,12 +372,15 @@ int run(const Options& opt) {
           for (const Column& col : cols) runs.push_back(&col.run);
           const std::vector<Timing> timings = measure(runs, opt.seconds);
           for (std::size_t c = 0; c < cols.size(); ++c) {
-            Cell cell{cols[c].name, timings[c], 0, 0, cols[c].impl};
+            Cell cell{cols[c].name, timings[c], 0, 0, 0, cols[c].impl};
             cell.gflops = 2.0 * static_cast<double>(s.macs()) / cell.timing.median_s * 1e-9;
             row.cells.push_back(std::move(cell));
           }
         }  // bare memories freed here
-        for (Cell& c : row.cells) c.vs_bare = row.cells.front().timing.median_s / c.timing.median_s;
+        for (Cell& c : row.cells) {
+          c.vs_bare = row.cells.front().timing.median_s / c.timing.median_s;
+          c.vs_bare_paired = paired_ratio(row.cells.front().timing, c.timing);
+        }
         if (opt.json) {
           std::cout << row_json(row, threads).dump() << std::endl;
         } else {

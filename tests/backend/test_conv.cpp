@@ -156,11 +156,21 @@ struct Case {
   std::vector<double> y_abs, y_bias_abs, gx_abs, gw_abs, gb_abs;  // sum of |products| per output
 
   Case(const ConvShape& shape, std::mt19937& rng) : s(shape) {
-    using namespace metafew::tensor;
     x = random_floats(rng, s.x_numel());
     w = random_floats(rng, s.w_numel());
     b = random_floats(rng, s.oc);
     gy = random_floats(rng, s.y_numel());
+    compute();
+  }
+  Case(const ConvShape& shape, std::vector<float> x_, std::vector<float> w_, std::vector<float> b_,
+       std::vector<float> gy_)
+      : s(shape), x(std::move(x_)), w(std::move(w_)), b(std::move(b_)), gy(std::move(gy_)) {
+    compute();
+  }
+
+ private:
+  void compute() {
+    using namespace metafew::tensor;
     const auto xd = to_double(x), wd = to_double(w), bd = to_double(b), gyd = to_double(gy);
     const auto xa = abs_of(xd), wa = abs_of(wd), ba = abs_of(bd), gya = abs_of(gyd);
     y.resize(s.y_numel()), y_abs.resize(s.y_numel());
@@ -405,6 +415,30 @@ TEST_CASE("oneDNN conv: the conv-4 layers reorder with metafew's kernels") {
   CHECK(dnnl_backend::conv2d_describe(odd, ConvKernel::forward, false, ConvLayout::blocked).find("(own 0)") !=
         std::string::npos);
   dnnl_backend::release_thread_cache();
+}
+
+TEST_CASE("oneDNN conv: blocked forward and backward data in batch chunks match the reference") {
+  // Note [Batch chunks]: image tensors of 50-125 KB give chunks of 1-3 images, with uneven remainders; one
+  // shape with 24 / 40 channels reorders with oneDNN's padding reorders, one is strided.
+  std::mt19937 rng(777u);
+  for (const ConvShape& s : {make_shape(13, 64, 14, 14, 64, 3, 1, 1), make_shape(7, 24, 28, 28, 40, 3, 1, 1),
+                             make_shape(5, 32, 30, 30, 48, 3, 2, 1), make_shape(300, 64, 3, 3, 64, 3, 1, 1)}) {
+    CAPTURE(s.to_string());
+    Case c(s, rng);
+    check_onednn(c, ConvLayout::blocked);
+    // The same buffer of weights with new values and no generation: the chunks of the second call must not
+    // reuse the first call's reordered weights.
+    for (float& v : c.w) v = -0.5f * v + 0.25f;
+    const Case fresh(s, c.x, c.w, c.b, c.gy);
+    std::vector<float> y(s.y_numel()), gx(s.x_numel());
+    dnnl_backend::conv2d_forward(c.x.data(), c.w.data(), nullptr, y.data(), s, ConvLayout::blocked);
+    const Comparison ry = compare(y, fresh.y, fresh.y_abs);
+    CHECK_MESSAGE(ry.bad == 0, describe(ry));
+    dnnl_backend::conv2d_backward_data(c.gy.data(), c.w.data(), gx.data(), s, ConvLayout::blocked);
+    const Comparison rx = compare(gx, fresh.gx, fresh.gx_abs);
+    CHECK_MESSAGE(rx.bad == 0, describe(rx));
+    dnnl_backend::release_thread_cache();
+  }
 }
 
 TEST_CASE("oneDNN conv: plans are cached and reused") {

@@ -81,6 +81,20 @@ namespace metafew::backend::dnnl_backend {
 // changes whenever the storage's contents may change in place (Note [Storage generation]), so a hit always
 // reads what a reorder would have produced. Weights larger than kWeightsCacheMaxBytes are not kept.
 
+// Note [Batch chunks]
+// A blocked convolution reorders its activations into per-thread slots, runs the primitive on them and
+// reorders the result back (Note [Conv layout]). When the tensors are larger than L2 (2 MB a core on the
+// Intel Xeon VM), every one of those passes goes to L3 or memory: at conv-4's 64->64 layer on 14x14 pixels
+// and batch 80 (4 MB per tensor) the two reorders took ~630 + ~840 us inside the engine against ~280 + ~290
+// us when their data was cached, beside a ~7,700 us convolution. The JIT kernels' speed per image is the same
+// from batch 5 to batch 2560 (bench/results/conv.md: e.g. 78-82 us per image at 14x14), so forward and
+// backward data, where images are independent, run in chunks of at most kChunkBytes per image tensor: the
+// reordered chunk is still in L2 when the primitive reads it, and the primitive's output when it is reordered
+// back. Each image's result is computed by the same kernel as without chunks; chunk sizes depend on the shape
+// only, so results are reproducible. The weights are reordered once per call (Note [Weights cache]; a call
+// without a weights generation gets a one-off key for its chunks). Backward weights sums over the batch and
+// is not chunked.
+
 namespace {
 
 namespace dn = ::dnnl;
@@ -120,6 +134,8 @@ constexpr int kTensorSlots = 3;             // at most three reordered tensors p
 constexpr int kScratchSlot = kTensorSlots;  // the scratchpad of whichever primitive runs
 constexpr int kSlots = kTensorSlots + 1;
 constexpr int kUserPointers = 4;  // e.g. forward: x, w, bias, y
+// Largest image tensor of one chunk of a blocked forward / backward-data call (Note [Batch chunks]).
+constexpr int64_t kChunkBytes = int64_t{192} << 10;
 // Convolutions with fewer multiply-adds run on the calling thread alone (Note [Conv threads]).
 constexpr int64_t kOneThreadMacs = int64_t{1} << 21;  // ~2.1 M
 // Note [Weights cache].
@@ -606,7 +622,33 @@ void run(const char* op, const ConvShape& s, ConvKernel kernel, bool bias, ConvL
     run_direct(op, s, kernel, pointers);
     return;
   }
-  execute(op, find_or_build(op, key), pointers, w_generation);
+  // Note [Batch chunks].
+  const int64_t x_image = s.ic * s.ih * s.iw, y_image = s.oc * s.oh() * s.ow();
+  const int64_t per_chunk =
+      std::max<int64_t>(1, kChunkBytes / (static_cast<int64_t>(sizeof(float)) * std::max(x_image, y_image)));
+  if (key.layout != ConvLayout::blocked || kernel == ConvKernel::backward_weights || s.n <= per_chunk) {
+    execute(op, find_or_build(op, key), pointers, w_generation);
+    return;
+  }
+  const int64_t chunks = (s.n + per_chunk - 1) / per_chunk;
+  const int64_t base = s.n / chunks, extra = s.n % chunks;  // the first `extra` chunks take one image more
+  // A one-off weights key for a call that has none, from a range storage generations never reach.
+  thread_local uint64_t one_off = 0;
+  const uint64_t generation = w_generation != 0 ? w_generation : (uint64_t{1} << 63) | ++one_off;
+  // forward: x (0) -> y (3); backward data: gy (0) -> gx (2).
+  const int out = kernel == ConvKernel::forward ? 3 : 2;
+  const int64_t in_image = kernel == ConvKernel::forward ? x_image : y_image;
+  const int64_t out_image = kernel == ConvKernel::forward ? y_image : x_image;
+  int64_t n0 = 0;
+  for (int64_t c = 0; c < chunks; ++c) {
+    ConvShape cs = s;
+    cs.n = base + (c < extra ? 1 : 0);
+    std::array<const void*, kUserPointers> p = pointers;
+    p[0] = static_cast<const float*>(pointers[0]) + n0 * in_image;
+    p[out] = static_cast<const float*>(pointers[out]) + n0 * out_image;
+    execute(op, find_or_build(op, make_key(op, cs, kernel, bias, ConvLayout::blocked)), p, generation);
+    n0 += cs.n;
+  }
 }
 
 constexpr int bits(std::initializer_list<int> indices) {
