@@ -114,16 +114,18 @@ Variable Model::embed_impl(const std::vector<Variable>& p, const Variable& x, co
       // function as the papers' conv -> BN -> ReLU -> pool with the ReLU and its backward on a quarter of the
       // activations.
       auto pool = [&](const Variable& v) { return c.max_pool ? ops::max_pool2d(v, 2, 2) : v; };
-      h = ops::conv2d(h, w, bias, conv);
       if (support_x) {
+        h = ops::conv2d(h, w, bias, conv);
         hs = ops::conv2d(hs, w, bias, conv);
         auto [ns, nq] = bn_support_stats(hs, h, gamma, beta);
         hs = ops::relu(pool(ns));
         h = ops::relu(pool(nq));
+      } else if (c.max_pool) {
+        // Note [Batch norm and max-pool fused]: one op, without the full-size normalised tensor; on the first
+        // block, with the convolution too (Note [First block fused]).
+        h = ops::relu(ops::conv_bn_max_pool(h, w, bias, gamma, beta, conv, kBnEps));
       } else {
-        // Note [Batch norm and max-pool fused]: one op, without the full-size normalised tensor.
-        h = ops::relu(c.max_pool ? ops::batch_norm_max_pool(h, gamma, beta, kBnEps)
-                                 : ops::batch_norm(h, gamma, beta, kBnEps));
+        h = ops::relu(ops::batch_norm(ops::conv2d(h, w, bias, conv), gamma, beta, kBnEps));
       }
     }
     // Note [Omniglot head as MAML's code]: cbfinn/maml averages the last block's output over its pixels

@@ -1,9 +1,11 @@
 #include "autograd/grad_mode.h"
 #include "ops/detail.h"
+#include "tensor/conv_single_channel.h"
 
 namespace metafew::ops {
 
 using detail::make_result;
+using tensor::DType;
 
 // Note [Batch norm backward]: batch norm's forward is one fused kernel, and so is its first backward: two ops,
 // batch_norm_grad_sums (per-channel sums of g * xh and of g) and batch_norm_grad_input (dx from those sums),
@@ -155,6 +157,56 @@ Variable batch_norm_max_pool(const Variable& x, const Variable& gamma, const Var
     if (need[0]) grads[0] = Variable(dx);
     if (need[1]) grads[1] = Variable(tensor::slice(sums, 0, 0, 1).reshape({c}));
     if (need[2]) grads[2] = Variable(tensor::slice(sums, 0, 1, 2).reshape({c}));
+    return grads;
+  });
+}
+
+// Note [First block fused] (tensor/conv_single_channel.cpp): the first block of an Omniglot network as one
+// op when its input is data (no gradient wanted for it) in f32; otherwise the composition of the two ops.
+// Without create_graph the backward is one kernel; with it, the convolution is recomputed and the rules of
+// conv2d and batch_norm_max_pool are composed (as batch_norm_max_pool's own create_graph path), so every
+// order of derivative exists.
+Variable conv_bn_max_pool(const Variable& x, const Variable& w, const Variable& b, const Variable& gamma,
+                          const Variable& beta, const Conv2dParams& p, double eps) {
+  MF_CHECK(eps > 0, "conv_bn_max_pool: eps must be positive, got ", eps);
+  const tensor::ConvShape s = conv_shape(x.shape(), w.shape(), p, "conv_bn_max_pool");
+  auto f32 = [](const Variable& v) { return v.defined() && v.data().dtype() == DType::f32; };
+  const bool fused = tensor::first_block_supported(s) && !x.requires_grad() && f32(x) && f32(w) && f32(b) &&
+                     f32(gamma) && f32(beta) && b.numel() == s.oc && gamma.numel() == s.oc &&
+                     beta.numel() == s.oc;
+  if (!fused) return batch_norm_max_pool(conv2d(x, w, b, p), gamma, beta, eps);
+  const Shape pooled{s.n, s.oc, s.oh() / 2, s.ow() / 2};
+  Tensor y = Tensor::empty(pooled, DType::f32), idx = Tensor::empty(pooled, DType::i32);
+  Tensor selected = Tensor::empty(pooled, DType::f32);
+  Tensor mean_t = Tensor::empty({s.oc}, DType::f32), invstd_t = Tensor::empty({s.oc}, DType::f32);
+  Tensor moments = Tensor::empty({tensor::kFirstBlockMoments}, DType::f64);
+  tensor::first_block_forward(x.data().data<float>(), w.data().data<float>(), b.data().data<float>(),
+                              gamma.data().data<float>(), beta.data().data<float>(), eps, s, y.data<float>(),
+                              idx.data<int32_t>(), selected.data<float>(), mean_t.data<float>(),
+                              invstd_t.data<float>(), moments.data<double>());
+  return make_result(y, "conv_bn_max_pool", {x, w, b, gamma, beta}, MF_BACKWARD {
+    std::vector<Variable> grads(5);
+    if (autograd::grad_mode_enabled()) {
+      const Variable conv = conv2d(in[0], in[1], in[2], p);
+      const std::vector<bool> bn_need{need[1] || need[2], need[3], need[4]};
+      std::vector<Variable> bn = backward_with_ops(pool_scatter(g, idx, conv.shape()), {conv, in[3], in[4]}, bn_need,
+                                                   eps, mean_t, invstd_t);
+      if (need[1]) grads[1] = conv2d_grad_weight(in[0], bn[0], in[1].shape(), p);
+      if (need[2]) grads[2] = sum(bn[0], {0, 2, 3});
+      grads[3] = bn[1];
+      grads[4] = bn[2];
+      return grads;
+    }
+    Tensor gw = Tensor::empty(in[1].shape(), DType::f32);
+    Tensor ggamma = Tensor::empty({s.oc}, DType::f32), gbeta = Tensor::empty({s.oc}, DType::f32);
+    tensor::first_block_backward(in[0].data().data<float>(), in[1].data().data<float>(), g.data().data<float>(),
+                                 idx.data<int32_t>(), selected.data<float>(), in[3].data().data<float>(),
+                                 mean_t.data<float>(), invstd_t.data<float>(), moments.data<double>(), s,
+                                 gw.data<float>(), ggamma.data<float>(), gbeta.data<float>());
+    if (need[1]) grads[1] = Variable(gw);
+    if (need[2]) grads[2] = Variable(Tensor::zeros({s.oc}, DType::f32));  // batch norm removes a constant
+    if (need[3]) grads[3] = Variable(ggamma);
+    if (need[4]) grads[4] = Variable(gbeta);
     return grads;
   });
 }

@@ -3,12 +3,14 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
 #include "core/error.h"
 #include "tensor/parallel_for.h"
+#include "tensor/pool2x2.h"
 #include "tensor/vec16.h"
 
 namespace metafew::tensor {
@@ -117,11 +119,11 @@ void build_columns(const float* x, const ConvShape& s, int64_t stride, float* sc
 bool use_threads(int64_t macs) { return worth_splitting(macs, int64_t{1} << 21); }
 
 
-// Output channels [o0, o0 + kOut) of one image: y_img is (oc, P) for this image. kPix pixel vectors at a time:
-// kOut x kPix independent sums of 9 products.
+// Output channels [o0, o0 + kOut) of one image into out (kOut planes of P pixels, channel o0 first). kPix
+// pixel vectors at a time: kOut x kPix independent sums of 9 products.
 template <int kOut, int kPix>
 void forward_block(const float* cols, int64_t stride, int64_t pixels, const float* w, const float* bias,
-                   int64_t o0, float* y_img) {
+                   int64_t o0, float* out) {
   float wk[kOut][kTaps];
   for (int u = 0; u < kOut; ++u)
     for (int k = 0; k < kTaps; ++k) wk[u][k] = w[(o0 + u) * kTaps + k];
@@ -142,7 +144,7 @@ void forward_block(const float* cols, int64_t stride, int64_t pixels, const floa
         for (int v = 0; v < kPix; ++v) acc[v][u] += c[v] * wk[u][k];
     }
     for (int u = 0; u < kOut; ++u)
-      for (int v = 0; v < kPix; ++v) store(y_img + (o0 + u) * pixels + p + v * kLanes, acc[v][u]);
+      for (int v = 0; v < kPix; ++v) store(out + u * pixels + p + v * kLanes, acc[v][u]);
   }
   for (; p < pixels; p += kLanes) {  // the columns are zero-padded to a whole vector
     Vec acc[kOut];
@@ -151,7 +153,7 @@ void forward_block(const float* cols, int64_t stride, int64_t pixels, const floa
       const Vec c = load(cols + k * stride + p);
       for (int u = 0; u < kOut; ++u) acc[u] += c * wk[u][k];
     }
-    for (int u = 0; u < kOut; ++u) store_lanes(y_img + (o0 + u) * pixels + p, acc[u], std::min(kLanes, pixels - p));
+    for (int u = 0; u < kOut; ++u) store_lanes(out + u * pixels + p, acc[u], std::min(kLanes, pixels - p));
   }
 }
 
@@ -213,8 +215,8 @@ void conv2d_single_channel(const float* x, const float* w, const float* bias, fl
     build_columns(x + n * image, s, stride, cols);
     float* y_img = y + n * s.oc * pixels;
     int64_t o = 0;
-    for (; o + kOut <= s.oc; o += kOut) forward_block<kOut, kPix>(cols, stride, pixels, w, bias, o, y_img);
-    for (; o < s.oc; ++o) forward_block<1, kPix>(cols, stride, pixels, w, bias, o, y_img);
+    for (; o + kOut <= s.oc; o += kOut) forward_block<kOut, kPix>(cols, stride, pixels, w, bias, o, y_img + o * pixels);
+    for (; o < s.oc; ++o) forward_block<1, kPix>(cols, stride, pixels, w, bias, o, y_img + o * pixels);
   });
 }
 
@@ -258,6 +260,286 @@ void conv2d_grad_weight_single_channel(const float* x, const float* gy, float* g
       for (int64_t o = o_begin; o < o_end; ++o) {
         for (int k = 0; k < kTaps; ++k) gw[o * kTaps + k] = horizontal_sum(acc[(o - o_begin) * kTaps + k]);
         if (gbias) gbias[o] = horizontal_sum(bacc[o - o_begin]);
+      }
+    }
+  };
+  parallel_team(par, work);
+}
+
+// Note [First block fused]
+// Every Omniglot network starts conv (1 -> 64 channels, 3x3, padding 1) -> batch norm -> 2x2 max-pool, and
+// the convolution's output there is the largest tensor of the network (n x 64 x 28 x 28: 15 MB for a query
+// batch of 75). Unfused, it is written once and read three times in the forward (the statistics' two passes,
+// the pooling), and the backward writes its gradient dx (as large) and reads x and dx again. Here neither is
+// ever formed:
+// - Statistics. With P(p) the 9 taps of output pixel p (the zero-padded 3x3 patch), x_c(p) = w_c . P(p) + b_c,
+//   so over the M = n * oh * ow pixels mean_c = w_c . Pbar + b_c and var_c = w_c^T Cov w_c, with Pbar the
+//   patches' mean (9 numbers) and Cov their centred second moment (9 x 9), both from the input alone:
+//   9 + 45 dot products per image instead of two passes over 64 planes. Both are summed around the float
+//   mean of the patches, per image in float and over images in double, as Note [Batch norm statistics].
+// - Forward. Per image, the input is unfolded in window order (tap k of corner d of window q at column
+//   d * ps + q), so the direct kernel's forward_block writes two channels at a time as four corner planes
+//   to an L1 buffer, and normalising and pooling them is element-wise over the windows (pool_corner_planes:
+//   pool2x2_plane's comparisons in its order, without its gathers). Pixels in no window (the last row or
+//   column of an odd side) are not computed: only the statistics see them, through the moments.
+// - Backward. With gz the pooled gradient scattered to the argmax positions, s1 = sum(gz), s0 =
+//   sum(gz * xh) (the batch-norm sums, read at the pooled positions as batch_norm_max_pool_backward) and
+//   scale = gamma * invstd, batch norm's backward is dx = scale * (gz - s1 / M - xh * s0 / M), and the weight
+//   gradient sum_p dx(p) P(p) splits into a sparse part and one that the moments give in closed form:
+//     gw_c = scale_c * (sum_q g(q) P(argmax q) - s1 * Pbar - s0 * invstd_c * (Cov w_c)),
+//   using sum_p (x(p) - mean) P(p) = M * Cov w. The sparse sum adds, per pooled output q, g(q) times the
+//   argmax pixel's patch, kept per image as a 16-float vector per pixel (9 taps, 7 zeros). The bias
+//   gradient is zero: batch norm removes any per-channel constant.
+// The sums over images run in image order on one thread per channel (forward statistics: one thread), so the
+// results do not depend on the thread count. Rounding differs from the unfused ops (other summation orders,
+// statistics in closed form): tests/ops/test_first_block.cpp holds both to the f64 reference.
+
+namespace {
+
+// The patch moments of x for the fused first block: moments[0..8] = Pbar, moments[9 + 9 * k + l] = Cov[k][l].
+void patch_moments(const float* x, const ConvShape& s, double* moments) {
+  const int64_t pixels = s.oh() * s.ow(), stride = padded_pixels(s), image = s.ih * s.iw;
+  const double count = static_cast<double>(s.n * pixels);
+  const int64_t col_floats = column_scratch_floats(s, stride);
+  float* scratch = thread_scratch(static_cast<size_t>(col_floats + kTaps * stride));
+  float* cols = scratch;
+  float* centred = scratch + col_floats;
+  double sums[kTaps] = {};
+  for (int64_t n = 0; n < s.n; ++n) {
+    build_columns(x + n * image, s, stride, cols);
+    for (int k = 0; k < kTaps; ++k) {
+      const float* c = cols + k * stride;
+      float acc = 0;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t p = 0; p < pixels; ++p) acc += c[p];
+      sums[k] += static_cast<double>(acc);
+    }
+  }
+  double mean[kTaps], shift[kTaps];
+  float m[kTaps];
+  for (int k = 0; k < kTaps; ++k) {
+    mean[k] = sums[k] / count;
+    m[k] = static_cast<float>(mean[k]);
+    shift[k] = mean[k] - static_cast<double>(m[k]);
+  }
+  double prod[kTaps][kTaps] = {};
+  for (int64_t n = 0; n < s.n; ++n) {
+    build_columns(x + n * image, s, stride, cols);
+    for (int k = 0; k < kTaps; ++k) {
+      const float* __restrict c = cols + k * stride;
+      float* __restrict d = centred + k * stride;
+#pragma omp simd
+      for (int64_t p = 0; p < pixels; ++p) d[p] = c[p] - m[k];
+    }
+    for (int k = 0; k < kTaps; ++k)
+      for (int l = k; l < kTaps; ++l) {
+        const float* a = centred + k * stride;
+        const float* b = centred + l * stride;
+        float acc = 0;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t p = 0; p < pixels; ++p) acc += a[p] * b[p];
+        prod[k][l] += static_cast<double>(acc);
+      }
+  }
+  // sum (P_k - m_k)(P_l - m_l) = sum (P_k - Pbar_k)(P_l - Pbar_l) + M shift_k shift_l.
+  for (int k = 0; k < kTaps; ++k) {
+    moments[k] = mean[k];
+    for (int l = k; l < kTaps; ++l) {
+      const double cov = prod[k][l] / count - shift[k] * shift[l];
+      moments[kTaps + k * kTaps + l] = moments[kTaps + l * kTaps + k] = cov;
+    }
+  }
+}
+
+// The 2x2 max-pooling of one channel whose window corners are four planes x00 + d * ps (d = 2 di + dj), after
+// v = x * scale + shift: pool2x2_plane's comparisons in its order (the same maxima, positions and ties), 16
+// windows at a time. Written with vector types: GCC does not if-convert the scalar form of these selects.
+// The planes hold ps >= per values (the padding is finite); nothing is written past per.
+typedef int32_t IVec __attribute__((vector_size(kLanes * sizeof(int32_t))));
+void pool_corner_planes(const float* __restrict x00, int64_t ps, const int32_t* __restrict corners, int64_t per,
+                        int32_t w, float scale, float shift, float* __restrict y, int32_t* __restrict idx,
+                        float* __restrict sel) {
+  const Vec sc = splat(scale), sh = splat(shift);
+  const IVec zero{}, one = zero + 1, right = zero + w, diagonal = zero + (w + 1);
+  for (int64_t q = 0; q < per; q += kLanes) {
+    const int64_t lanes = std::min(kLanes, per - q);
+    const Vec r00 = load(x00 + q), r01 = load(x00 + ps + q), r10 = load(x00 + 2 * ps + q);
+    const Vec r11 = load(x00 + 3 * ps + q);
+    const Vec v00 = r00 * sc + sh, v01 = r01 * sc + sh, v10 = r10 * sc + sh, v11 = r11 * sc + sh;
+    const IVec top_b = v01 > v00, bot_d = v11 > v10;
+    const Vec top = top_b ? v01 : v00, bot = bot_d ? v11 : v10;
+    const IVec take_bot = bot > top;
+    // Whole vectors with fixed-size copies (one move each); the last partial one lane by lane.
+    const size_t bytes = static_cast<size_t>(lanes) * sizeof(int32_t);
+    IVec corner{};
+    if (lanes == kLanes) {
+      std::memcpy(&corner, corners + q, sizeof corner);
+    } else {
+      std::memcpy(&corner, corners + q, bytes);
+    }
+    const IVec at = corner + (take_bot ? (bot_d ? diagonal : right) : (top_b ? one : zero));
+    if (lanes == kLanes) {
+      std::memcpy(idx + q, &at, sizeof at);
+    } else {
+      std::memcpy(idx + q, &at, bytes);
+    }
+    store_lanes(y + q, take_bot ? bot : top, lanes);
+    store_lanes(sel + q, take_bot ? (bot_d ? r11 : r10) : (top_b ? r01 : r00), lanes);
+  }
+}
+
+}  // namespace
+
+bool first_block_supported(const ConvShape& s) {
+  return conv_single_channel_supported(s) && s.sh == 1 && s.sw == 1 && s.ph == 1 && s.pw == 1 && s.oh() >= 2 &&
+         s.ow() >= 2;
+}
+
+void first_block_forward(const float* x, const float* w, const float* bias, const float* gamma, const float* beta,
+                         double eps, const ConvShape& s, float* y, int32_t* idx, float* sel, float* mean,
+                         float* invstd, double* moments) {
+  MF_CHECK(first_block_supported(s), "first_block_forward: shape ", s.to_string(),
+           " is not a one-input-channel 3x3 convolution with stride 1 and padding 1");
+  MF_CHECK(x && w && bias && gamma && beta && y && idx && sel && mean && invstd && moments,
+           "first_block_forward: null buffer for ", s.to_string());
+  patch_moments(x, s, moments);
+  const double* pbar = moments;
+  const double* cov = moments + kTaps;
+  std::vector<float> scale(static_cast<size_t>(s.oc)), shift(static_cast<size_t>(s.oc));
+  for (int64_t o = 0; o < s.oc; ++o) {
+    const float* wo = w + o * kTaps;
+    double mu = bias[o], var = 0;
+    for (int k = 0; k < kTaps; ++k) {
+      mu += static_cast<double>(wo[k]) * pbar[k];
+      double row = 0;
+      for (int l = 0; l < kTaps; ++l) row += cov[k * kTaps + l] * static_cast<double>(wo[l]);
+      var += static_cast<double>(wo[k]) * row;
+    }
+    const double inv = 1.0 / std::sqrt(std::max(0.0, var) + eps);
+    mean[o] = static_cast<float>(mu);
+    invstd[o] = static_cast<float>(inv);
+    scale[static_cast<size_t>(o)] = static_cast<float>(inv * gamma[o]);
+    shift[static_cast<size_t>(o)] = static_cast<float>(beta[o] - mu * inv * gamma[o]);
+  }
+  const int64_t wd = s.ow(), image = s.ih * s.iw, hp = s.ih + 2, wp = s.iw + 2;
+  const int64_t oh2 = s.oh() / 2, ow2 = wd / 2, per = oh2 * ow2;
+  const int64_t ps = (per + kLanes - 1) / kLanes * kLanes, pixels = 4 * ps;  // four corner planes of ps
+  const std::vector<int32_t> corners = pool2x2_corners(s.oh(), wd);
+  const int32_t w32 = static_cast<int32_t>(wd);
+  constexpr int kOut = 2, kPix = 4;  // as conv2d_single_channel
+  parallel_for(s.n, use_threads(s.macs()), [&](int64_t n) {
+    const int64_t padded_floats = (hp * wp + kLanes - 1) / kLanes * kLanes;
+    float* scratch = thread_scratch(static_cast<size_t>(kTaps * pixels + padded_floats + kOut * pixels));
+    float* cols = scratch;
+    float* padded = cols + kTaps * pixels;
+    float* planes = padded + padded_floats;  // kOut channels of the convolution's output at the window pixels
+    // Columns in window order: tap k of corner (di, dj) of window q at cols[k][(2 di + dj) ps + q], so the
+    // output comes out as four corner planes and pooling them is element-wise (no gathers).
+    std::fill(padded, padded + hp * wp, 0.0f);
+    for (int64_t r = 0; r < s.ih; ++r)
+      std::copy(x + n * image + r * s.iw, x + n * image + (r + 1) * s.iw, padded + (r + 1) * wp + 1);
+    for (int k = 0; k < kTaps; ++k) {
+      const int a = k / 3, b = k % 3;
+      for (int d = 0; d < 4; ++d) {
+        float* __restrict row = cols + k * pixels + d * ps;
+        const float* __restrict src = padded + (d / 2 + a) * wp + d % 2 + b;
+        for (int64_t i = 0; i < oh2; ++i)
+          for (int64_t j = 0; j < ow2; ++j) row[i * ow2 + j] = src[2 * i * wp + 2 * j];
+        std::fill(row + per, row + ps, 0.0f);
+      }
+    }
+    auto pool = [&](int64_t o, int64_t count) {
+      for (int64_t u = 0; u < count; ++u) {
+        const int64_t plane = (n * s.oc + o + u) * per;
+        pool_corner_planes(planes + u * pixels, ps, corners.data(), per, w32, scale[static_cast<size_t>(o + u)],
+                           shift[static_cast<size_t>(o + u)], y + plane, idx + plane, sel + plane);
+      }
+    };
+    int64_t o = 0;
+    for (; o + kOut <= s.oc; o += kOut) {
+      forward_block<kOut, kPix>(cols, pixels, pixels, w, bias, o, planes);
+      pool(o, kOut);
+    }
+    for (; o < s.oc; ++o) {
+      forward_block<1, kPix>(cols, pixels, pixels, w, bias, o, planes);
+      pool(o, 1);
+    }
+  });
+}
+
+void first_block_backward(const float* x, const float* w, const float* g, const int32_t* idx, const float* sel,
+                          const float* gamma, const float* mean, const float* invstd, const double* moments,
+                          const ConvShape& s, float* gw, float* ggamma, float* gbeta) {
+  MF_CHECK(first_block_supported(s), "first_block_backward: shape ", s.to_string(),
+           " is not a one-input-channel 3x3 convolution with stride 1 and padding 1");
+  MF_CHECK(x && w && g && idx && sel && gamma && mean && invstd && moments && gw && ggamma && gbeta,
+           "first_block_backward: null buffer for ", s.to_string());
+  const int64_t h = s.oh(), wd = s.ow(), per = (h / 2) * (wd / 2), image = s.ih * s.iw;
+  const int64_t hp = s.ih + 2, wp = s.iw + 2;
+  const bool par = use_threads(s.macs()) && s.oc > 1;
+  // Threads split the output channels, never the batch: every sum runs over n in order on one thread.
+  auto work = [&](int64_t nt, int64_t t) {
+    const int64_t o_begin = s.oc * t / nt, o_end = s.oc * (t + 1) / nt, chans = o_end - o_begin;
+    if (chans <= 0) return;
+    // Scratch: the padded image, each pixel's 3x3 patch (9 taps in a 16-float vector), then the per-channel
+    // double sums.
+    const int64_t padded_floats = (hp * wp + kLanes - 1) / kLanes * kLanes;
+    float* scratch = thread_scratch(static_cast<size_t>(padded_floats + h * wd * kLanes + chans * (kLanes + 2) * 2));
+    float* padded = scratch;
+    float* patches = scratch + padded_floats;  // 64-byte aligned: padded_floats is a whole number of vectors
+    double* sparse = reinterpret_cast<double*>(patches + h * wd * kLanes);  // (o - o_begin) * 16 + tap
+    double* sums = sparse + chans * kLanes;                                  // (o - o_begin) * 2 + {gx, g}
+    std::fill(sparse, sparse + chans * (kLanes + 2), 0.0);
+    for (int64_t n = 0; n < s.n; ++n) {
+      std::fill(padded, padded + hp * wp, 0.0f);
+      for (int64_t r = 0; r < s.ih; ++r)
+        std::copy(x + n * image + r * s.iw, x + n * image + (r + 1) * s.iw, padded + (r + 1) * wp + 1);
+      for (int64_t r = 0; r < h; ++r)
+        for (int64_t c = 0; c < wd; ++c) {
+          float* patch = patches + (r * wd + c) * kLanes;
+          for (int a = 0; a < 3; ++a)
+            for (int b = 0; b < 3; ++b) patch[a * 3 + b] = padded[(r + a) * wp + c + b];
+          std::fill(patch + kTaps, patch + kLanes, 0.0f);
+        }
+      for (int64_t o = o_begin; o < o_end; ++o) {
+        const int64_t plane = (n * s.oc + o) * per;
+        const float* __restrict gp = g + plane;
+        const float* __restrict sp = sel + plane;
+        const int32_t* __restrict ip = idx + plane;
+        const float m = mean[o];
+        float agx = 0, ag = 0;
+#pragma omp simd reduction(+ : agx, ag)
+        for (int64_t q = 0; q < per; ++q) {
+          agx += gp[q] * (sp[q] - m);
+          ag += gp[q];
+        }
+        double* sum = sums + (o - o_begin) * 2;
+        sum[0] += static_cast<double>(agx);
+        sum[1] += static_cast<double>(ag);
+        // sum_q g(q) P(argmax q): one patch vector per pooled output, four independent sums.
+        Vec acc[4] = {};
+        int64_t q = 0;
+        for (; q + 4 <= per; q += 4)
+          for (int v = 0; v < 4; ++v) acc[v] += splat(gp[q + v]) * load(patches + int64_t{ip[q + v]} * kLanes);
+        for (; q < per; ++q) acc[0] += splat(gp[q]) * load(patches + int64_t{ip[q]} * kLanes);
+        const Vec total = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        double* tap = sparse + (o - o_begin) * kLanes;
+        for (int k = 0; k < kTaps; ++k) tap[k] += static_cast<double>(total[k]);
+      }
+    }
+    const double* pbar = moments;
+    const double* cov = moments + kTaps;
+    for (int64_t o = o_begin; o < o_end; ++o) {
+      const double inv = invstd[o], scale = static_cast<double>(gamma[o]) * inv;
+      const double* sum = sums + (o - o_begin) * 2;
+      const double s0 = sum[0] * inv, s1 = sum[1];
+      ggamma[o] = static_cast<float>(s0);
+      gbeta[o] = static_cast<float>(s1);
+      const double* tap = sparse + (o - o_begin) * kLanes;
+      for (int k = 0; k < kTaps; ++k) {
+        double cov_w = 0;
+        for (int l = 0; l < kTaps; ++l) cov_w += cov[k * kTaps + l] * static_cast<double>(w[o * kTaps + l]);
+        gw[o * kTaps + k] = static_cast<float>(scale * (tap[k] - s1 * pbar[k] - s0 * inv * cov_w));
       }
     }
   };

@@ -25,4 +25,30 @@ void conv2d_single_channel(const float* x, const float* w, const float* bias, fl
 void conv2d_grad_weight_single_channel(const float* x, const float* gy, float* gw, float* gbias,
                                        const ConvShape& s);
 
+// Note [First block fused] (in the .cpp): conv (one input channel, 3x3, stride 1, padding 1) -> batch norm with
+// batch statistics -> 2x2 max-pool, without the full-size convolution output. The statistics come from the
+// moments of the input's 3x3 patches (9 means and a 9x9 centred second-moment matrix, `moments`:
+// kFirstBlockMoments doubles), which the backward reuses.
+constexpr int64_t kFirstBlockMoments = 9 + 81;
+
+// True when the fused first-block kernels take s: a one-input-channel 3x3 convolution with stride 1 and
+// padding 1 whose output has at least 2x2 pixels.
+bool first_block_supported(const ConvShape& s);
+
+// y = max_pool2x2(batch_norm(conv(x, w) + bias, gamma, beta, eps)) with the batch statistics: y, the argmax
+// positions idx (offsets in the oh x ow plane, as max_pool2d's), sel (the convolution's output at each
+// argmax, before the normalisation), mean and invstd (oc) of the convolution's output per channel, and the
+// moments for the backward. y, idx, sel: (n, oc, oh / 2, ow / 2). Overwrites all outputs.
+// requires: first_block_supported(s); no aliasing.
+void first_block_forward(const float* x, const float* w, const float* bias, const float* gamma, const float* beta,
+                         double eps, const ConvShape& s, float* y, int32_t* idx, float* sel, float* mean,
+                         float* invstd, double* moments);
+
+// The first-order backward of first_block_forward for the gradient g of y: gw (oc, 1, 3, 3), ggamma and
+// gbeta (oc). The bias gradient is zero (batch norm removes any per-channel constant) and not written.
+// requires: the forward's x, w, idx, sel, gamma, mean, invstd and moments for the same s; no aliasing.
+void first_block_backward(const float* x, const float* w, const float* g, const int32_t* idx, const float* sel,
+                          const float* gamma, const float* mean, const float* invstd, const double* moments,
+                          const ConvShape& s, float* gw, float* ggamma, float* gbeta);
+
 }  // namespace metafew::tensor
