@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Measures metafew bench and the PyTorch reference (../shared/peers/torch_meta.py, tuned as its README) back to
 # back for the rows of bench/results/speed.md. Run from anywhere; needs python3-torch and libopenblas0-openmp.
+# MATRIX=1: every cell of issue 6's table (6 algorithms x {5w1s, 20w1s} x {1, 2} threads) as a markdown table
+# (about 20 minutes); ONE_THREAD=1: the main rows at 1 thread; neither: the main rows.
 cd "$(dirname "$0")/.."
 BL=$(dirname "$(dpkg -L libopenblas0-openmp | grep '/libblas.so.3$' | head -1)")
 ref() { env MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=536870912 LD_LIBRARY_PATH=$BL /usr/bin/python3 ../shared/peers/torch_meta.py --mode bench "$@" --warmup 2 --timed 5 2>/dev/null | tail -1; }
@@ -9,8 +11,26 @@ row() { # algo threads ways queries mb steps lr
   ./build/metafew bench --algo $1 --threads $2 --ways $3 --shots 1 --queries $4 --meta-batch $5 --inner-steps $6 --inner-lr $7 --json 2>/dev/null | jq -c '{algo, threads, s: .seconds_per_iter_median, gflops, peak_fraction, bare: .bare_conv_gflops, rss: .peak_rss_mb}'
   ref --algo $1 --threads $2 --ways $3 --shots 1 --queries $4 --meta-batch $5 --inner-steps $6 --inner-lr $7 | jq -c '{ref_s: .seconds_per_meta_iter_median, ref_rss: .peak_rss_mb}'
 }
+# One cell of issue 6's table as a markdown row: metafew's standard row for ALGO at WAYS (5 or 20) and
+# THREADS, then the reference with the same settings; the speed-up is reference / metafew.
+cell() { # algo ways threads
+  local m r
+  m=$(./build/metafew bench --algo "$1" --ways "$2" --threads "$3" --json 2>/dev/null)
+  case "$1:$2" in
+    reptile:*) r=$(ref --algo reptile --ways "$2" --threads "$3") ;;
+    *:5) r=$(ref --algo "$1" --ways 5 --shots 1 --queries 15 --meta-batch 32 --inner-steps 1 --inner-lr 0.4 --threads "$3") ;;
+    *) r=$(ref --algo "$1" --ways 20 --shots 1 --queries 5 --meta-batch 16 --inner-steps 5 --inner-lr 0.1 --threads "$3") ;;
+  esac
+  jq -rn --argjson m "$m" --argjson r "$r" --arg t "$(date +%H:%M:%S)" '"| \($m.algo) | \($m.ways)w | \($m.threads) | \($m.seconds_per_iter_median * 1000 | round / 1000) | \($r.seconds_per_meta_iter_median) | \($r.seconds_per_meta_iter_median / $m.seconds_per_iter_median * 100 | round / 100)x | \($m.bare_conv_gflops | round) | \($m.peak_rss_mb | round) | \($r.peak_rss_mb | round) | \($t) |"'
+}
 uptime
-if [ "${ONE_THREAD:-0}" = 1 ]; then  # every row at 1 thread (when the other core is not free)
+if [ "${MATRIX:-0}" = 1 ]; then  # all 24 cells of issue 6's table
+  echo "| algo | task | threads | metafew s/iter | PyTorch s/iter | speed-up | bare conv GFLOP/s | metafew RSS MB | PyTorch RSS MB | time |"
+  echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+  for w in 5 20; do for t in 1 2; do
+    for a in maml fomaml metasgd anil protonet reptile; do cell $a $w $t; done
+  done; done
+elif [ "${ONE_THREAD:-0}" = 1 ]; then  # every row at 1 thread (when the other core is not free)
   for a in maml fomaml metasgd anil protonet; do row $a 1 5 15 32 1 0.4; done
   row maml 1 20 5 16 5 0.1
 else

@@ -82,14 +82,17 @@ int run_bench(int argc, char** argv) {
                         "Measured speed of meta-iterations on this CPU. Without --algo: the standard matrix "
                         "(maml, fomaml, metasgd, anil, protonet, reptile at 5-way 1-shot and 20-way 1-shot).");
   opts.set_width(100);
-  opts.add_options()("algo", "algorithms to measure (repeatable); with it, the settings below apply",
+  opts.add_options()("algo",
+                     "algorithms to measure (repeatable); with it, the settings below apply. A setting not "
+                     "given is the standard matrix's for the algorithm: its 20-way row from 20 ways up, its "
+                     "5-way row otherwise (e.g. reptile: 10 shots, meta-batch 5, 5 Adam steps at lr 0.001)",
                      cxxopts::value<std::vector<std::string>>())(
       "ways", "classes per task", cxxopts::value<int64_t>()->default_value("5"))(
-      "shots", "shots per class", cxxopts::value<int64_t>()->default_value("1"))(
-      "queries", "queries per class", cxxopts::value<int64_t>()->default_value("15"))(
-      "meta-batch", "tasks per meta-iteration", cxxopts::value<int64_t>()->default_value("32"))(
-      "inner-steps", "inner steps", cxxopts::value<int64_t>()->default_value("1"))(
-      "inner-lr", "inner learning rate", cxxopts::value<double>()->default_value("0.4"))(
+      "shots", "shots per class (default: standard row)", cxxopts::value<int64_t>())(
+      "queries", "queries per class (default: standard row)", cxxopts::value<int64_t>())(
+      "meta-batch", "tasks per meta-iteration (default: standard row)", cxxopts::value<int64_t>())(
+      "inner-steps", "inner steps (default: standard row)", cxxopts::value<int64_t>())(
+      "inner-lr", "inner learning rate (default: standard row)", cxxopts::value<double>())(
       "filters", "conv-4 filters", cxxopts::value<int64_t>()->default_value("64"))(
       "threads", "largest thread count (0: all cores)", cxxopts::value<int>()->default_value("0"))(
       "scaling", "also measure every thread count from 1 to --threads")(
@@ -113,10 +116,17 @@ int run_bench(int argc, char** argv) {
       MF_USAGE_CHECK(std::find(meta::algorithm_names().begin(), meta::algorithm_names().end(), a) !=
                          meta::algorithm_names().end(),
                      "bench: unknown --algo '", a, "'");
-      rows.push_back({a, args["ways"].as<int64_t>(), args["shots"].as<int64_t>(), args["queries"].as<int64_t>(),
-                      args["meta-batch"].as<int64_t>(), args["inner-steps"].as<int64_t>(),
-                      args["inner-lr"].as<double>()});
-      const Setting& s = rows.back();
+      // The standard row of this algorithm at this width, then the settings given.
+      const int64_t ways = args["ways"].as<int64_t>();
+      const std::vector<Setting> standard = standard_matrix({a});
+      Setting s = standard[ways >= 20 ? 1 : 0];
+      s.ways = ways;
+      if (args.count("shots")) s.shots = args["shots"].as<int64_t>();
+      if (args.count("queries")) s.queries = args["queries"].as<int64_t>();
+      if (args.count("meta-batch")) s.meta_batch = args["meta-batch"].as<int64_t>();
+      if (args.count("inner-steps")) s.inner_steps = args["inner-steps"].as<int64_t>();
+      if (args.count("inner-lr")) s.inner_lr = args["inner-lr"].as<double>();
+      rows.push_back(s);
       MF_USAGE_CHECK(s.ways >= 1 && s.shots >= 1 && s.queries >= 1 && s.meta_batch >= 1 && s.inner_steps >= 0,
                      "bench: --ways, --shots, --queries, --meta-batch must be >= 1 and --inner-steps >= 0");
     }
