@@ -177,13 +177,12 @@ Variable conv_bn_max_pool(const Variable& x, const Variable& w, const Variable& 
   if (!fused) return batch_norm_max_pool(conv2d(x, w, b, p), gamma, beta, eps);
   const Shape pooled{s.n, s.oc, s.oh() / 2, s.ow() / 2};
   Tensor y = Tensor::empty(pooled, DType::f32), idx = Tensor::empty(pooled, DType::i32);
-  Tensor selected = Tensor::empty(pooled, DType::f32);
   Tensor mean_t = Tensor::empty({s.oc}, DType::f32), invstd_t = Tensor::empty({s.oc}, DType::f32);
   Tensor moments = Tensor::empty({tensor::kFirstBlockMoments}, DType::f64);
   tensor::first_block_forward(x.data().data<float>(), w.data().data<float>(), b.data().data<float>(),
                               gamma.data().data<float>(), beta.data().data<float>(), eps, s, y.data<float>(),
-                              idx.data<int32_t>(), selected.data<float>(), mean_t.data<float>(),
-                              invstd_t.data<float>(), moments.data<double>());
+                              idx.data<int32_t>(), mean_t.data<float>(), invstd_t.data<float>(),
+                              moments.data<double>());
   return make_result(y, "conv_bn_max_pool", {x, w, b, gamma, beta}, MF_BACKWARD {
     std::vector<Variable> grads(5);
     if (autograd::grad_mode_enabled()) {
@@ -200,9 +199,9 @@ Variable conv_bn_max_pool(const Variable& x, const Variable& w, const Variable& 
     Tensor gw = Tensor::empty(in[1].shape(), DType::f32);
     Tensor ggamma = Tensor::empty({s.oc}, DType::f32), gbeta = Tensor::empty({s.oc}, DType::f32);
     tensor::first_block_backward(in[0].data().data<float>(), in[1].data().data<float>(), g.data().data<float>(),
-                                 idx.data<int32_t>(), selected.data<float>(), in[3].data().data<float>(),
-                                 mean_t.data<float>(), invstd_t.data<float>(), moments.data<double>(), s,
-                                 gw.data<float>(), ggamma.data<float>(), gbeta.data<float>());
+                                 idx.data<int32_t>(), in[3].data().data<float>(), invstd_t.data<float>(),
+                                 moments.data<double>(), s, gw.data<float>(), ggamma.data<float>(),
+                                 gbeta.data<float>());
     if (need[1]) grads[1] = Variable(gw);
     if (need[2]) grads[2] = Variable(Tensor::zeros({s.oc}, DType::f32));  // batch norm removes a constant
     if (need[3]) grads[3] = Variable(ggamma);

@@ -282,14 +282,16 @@ void conv2d_grad_weight_single_channel(const float* x, const float* gy, float* g
 //   to an L1 buffer, and normalising and pooling them is element-wise over the windows (pool_corner_planes:
 //   pool2x2_plane's comparisons in its order, without its gathers). Pixels in no window (the last row or
 //   column of an odd side) are not computed: only the statistics see them, through the moments.
-// - Backward. With gz the pooled gradient scattered to the argmax positions, s1 = sum(gz), s0 =
-//   sum(gz * xh) (the batch-norm sums, read at the pooled positions as batch_norm_max_pool_backward) and
-//   scale = gamma * invstd, batch norm's backward is dx = scale * (gz - s1 / M - xh * s0 / M), and the weight
-//   gradient sum_p dx(p) P(p) splits into a sparse part and one that the moments give in closed form:
-//     gw_c = scale_c * (sum_q g(q) P(argmax q) - s1 * Pbar - s0 * invstd_c * (Cov w_c)),
-//   using sum_p (x(p) - mean) P(p) = M * Cov w. The sparse sum adds, per pooled output q, g(q) times the
-//   argmax pixel's patch, kept per image as a 16-float vector per pixel (9 taps, 7 zeros). The bias
-//   gradient is zero: batch norm removes any per-channel constant.
+// - Backward. With gz the pooled gradient scattered to the argmax positions, s1 = sum(gz), s0 = sum(gz * xh)
+//   (the batch-norm sums) and scale = gamma * invstd, batch norm's backward is
+//   dx = scale * (gz - s1 / M - xh * s0 / M), and the weight gradient sum_p dx(p) P(p) splits into a sparse
+//   part and one that the moments give in closed form:
+//     gw_c = scale_c * (T_c - s0 * invstd_c * (Cov w_c)),   T_c = sum_q g(q) (P(argmax q) - Pbar),
+//   using sum_p (x(p) - mean) P(p) = M * Cov w; and since x - mean = w . (P - Pbar), s0 = invstd_c * (w_c . T_c)
+//   comes from the same sums (the forward keeps no copy of x at the argmax). T_c adds, per pooled output q,
+//   g(q) times the argmax pixel's centred patch, kept per image as a 16-float vector per pixel (9 taps, then
+//   a 1 whose lane sums g into s1, then zeros). The bias gradient is zero: batch norm removes any
+//   per-channel constant.
 // The sums over images run in image order on one thread per channel (forward statistics: one thread), so the
 // results do not depend on the thread count. Rounding differs from the unfused ops (other summation orders,
 // statistics in closed form): tests/ops/test_first_block.cpp holds both to the f64 reference.
@@ -357,8 +359,7 @@ void patch_moments(const float* x, const ConvShape& s, double* moments) {
 // The planes hold ps >= per values (the padding is finite); nothing is written past per.
 typedef int32_t IVec __attribute__((vector_size(kLanes * sizeof(int32_t))));
 void pool_corner_planes(const float* __restrict x00, int64_t ps, const int32_t* __restrict corners, int64_t per,
-                        int32_t w, float scale, float shift, float* __restrict y, int32_t* __restrict idx,
-                        float* __restrict sel) {
+                        int32_t w, float scale, float shift, float* __restrict y, int32_t* __restrict idx) {
   const Vec sc = splat(scale), sh = splat(shift);
   const IVec zero{}, one = zero + 1, right = zero + w, diagonal = zero + (w + 1);
   for (int64_t q = 0; q < per; q += kLanes) {
@@ -384,7 +385,6 @@ void pool_corner_planes(const float* __restrict x00, int64_t ps, const int32_t* 
       std::memcpy(idx + q, &at, bytes);
     }
     store_lanes(y + q, take_bot ? bot : top, lanes);
-    store_lanes(sel + q, take_bot ? (bot_d ? r11 : r10) : (top_b ? r01 : r00), lanes);
   }
 }
 
@@ -396,11 +396,11 @@ bool first_block_supported(const ConvShape& s) {
 }
 
 void first_block_forward(const float* x, const float* w, const float* bias, const float* gamma, const float* beta,
-                         double eps, const ConvShape& s, float* y, int32_t* idx, float* sel, float* mean,
+                         double eps, const ConvShape& s, float* y, int32_t* idx, float* mean,
                          float* invstd, double* moments) {
   MF_CHECK(first_block_supported(s), "first_block_forward: shape ", s.to_string(),
            " is not a one-input-channel 3x3 convolution with stride 1 and padding 1");
-  MF_CHECK(x && w && bias && gamma && beta && y && idx && sel && mean && invstd && moments,
+  MF_CHECK(x && w && bias && gamma && beta && y && idx && mean && invstd && moments,
            "first_block_forward: null buffer for ", s.to_string());
   patch_moments(x, s, moments);
   const double* pbar = moments;
@@ -452,7 +452,7 @@ void first_block_forward(const float* x, const float* w, const float* bias, cons
       for (int64_t u = 0; u < count; ++u) {
         const int64_t plane = (n * s.oc + o + u) * per;
         pool_corner_planes(planes + u * pixels, ps, corners.data(), per, w32, scale[static_cast<size_t>(o + u)],
-                           shift[static_cast<size_t>(o + u)], y + plane, idx + plane, sel + plane);
+                           shift[static_cast<size_t>(o + u)], y + plane, idx + plane);
       }
     };
     int64_t o = 0;
@@ -467,29 +467,37 @@ void first_block_forward(const float* x, const float* w, const float* bias, cons
   });
 }
 
-void first_block_backward(const float* x, const float* w, const float* g, const int32_t* idx, const float* sel,
-                          const float* gamma, const float* mean, const float* invstd, const double* moments,
-                          const ConvShape& s, float* gw, float* ggamma, float* gbeta) {
+void first_block_backward(const float* x, const float* w, const float* g, const int32_t* idx, const float* gamma,
+                          const float* invstd, const double* moments, const ConvShape& s, float* gw, float* ggamma,
+                          float* gbeta) {
   MF_CHECK(first_block_supported(s), "first_block_backward: shape ", s.to_string(),
            " is not a one-input-channel 3x3 convolution with stride 1 and padding 1");
-  MF_CHECK(x && w && g && idx && sel && gamma && mean && invstd && moments && gw && ggamma && gbeta,
+  MF_CHECK(x && w && g && idx && gamma && invstd && moments && gw && ggamma && gbeta,
            "first_block_backward: null buffer for ", s.to_string());
   const int64_t h = s.oh(), wd = s.ow(), per = (h / 2) * (wd / 2), image = s.ih * s.iw;
   const int64_t hp = s.ih + 2, wp = s.iw + 2;
+  const double* pbar = moments;
+  const double* cov = moments + kTaps;
+  // Patches are stored around the float tap means m; d = Pbar - m is the rest of the exact mean.
+  float m[kTaps];
+  double d[kTaps];
+  for (int k = 0; k < kTaps; ++k) {
+    m[k] = static_cast<float>(pbar[k]);
+    d[k] = pbar[k] - static_cast<double>(m[k]);
+  }
   const bool par = use_threads(s.macs()) && s.oc > 1;
   // Threads split the output channels, never the batch: every sum runs over n in order on one thread.
   auto work = [&](int64_t nt, int64_t t) {
     const int64_t o_begin = s.oc * t / nt, o_end = s.oc * (t + 1) / nt, chans = o_end - o_begin;
     if (chans <= 0) return;
-    // Scratch: the padded image, each pixel's 3x3 patch (9 taps in a 16-float vector), then the per-channel
-    // double sums.
+    // Scratch: the padded image, each pixel's centred 3x3 patch as a 16-float vector (9 taps, then a 1 so
+    // that lane 9 of a sum of g * patch is the sum of g, then zeros), then the per-channel double sums.
     const int64_t padded_floats = (hp * wp + kLanes - 1) / kLanes * kLanes;
-    float* scratch = thread_scratch(static_cast<size_t>(padded_floats + h * wd * kLanes + chans * (kLanes + 2) * 2));
+    float* scratch = thread_scratch(static_cast<size_t>(padded_floats + h * wd * kLanes + chans * kLanes * 2));
     float* padded = scratch;
     float* patches = scratch + padded_floats;  // 64-byte aligned: padded_floats is a whole number of vectors
-    double* sparse = reinterpret_cast<double*>(patches + h * wd * kLanes);  // (o - o_begin) * 16 + tap
-    double* sums = sparse + chans * kLanes;                                  // (o - o_begin) * 2 + {gx, g}
-    std::fill(sparse, sparse + chans * (kLanes + 2), 0.0);
+    double* sums = reinterpret_cast<double*>(patches + h * wd * kLanes);  // (o - o_begin) * 16 + lane
+    std::fill(sums, sums + chans * kLanes, 0.0);
     for (int64_t n = 0; n < s.n; ++n) {
       std::fill(padded, padded + hp * wp, 0.0f);
       for (int64_t r = 0; r < s.ih; ++r)
@@ -498,48 +506,43 @@ void first_block_backward(const float* x, const float* w, const float* g, const 
         for (int64_t c = 0; c < wd; ++c) {
           float* patch = patches + (r * wd + c) * kLanes;
           for (int a = 0; a < 3; ++a)
-            for (int b = 0; b < 3; ++b) patch[a * 3 + b] = padded[(r + a) * wp + c + b];
-          std::fill(patch + kTaps, patch + kLanes, 0.0f);
+            for (int b = 0; b < 3; ++b) patch[a * 3 + b] = padded[(r + a) * wp + c + b] - m[a * 3 + b];
+          patch[kTaps] = 1.0f;
+          std::fill(patch + kTaps + 1, patch + kLanes, 0.0f);
         }
       for (int64_t o = o_begin; o < o_end; ++o) {
         const int64_t plane = (n * s.oc + o) * per;
         const float* __restrict gp = g + plane;
-        const float* __restrict sp = sel + plane;
         const int32_t* __restrict ip = idx + plane;
-        const float m = mean[o];
-        float agx = 0, ag = 0;
-#pragma omp simd reduction(+ : agx, ag)
-        for (int64_t q = 0; q < per; ++q) {
-          agx += gp[q] * (sp[q] - m);
-          ag += gp[q];
-        }
-        double* sum = sums + (o - o_begin) * 2;
-        sum[0] += static_cast<double>(agx);
-        sum[1] += static_cast<double>(ag);
-        // sum_q g(q) P(argmax q): one patch vector per pooled output, four independent sums.
+        // sum_q g(q) (P(argmax q) - m) and sum_q g(q): one patch vector per pooled output, four sums.
         Vec acc[4] = {};
         int64_t q = 0;
         for (; q + 4 <= per; q += 4)
           for (int v = 0; v < 4; ++v) acc[v] += splat(gp[q + v]) * load(patches + int64_t{ip[q + v]} * kLanes);
         for (; q < per; ++q) acc[0] += splat(gp[q]) * load(patches + int64_t{ip[q]} * kLanes);
         const Vec total = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-        double* tap = sparse + (o - o_begin) * kLanes;
-        for (int k = 0; k < kTaps; ++k) tap[k] += static_cast<double>(total[k]);
+        double* sum = sums + (o - o_begin) * kLanes;
+        for (int k = 0; k <= kTaps; ++k) sum[k] += static_cast<double>(total[k]);
       }
     }
-    const double* pbar = moments;
-    const double* cov = moments + kTaps;
     for (int64_t o = o_begin; o < o_end; ++o) {
       const double inv = invstd[o], scale = static_cast<double>(gamma[o]) * inv;
-      const double* sum = sums + (o - o_begin) * 2;
-      const double s0 = sum[0] * inv, s1 = sum[1];
+      const double* sum = sums + (o - o_begin) * kLanes;
+      const double s1 = sum[kTaps];
+      // tap[k] = sum_q g(q) (P_k(argmax q) - Pbar_k); s0 = sum(gz * xh) = invstd * (w . tap), since
+      // x - mean = w . (P - Pbar) (the bias cancels).
+      double tap[kTaps], w_tap = 0;
+      for (int k = 0; k < kTaps; ++k) {
+        tap[k] = sum[k] - s1 * d[k];
+        w_tap += static_cast<double>(w[o * kTaps + k]) * tap[k];
+      }
+      const double s0 = w_tap * inv;
       ggamma[o] = static_cast<float>(s0);
       gbeta[o] = static_cast<float>(s1);
-      const double* tap = sparse + (o - o_begin) * kLanes;
       for (int k = 0; k < kTaps; ++k) {
         double cov_w = 0;
         for (int l = 0; l < kTaps; ++l) cov_w += cov[k * kTaps + l] * static_cast<double>(w[o * kTaps + l]);
-        gw[o * kTaps + k] = static_cast<float>(scale * (tap[k] - s1 * pbar[k] - s0 * inv * cov_w));
+        gw[o * kTaps + k] = static_cast<float>(scale * (tap[k] - s0 * inv * cov_w));
       }
     }
   };

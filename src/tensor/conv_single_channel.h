@@ -36,19 +36,19 @@ constexpr int64_t kFirstBlockMoments = 9 + 81;
 bool first_block_supported(const ConvShape& s);
 
 // y = max_pool2x2(batch_norm(conv(x, w) + bias, gamma, beta, eps)) with the batch statistics: y, the argmax
-// positions idx (offsets in the oh x ow plane, as max_pool2d's), sel (the convolution's output at each
-// argmax, before the normalisation), mean and invstd (oc) of the convolution's output per channel, and the
-// moments for the backward. y, idx, sel: (n, oc, oh / 2, ow / 2). Overwrites all outputs.
+// positions idx (offsets in the oh x ow plane, as max_pool2d's), mean and invstd (oc) of the convolution's
+// output per channel, and the moments for the backward. y, idx: (n, oc, oh / 2, ow / 2). Overwrites all
+// outputs.
 // requires: first_block_supported(s); no aliasing.
 void first_block_forward(const float* x, const float* w, const float* bias, const float* gamma, const float* beta,
-                         double eps, const ConvShape& s, float* y, int32_t* idx, float* sel, float* mean,
-                         float* invstd, double* moments);
+                         double eps, const ConvShape& s, float* y, int32_t* idx, float* mean, float* invstd,
+                         double* moments);
 
 // The first-order backward of first_block_forward for the gradient g of y: gw (oc, 1, 3, 3), ggamma and
 // gbeta (oc). The bias gradient is zero (batch norm removes any per-channel constant) and not written.
-// requires: the forward's x, w, idx, sel, gamma, mean, invstd and moments for the same s; no aliasing.
-void first_block_backward(const float* x, const float* w, const float* g, const int32_t* idx, const float* sel,
-                          const float* gamma, const float* mean, const float* invstd, const double* moments,
-                          const ConvShape& s, float* gw, float* ggamma, float* gbeta);
+// requires: the forward's x, w, idx, gamma, invstd and moments for the same s; no aliasing.
+void first_block_backward(const float* x, const float* w, const float* g, const int32_t* idx, const float* gamma,
+                          const float* invstd, const double* moments, const ConvShape& s, float* gw, float* ggamma,
+                          float* gbeta);
 
 }  // namespace metafew::tensor
