@@ -141,19 +141,24 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
 // Note [Batch norm and max-pool fused] (tensor/kernels.h). The backward without create_graph (the query side
 // of MAML, every first-order method) is one fused kernel; with create_graph it is the composition of the two
 // ops' rules (pool_scatter, then the fused batch-norm backward ops), so every order of derivative exists.
-Variable batch_norm_max_pool(const Variable& x, const Variable& gamma, const Variable& beta, double eps) {
+// With relu, the op is relu(batch_norm_max_pool(x)): the kernels apply the relu to the pooled output and its
+// gradient rule g * (y > 0) as they read g; with create_graph the rule is the relu_grad op.
+Variable batch_norm_max_pool(const Variable& x, const Variable& gamma, const Variable& beta, double eps, bool relu) {
   MF_CHECK(eps > 0, "batch_norm_max_pool: eps must be positive, got ", eps);
   Tensor mean_t, invstd_t, selected;
   auto [y, index] = tensor::batch_norm_max_pool(x.data(), gamma.data(), beta.data(), eps, &mean_t, &invstd_t,
-                                                &selected);
+                                                &selected, relu);
   Tensor idx = index;
-  return make_result(y, "batch_norm_max_pool", {x, gamma, beta}, MF_BACKWARD {
-    if (autograd::grad_mode_enabled())
-      return backward_with_ops(pool_scatter(g, idx, in[0].shape()), in, need, eps, mean_t, invstd_t);
+  return make_result(y, relu ? "batch_norm_max_pool_relu" : "batch_norm_max_pool", {x, gamma, beta}, MF_BACKWARD {
+    if (autograd::grad_mode_enabled()) {
+      const Variable gz = relu ? relu_grad(g, out) : g;
+      return backward_with_ops(pool_scatter(gz, idx, in[0].shape()), in, need, eps, mean_t, invstd_t);
+    }
     const int64_t c = in[0].shape()[1];
     std::vector<Variable> grads(3);
+    const Tensor y_out = out.data();
     auto [dx, sums] = tensor::batch_norm_max_pool_backward(g.data(), idx, selected, in[0].data(), in[1].data(),
-                                                           mean_t, invstd_t, need[0]);
+                                                           mean_t, invstd_t, need[0], relu ? &y_out : nullptr);
     if (need[0]) grads[0] = Variable(dx);
     if (need[1]) grads[1] = Variable(tensor::slice(sums, 0, 0, 1).reshape({c}));
     if (need[2]) grads[2] = Variable(tensor::slice(sums, 0, 1, 2).reshape({c}));
@@ -167,29 +172,30 @@ Variable batch_norm_max_pool(const Variable& x, const Variable& gamma, const Var
 // conv2d and batch_norm_max_pool are composed (as batch_norm_max_pool's own create_graph path), so every
 // order of derivative exists.
 Variable conv_bn_max_pool(const Variable& x, const Variable& w, const Variable& b, const Variable& gamma,
-                          const Variable& beta, const Conv2dParams& p, double eps) {
+                          const Variable& beta, const Conv2dParams& p, double eps, bool relu) {
   MF_CHECK(eps > 0, "conv_bn_max_pool: eps must be positive, got ", eps);
   const tensor::ConvShape s = conv_shape(x.shape(), w.shape(), p, "conv_bn_max_pool");
   auto f32 = [](const Variable& v) { return v.defined() && v.data().dtype() == DType::f32; };
   const bool fused = tensor::first_block_supported(s) && !x.requires_grad() && f32(x) && f32(w) && f32(b) &&
                      f32(gamma) && f32(beta) && b.numel() == s.oc && gamma.numel() == s.oc &&
                      beta.numel() == s.oc;
-  if (!fused) return batch_norm_max_pool(conv2d(x, w, b, p), gamma, beta, eps);
+  if (!fused) return batch_norm_max_pool(conv2d(x, w, b, p), gamma, beta, eps, relu);
   const Shape pooled{s.n, s.oc, s.oh() / 2, s.ow() / 2};
   Tensor y = Tensor::empty(pooled, DType::f32), idx = Tensor::empty(pooled, DType::i32);
   Tensor mean_t = Tensor::empty({s.oc}, DType::f32), invstd_t = Tensor::empty({s.oc}, DType::f32);
   Tensor moments = Tensor::empty({tensor::kFirstBlockMoments}, DType::f64);
   tensor::first_block_forward(x.data().data<float>(), w.data().data<float>(), b.data().data<float>(),
-                              gamma.data().data<float>(), beta.data().data<float>(), eps, s, y.data<float>(),
+                              gamma.data().data<float>(), beta.data().data<float>(), eps, relu, s, y.data<float>(),
                               idx.data<int32_t>(), mean_t.data<float>(), invstd_t.data<float>(),
                               moments.data<double>());
-  return make_result(y, "conv_bn_max_pool", {x, w, b, gamma, beta}, MF_BACKWARD {
+  return make_result(y, relu ? "conv_bn_max_pool_relu" : "conv_bn_max_pool", {x, w, b, gamma, beta}, MF_BACKWARD {
     std::vector<Variable> grads(5);
     if (autograd::grad_mode_enabled()) {
       const Variable conv = conv2d(in[0], in[1], in[2], p);
       const std::vector<bool> bn_need{need[1] || need[2], need[3], need[4]};
-      std::vector<Variable> bn = backward_with_ops(pool_scatter(g, idx, conv.shape()), {conv, in[3], in[4]}, bn_need,
-                                                   eps, mean_t, invstd_t);
+      const Variable gz = relu ? relu_grad(g, out) : g;
+      std::vector<Variable> bn = backward_with_ops(pool_scatter(gz, idx, conv.shape()), {conv, in[3], in[4]},
+                                                   bn_need, eps, mean_t, invstd_t);
       if (need[1]) grads[1] = conv2d_grad_weight(in[0], bn[0], in[1].shape(), p);
       if (need[2]) grads[2] = sum(bn[0], {0, 2, 3});
       grads[3] = bn[1];
@@ -199,7 +205,7 @@ Variable conv_bn_max_pool(const Variable& x, const Variable& w, const Variable& 
     Tensor gw = Tensor::empty(in[1].shape(), DType::f32);
     Tensor ggamma = Tensor::empty({s.oc}, DType::f32), gbeta = Tensor::empty({s.oc}, DType::f32);
     tensor::first_block_backward(in[0].data().data<float>(), in[1].data().data<float>(), g.data().data<float>(),
-                                 idx.data<int32_t>(), in[3].data().data<float>(), invstd_t.data<float>(),
+                                 relu ? out.data().data<float>() : nullptr, idx.data<int32_t>(), in[3].data().data<float>(), invstd_t.data<float>(),
                                  moments.data<double>(), s, gw.data<float>(), ggamma.data<float>(),
                                  gbeta.data<float>());
     if (need[1]) grads[1] = Variable(gw);

@@ -73,13 +73,16 @@ Variable pool_gather(const Variable& x, const Tensor& index, const Shape& output
 
 // ---- normalisation: batch statistics over (N, H, W), affine gamma and beta of C elements ----
 Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& beta, double eps = 1e-5);
-// max_pool2d(batch_norm(x, gamma, beta, eps), 2, 2) as one op (Note [Batch norm and max-pool fused]).
-Variable batch_norm_max_pool(const Variable& x, const Variable& gamma, const Variable& beta, double eps = 1e-5);
+// max_pool2d(batch_norm(x, gamma, beta, eps), 2, 2) as one op (Note [Batch norm and max-pool fused]); with
+// relu, relu of it (the same values and derivatives as ops::relu after it, one pass fewer each way).
+Variable batch_norm_max_pool(const Variable& x, const Variable& gamma, const Variable& beta, double eps = 1e-5,
+                             bool relu = false);
 // batch_norm_max_pool(conv2d(x, w, b, p), gamma, beta, eps) as one op where x is data (no gradient) of one
 // channel in f32 and the convolution 3x3 with stride 1 and padding 1 (Note [First block fused] in
-// tensor/conv_single_channel.cpp); the composition of the two ops otherwise. b must be defined.
+// tensor/conv_single_channel.cpp); the composition of the two ops otherwise. b must be defined. relu as
+// batch_norm_max_pool's.
 Variable conv_bn_max_pool(const Variable& x, const Variable& w, const Variable& b, const Variable& gamma,
-                          const Variable& beta, const Conv2dParams& p, double eps = 1e-5);
+                          const Variable& beta, const Conv2dParams& p, double eps = 1e-5, bool relu = false);
 // Its backward as two fused ops (Note [Batch norm backward] in norm.cpp): sums (2, C) = [sum(g * xh); sum(g)]
 // over (N, H, W), and dx = gamma * invstd * (g - sums[1] / M - xh * sums[0] / M).
 Variable batch_norm_grad_sums(const Variable& g, const Variable& x, double eps = 1e-5);

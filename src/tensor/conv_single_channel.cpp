@@ -359,8 +359,9 @@ void patch_moments(const float* x, const ConvShape& s, double* moments) {
 // The planes hold ps >= per values (the padding is finite); nothing is written past per.
 typedef int32_t IVec __attribute__((vector_size(kLanes * sizeof(int32_t))));
 void pool_corner_planes(const float* __restrict x00, int64_t ps, const int32_t* __restrict corners, int64_t per,
-                        int32_t w, float scale, float shift, float* __restrict y, int32_t* __restrict idx) {
-  const Vec sc = splat(scale), sh = splat(shift);
+                        int32_t w, float scale, float shift, bool relu, float* __restrict y,
+                        int32_t* __restrict idx) {
+  const Vec sc = splat(scale), sh = splat(shift), zero_f{};
   const IVec zero{}, one = zero + 1, right = zero + w, diagonal = zero + (w + 1);
   for (int64_t q = 0; q < per; q += kLanes) {
     const int64_t lanes = std::min(kLanes, per - q);
@@ -384,7 +385,8 @@ void pool_corner_planes(const float* __restrict x00, int64_t ps, const int32_t* 
     } else {
       std::memcpy(idx + q, &at, bytes);
     }
-    store_lanes(y + q, take_bot ? bot : top, lanes);
+    const Vec best = take_bot ? bot : top;
+    store_lanes(y + q, relu ? (best > zero_f ? best : zero_f) : best, lanes);  // unary relu's arithmetic
   }
 }
 
@@ -396,7 +398,7 @@ bool first_block_supported(const ConvShape& s) {
 }
 
 void first_block_forward(const float* x, const float* w, const float* bias, const float* gamma, const float* beta,
-                         double eps, const ConvShape& s, float* y, int32_t* idx, float* mean,
+                         double eps, bool relu, const ConvShape& s, float* y, int32_t* idx, float* mean,
                          float* invstd, double* moments) {
   MF_CHECK(first_block_supported(s), "first_block_forward: shape ", s.to_string(),
            " is not a one-input-channel 3x3 convolution with stride 1 and padding 1");
@@ -452,7 +454,7 @@ void first_block_forward(const float* x, const float* w, const float* bias, cons
       for (int64_t u = 0; u < count; ++u) {
         const int64_t plane = (n * s.oc + o + u) * per;
         pool_corner_planes(planes + u * pixels, ps, corners.data(), per, w32, scale[static_cast<size_t>(o + u)],
-                           shift[static_cast<size_t>(o + u)], y + plane, idx + plane);
+                           shift[static_cast<size_t>(o + u)], relu, y + plane, idx + plane);
       }
     };
     int64_t o = 0;
@@ -467,9 +469,9 @@ void first_block_forward(const float* x, const float* w, const float* bias, cons
   });
 }
 
-void first_block_backward(const float* x, const float* w, const float* g, const int32_t* idx, const float* gamma,
-                          const float* invstd, const double* moments, const ConvShape& s, float* gw, float* ggamma,
-                          float* gbeta) {
+void first_block_backward(const float* x, const float* w, const float* g, const float* relu_y, const int32_t* idx,
+                          const float* gamma, const float* invstd, const double* moments, const ConvShape& s,
+                          float* gw, float* ggamma, float* gbeta) {
   MF_CHECK(first_block_supported(s), "first_block_backward: shape ", s.to_string(),
            " is not a one-input-channel 3x3 convolution with stride 1 and padding 1");
   MF_CHECK(x && w && g && idx && gamma && invstd && moments && gw && ggamma && gbeta,
@@ -513,13 +515,16 @@ void first_block_backward(const float* x, const float* w, const float* g, const 
       for (int64_t o = o_begin; o < o_end; ++o) {
         const int64_t plane = (n * s.oc + o) * per;
         const float* __restrict gp = g + plane;
+        const float* __restrict yr = relu_y ? relu_y + plane : nullptr;
         const int32_t* __restrict ip = idx + plane;
+        // relu_grad's g * (y > 0) when the output went through the relu.
+        auto gv = [&](int64_t q) { return yr && !(yr[q] > 0.0f) ? 0.0f : gp[q]; };
         // sum_q g(q) (P(argmax q) - m) and sum_q g(q): one patch vector per pooled output, four sums.
         Vec acc[4] = {};
         int64_t q = 0;
         for (; q + 4 <= per; q += 4)
-          for (int v = 0; v < 4; ++v) acc[v] += splat(gp[q + v]) * load(patches + int64_t{ip[q + v]} * kLanes);
-        for (; q < per; ++q) acc[0] += splat(gp[q]) * load(patches + int64_t{ip[q]} * kLanes);
+          for (int v = 0; v < 4; ++v) acc[v] += splat(gv(q + v)) * load(patches + int64_t{ip[q + v]} * kLanes);
+        for (; q < per; ++q) acc[0] += splat(gv(q)) * load(patches + int64_t{ip[q]} * kLanes);
         const Vec total = (acc[0] + acc[1]) + (acc[2] + acc[3]);
         double* sum = sums + (o - o_begin) * kLanes;
         for (int k = 0; k <= kTaps; ++k) sum[k] += static_cast<double>(total[k]);

@@ -40,15 +40,17 @@ bool first_block_supported(const ConvShape& s);
 // output per channel, and the moments for the backward. y, idx: (n, oc, oh / 2, ow / 2). Overwrites all
 // outputs.
 // requires: first_block_supported(s); no aliasing.
+// relu: y is relu of the pooled output (unary relu's arithmetic); idx unchanged.
 void first_block_forward(const float* x, const float* w, const float* bias, const float* gamma, const float* beta,
-                         double eps, const ConvShape& s, float* y, int32_t* idx, float* mean, float* invstd,
-                         double* moments);
+                         double eps, bool relu, const ConvShape& s, float* y, int32_t* idx, float* mean,
+                         float* invstd, double* moments);
 
 // The first-order backward of first_block_forward for the gradient g of y: gw (oc, 1, 3, 3), ggamma and
 // gbeta (oc). The bias gradient is zero (batch norm removes any per-channel constant) and not written.
 // requires: the forward's x, w, idx, gamma, invstd and moments for the same s; no aliasing.
-void first_block_backward(const float* x, const float* w, const float* g, const int32_t* idx, const float* gamma,
-                          const float* invstd, const double* moments, const ConvShape& s, float* gw, float* ggamma,
-                          float* gbeta);
+// relu_y: the forward's output when it took the relu (g is then relu_grad's input), else null.
+void first_block_backward(const float* x, const float* w, const float* g, const float* relu_y, const int32_t* idx,
+                          const float* gamma, const float* invstd, const double* moments, const ConvShape& s,
+                          float* gw, float* ggamma, float* gbeta);
 
 }  // namespace metafew::tensor

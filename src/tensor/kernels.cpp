@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "oneapi/dnnl/dnnl.h"
 #include "tensor/parallel_for.h"
@@ -719,8 +720,17 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
 
 constexpr int64_t kScatterChunk = 64;
 
+namespace {
+// unary relu's arithmetic, in place on a plane just written (still in L1).
+template <typename T>
+void relu_in_place(T* __restrict p, int64_t count) {
+#pragma omp simd
+  for (int64_t o = 0; o < count; ++o) p[o] = p[o] > T(0) ? p[o] : T(0);
+}
+}  // namespace
+
 std::pair<Tensor, Tensor> batch_norm_max_pool(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps,
-                                              Tensor* mean, Tensor* invstd, Tensor* selected) {
+                                              Tensor* mean, Tensor* invstd, Tensor* selected, bool relu) {
   MF_CHECK(x.dim() == 4, "batch_norm_max_pool: expected NCHW input, got ", to_string(x.shape()));
   const int64_t n = x.shape()[0], c = x.shape()[1], h = x.shape()[2], w = x.shape()[3], hw = h * w;
   MF_CHECK(h >= 2 && w >= 2, "batch_norm_max_pool: input ", to_string(x.shape()), " is smaller than the 2x2 window");
@@ -751,6 +761,7 @@ std::pair<Tensor, Tensor> batch_norm_max_pool(const Tensor& x, const Tensor& gam
         const int64_t plane = i * c + ch;
         pool2x2_plane<true>(px + plane * hw, w, corners.data(), oh * ow, scale, shift, py + plane * oh * ow,
                             pi + plane * oh * ow, pr + plane * oh * ow);
+        if (relu) relu_in_place(py + plane * oh * ow, oh * ow);
       }
     });
   });
@@ -762,7 +773,7 @@ std::pair<Tensor, Tensor> batch_norm_max_pool(const Tensor& x, const Tensor& gam
 
 std::pair<Tensor, Tensor> batch_norm_max_pool_backward(const Tensor& g, const Tensor& index, const Tensor& selected,
                                                        const Tensor& x, const Tensor& gamma, const Tensor& mean,
-                                                       const Tensor& invstd, bool want_dx) {
+                                                       const Tensor& invstd, bool want_dx, const Tensor* relu_y) {
   MF_CHECK(x.dim() == 4 && g.dim() == 4 && g.shape() == index.shape() && g.shape() == selected.shape(),
            "batch_norm_max_pool_backward: gradient ", to_string(g.shape()), ", index ", to_string(index.shape()),
            ", selected ", to_string(selected.shape()), " and input ", to_string(x.shape()), " do not fit");
@@ -789,7 +800,11 @@ std::pair<Tensor, Tensor> batch_norm_max_pool_backward(const Tensor& g, const Te
     const T* ps = invstd.data<T>();
     T* out = sums.data<T>();
     T* pd = want_dx ? dx.data<T>() : nullptr;
+    const T* pyr = relu_y ? relu_y->data<T>() : nullptr;
     const bool par = may_parallelize(x.numel());
+    // With relu_y, the gradient is relu_grad's g * (y > 0), taken as it is read (kRelu).
+    auto run = [&](auto relu) {
+    constexpr bool kRelu = decltype(relu)::value;
     parallel_for(c, par, [&](int64_t ch) {
       // gz is zero outside the argmax positions, so its sums only visit those.
       // (Per-plane sums in T as batch_norm_grad_sums.)
@@ -799,11 +814,13 @@ std::pair<Tensor, Tensor> batch_norm_max_pool_backward(const Tensor& g, const Te
       for (int64_t i = 0; i < n; ++i) {
         const T* __restrict a = pg + (i * c + ch) * per;
         const T* __restrict b = pr + (i * c + ch) * per;  // x at the argmax positions, kept by the forward
+        const T* __restrict yr = kRelu ? pyr + (i * c + ch) * per : nullptr;
         T agx = 0, ag = 0;
 #pragma omp simd reduction(+ : agx, ag)
         for (int64_t o = 0; o < per; ++o) {
-          agx += a[o] * (b[o] - m);
-          ag += a[o];
+          const T av = kRelu ? (yr[o] > T(0) ? a[o] : T(0)) : a[o];
+          agx += av * (b[o] - m);
+          ag += av;
         }
         sgx += static_cast<double>(agx);
         sg += static_cast<double>(ag);
@@ -826,6 +843,7 @@ std::pair<Tensor, Tensor> batch_norm_max_pool_backward(const Tensor& g, const Te
         for (int64_t j = 0; j < hw; ++j) yy[j] = b * xx[j] + k;
         const T* gg = pg + (i * c + ch) * per;
         const T* rr = pr + (i * c + ch) * per;
+        const T* yr = kRelu ? pyr + (i * c + ch) * per : nullptr;
         const int32_t* at = pi + (i * c + ch) * per;
         // The argmax positions of a plane are distinct (the windows do not overlap): a conflict-free scatter,
         // of values computed densely first.
@@ -833,11 +851,20 @@ std::pair<Tensor, Tensor> batch_norm_max_pool_backward(const Tensor& g, const Te
         for (int64_t o0 = 0; o0 < per; o0 += kScatterChunk) {
           const int64_t len = std::min(kScatterChunk, per - o0);
 #pragma omp simd
-          for (int64_t o = 0; o < len; ++o) vals[o] = a * gg[o0 + o] + b * rr[o0 + o] + k;
+          for (int64_t o = 0; o < len; ++o) {
+            const T gv = kRelu ? (yr[o0 + o] > T(0) ? gg[o0 + o] : T(0)) : gg[o0 + o];
+            vals[o] = a * gv + b * rr[o0 + o] + k;
+          }
           for (int64_t o = 0; o < len; ++o) yy[at[o0 + o]] = vals[o];
         }
       }
     });
+    };
+    if (pyr) {
+      run(std::true_type{});
+    } else {
+      run(std::false_type{});
+    }
   });
   return {dx, sums};
 }

@@ -66,15 +66,20 @@ void batch_norm_stats(const Tensor& x, double eps, Tensor* mean, Tensor* invstd)
 // max_pool2d on batch_norm's output (same arithmetic, same tie rule); mean and invstd as batch_norm;
 // `selected` (when not null): x at each window's argmax (the input before normalisation, shaped as y), which
 // the backward reads instead of gathering it from x. NCHW only.
+// relu: the output is relu(y) (unary relu's arithmetic), with the same index and `selected`.
 std::pair<Tensor, Tensor> batch_norm_max_pool(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps,
-                                              Tensor* mean, Tensor* invstd, Tensor* selected = nullptr);
+                                              Tensor* mean, Tensor* invstd, Tensor* selected = nullptr,
+                                              bool relu = false);
 // Its first backward in one pass over x: with gz = pool_scatter(g, index, x.shape()) (never formed),
 //   sums (2, C) = [sum(gz * xh); sum(gz)] (read from the pooled positions only, through `selected`) and
 //   dx = gamma * invstd * (gz - sums[1] / M - xh * sums[0] / M), M = N * H * W.
 // Returns (dx, sums); dx is left undefined when want_dx is false.
+// relu_y (when not null): the forward's relu output, and g its gradient: the kernel takes relu_grad(g, relu_y)
+// = g * (relu_y > 0) as it reads g.
 std::pair<Tensor, Tensor> batch_norm_max_pool_backward(const Tensor& g, const Tensor& index, const Tensor& selected,
                                                        const Tensor& x, const Tensor& gamma, const Tensor& mean,
-                                                       const Tensor& invstd, bool want_dx);
+                                                       const Tensor& invstd, bool want_dx,
+                                                       const Tensor* relu_y = nullptr);
 
 // Largest |a - b| and largest |b|: test helpers.
 double max_abs_diff(const Tensor& a, const Tensor& b);

@@ -133,6 +133,28 @@ TEST_CASE("conv_bn_max_pool: the same bits at 1 and 2 threads") {
   }
 }
 
+TEST_CASE("conv_bn_max_pool with relu: the same bits as relu(conv_bn_max_pool)") {
+  const Block k = random_block({6, 1, 12, 12}, 8, 12u);
+  Variable x(k.x), w(k.w.clone(), true), b(k.b.clone(), true), g(k.gamma.clone(), true), be(k.beta.clone(), true);
+  Variable yf = ops::conv_bn_max_pool(x, w, b, g, be, kSame, 1e-5, true);
+  Variable yc = ops::relu(ops::conv_bn_max_pool(x, w, b, g, be, kSame));
+  CHECK(tensor::max_abs_diff(yf.data(), yc.data()) == 0);
+  const Variable u(k.u);
+  auto a = autograd::grad({ops::sum(ops::mul(yf, u))}, {w, b, g, be});
+  auto c = autograd::grad({ops::sum(ops::mul(yc, u))}, {w, b, g, be});
+  for (size_t i = 0; i < a.size(); ++i) {
+    CAPTURE(i);
+    CHECK(tensor::max_abs_diff(a[i].data(), c[i].data()) == 0);
+  }
+  // With create_graph (the composed backward): the gradient of |d<y, u>/dw|^2 with respect to gamma.
+  auto second = [&](const Variable& y) {
+    auto g1 = autograd::grad({ops::sum(ops::mul(y, u))}, {w}, {}, {.create_graph = true});
+    return autograd::grad({ops::sum(ops::mul(g1[0], g1[0]))}, {g})[0];
+  };
+  CHECK(tensor::max_abs_diff(second(ops::conv_bn_max_pool(x, w, b, g, be, kSame, 1e-5, true)).data(),
+                             second(ops::relu(ops::conv_bn_max_pool(x, w, b, g, be, kSame))).data()) == 0);
+}
+
 TEST_CASE("conv_bn_max_pool: other inputs take the composition, with the input's gradient") {
   std::mt19937 rng(9u);
   const Block k = random_block({4, 1, 8, 8}, 4, 8u);

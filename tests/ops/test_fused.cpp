@@ -98,6 +98,37 @@ TEST_CASE("batch_norm_max_pool: the same bits as max_pool2d(batch_norm(x)) in f3
   }
 }
 
+// relu = true against ops::relu after the op: the same bits in values, first derivatives (the kernel's mask)
+// and second derivatives (relu_grad in the create_graph path).
+TEST_CASE("batch_norm_max_pool with relu: the same bits as relu(batch_norm_max_pool)") {
+  for (DType dtype : {DType::f32, DType::f64}) {
+    CAPTURE(tensor::dtype_name(dtype));
+    std::mt19937 rng(11u);
+    const Shape xs{4, 3, 7, 8};
+    Tensor x = random_tensor(xs, rng, -2.0, 3.0, dtype);
+    Tensor gamma = random_tensor({3}, rng, -1.5, 1.5, dtype), beta = random_tensor({3}, rng, -1.0, 1.0, dtype);
+    Tensor u = random_tensor({4, 3, 3, 4}, rng, -1.0, 1.0, dtype);
+    Variable xf(x.clone(), true), gf(gamma.clone(), true), bf(beta.clone(), true);
+    Variable xc(x.clone(), true), gc(gamma.clone(), true), bc(beta.clone(), true);
+    Variable yf = ops::batch_norm_max_pool(xf, gf, bf, 1e-5, true);
+    Variable yc = ops::relu(ops::batch_norm_max_pool(xc, gc, bc));
+    CHECK(tensor::max_abs_diff(yf.data(), yc.data()) == 0);
+    auto a = autograd::grad({ops::sum(ops::mul(yf, Variable(u)))}, {xf, gf, bf});
+    auto b = autograd::grad({ops::sum(ops::mul(yc, Variable(u)))}, {xc, gc, bc});
+    for (size_t i = 0; i < a.size(); ++i) {
+      CAPTURE(i);
+      CHECK(tensor::max_abs_diff(a[i].data(), b[i].data()) == 0);
+    }
+    auto second = [&](const Variable& y, const Variable& xv, const Variable& gv) {
+      auto g1 = autograd::grad({ops::sum(ops::mul(y, Variable(u)))}, {xv}, {}, {.create_graph = true});
+      return autograd::grad({ops::sum(ops::mul(g1[0], g1[0]))}, {gv})[0];
+    };
+    Variable sf = second(ops::batch_norm_max_pool(xf, gf, bf, 1e-5, true), xf, gf);
+    Variable sc = second(ops::relu(ops::batch_norm_max_pool(xc, gc, bc)), xc, gc);
+    CHECK(tensor::max_abs_diff(sf.data(), sc.data()) == 0);
+  }
+}
+
 TEST_CASE("batch_norm_max_pool rejects inputs without a 2x2 window") {
   Variable x(Tensor::zeros({2, 3, 1, 4}), true), g(Tensor::full({3}, 1.0)), b(Tensor::zeros({3}));
   CHECK_THROWS_WITH_AS(ops::batch_norm_max_pool(x, g, b), doctest::Contains("smaller than the 2x2 window"), Error);
