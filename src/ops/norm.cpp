@@ -205,9 +205,9 @@ Variable conv_bn_max_pool(const Variable& x, const Variable& w, const Variable& 
     Tensor gw = Tensor::empty(in[1].shape(), DType::f32);
     Tensor ggamma = Tensor::empty({s.oc}, DType::f32), gbeta = Tensor::empty({s.oc}, DType::f32);
     tensor::first_block_backward(in[0].data().data<float>(), in[1].data().data<float>(), g.data().data<float>(),
-                                 relu ? out.data().data<float>() : nullptr, idx.data<int32_t>(), in[3].data().data<float>(), invstd_t.data<float>(),
-                                 moments.data<double>(), s, gw.data<float>(), ggamma.data<float>(),
-                                 gbeta.data<float>());
+                                 relu ? out.data().data<float>() : nullptr, idx.data<int32_t>(),
+                                 in[3].data().data<float>(), invstd_t.data<float>(), moments.data<double>(), s,
+                                 gw.data<float>(), ggamma.data<float>(), gbeta.data<float>());
     if (need[1]) grads[1] = Variable(gw);
     if (need[2]) grads[2] = Variable(Tensor::zeros({s.oc}, DType::f32));  // batch norm removes a constant
     if (need[3]) grads[3] = Variable(ggamma);

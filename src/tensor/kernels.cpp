@@ -804,61 +804,61 @@ std::pair<Tensor, Tensor> batch_norm_max_pool_backward(const Tensor& g, const Te
     const bool par = may_parallelize(x.numel());
     // With relu_y, the gradient is relu_grad's g * (y > 0), taken as it is read (kRelu).
     auto run = [&](auto relu) {
-    constexpr bool kRelu = decltype(relu)::value;
-    parallel_for(c, par, [&](int64_t ch) {
-      // gz is zero outside the argmax positions, so its sums only visit those.
-      // (Per-plane sums in T as batch_norm_grad_sums.)
-      double sgx = 0, sg = 0;
-      const double mu = pm[ch];
-      const T m = pm[ch];
-      for (int64_t i = 0; i < n; ++i) {
-        const T* __restrict a = pg + (i * c + ch) * per;
-        const T* __restrict b = pr + (i * c + ch) * per;  // x at the argmax positions, kept by the forward
-        const T* __restrict yr = kRelu ? pyr + (i * c + ch) * per : nullptr;
-        T agx = 0, ag = 0;
+      constexpr bool kRelu = decltype(relu)::value;
+      parallel_for(c, par, [&](int64_t ch) {
+        // gz is zero outside the argmax positions, so its sums only visit those.
+        // (Per-plane sums in T as batch_norm_grad_sums.)
+        double sgx = 0, sg = 0;
+        const double mu = pm[ch];
+        const T m = pm[ch];
+        for (int64_t i = 0; i < n; ++i) {
+          const T* __restrict a = pg + (i * c + ch) * per;
+          const T* __restrict b = pr + (i * c + ch) * per;  // x at the argmax positions, kept by the forward
+          const T* __restrict yr = kRelu ? pyr + (i * c + ch) * per : nullptr;
+          T agx = 0, ag = 0;
 #pragma omp simd reduction(+ : agx, ag)
-        for (int64_t o = 0; o < per; ++o) {
-          const T av = kRelu ? (yr[o] > T(0) ? a[o] : T(0)) : a[o];
-          agx += av * (b[o] - m);
-          ag += av;
-        }
-        sgx += static_cast<double>(agx);
-        sg += static_cast<double>(ag);
-      }
-      const T s0 = static_cast<T>(sgx * ps[ch]), s1 = static_cast<T>(sg);
-      out[ch] = s0;
-      out[c + ch] = s1;
-      if (!want_dx) return;
-      // dx = a gz + b x + k with per-channel a, b, k (batch_norm_grad_input's arithmetic): the dense part
-      // first, then a * g added at each argmax.
-      const double inv = ps[ch], scale = pgam[ch] * inv;
-      const double kk = static_cast<double>(s0) / count * inv;
-      const T a = static_cast<T>(scale);
-      const T b = static_cast<T>(-scale * kk);
-      const T k = static_cast<T>(scale * (kk * mu - static_cast<double>(s1) / count));
-      for (int64_t i = 0; i < n; ++i) {
-        const T* xx = px + (i * c + ch) * hw;
-        T* yy = pd + (i * c + ch) * hw;
-#pragma omp simd
-        for (int64_t j = 0; j < hw; ++j) yy[j] = b * xx[j] + k;
-        const T* gg = pg + (i * c + ch) * per;
-        const T* rr = pr + (i * c + ch) * per;
-        const T* yr = kRelu ? pyr + (i * c + ch) * per : nullptr;
-        const int32_t* at = pi + (i * c + ch) * per;
-        // The argmax positions of a plane are distinct (the windows do not overlap): a conflict-free scatter,
-        // of values computed densely first.
-        T vals[kScatterChunk];
-        for (int64_t o0 = 0; o0 < per; o0 += kScatterChunk) {
-          const int64_t len = std::min(kScatterChunk, per - o0);
-#pragma omp simd
-          for (int64_t o = 0; o < len; ++o) {
-            const T gv = kRelu ? (yr[o0 + o] > T(0) ? gg[o0 + o] : T(0)) : gg[o0 + o];
-            vals[o] = a * gv + b * rr[o0 + o] + k;
+          for (int64_t o = 0; o < per; ++o) {
+            const T av = kRelu ? (yr[o] > T(0) ? a[o] : T(0)) : a[o];
+            agx += av * (b[o] - m);
+            ag += av;
           }
-          for (int64_t o = 0; o < len; ++o) yy[at[o0 + o]] = vals[o];
+          sgx += static_cast<double>(agx);
+          sg += static_cast<double>(ag);
         }
-      }
-    });
+        const T s0 = static_cast<T>(sgx * ps[ch]), s1 = static_cast<T>(sg);
+        out[ch] = s0;
+        out[c + ch] = s1;
+        if (!want_dx) return;
+        // dx = a gz + b x + k with per-channel a, b, k (batch_norm_grad_input's arithmetic): the dense part
+        // first, then a * g added at each argmax.
+        const double inv = ps[ch], scale = pgam[ch] * inv;
+        const double kk = static_cast<double>(s0) / count * inv;
+        const T a = static_cast<T>(scale);
+        const T b = static_cast<T>(-scale * kk);
+        const T k = static_cast<T>(scale * (kk * mu - static_cast<double>(s1) / count));
+        for (int64_t i = 0; i < n; ++i) {
+          const T* xx = px + (i * c + ch) * hw;
+          T* yy = pd + (i * c + ch) * hw;
+#pragma omp simd
+          for (int64_t j = 0; j < hw; ++j) yy[j] = b * xx[j] + k;
+          const T* gg = pg + (i * c + ch) * per;
+          const T* rr = pr + (i * c + ch) * per;
+          const T* yr = kRelu ? pyr + (i * c + ch) * per : nullptr;
+          const int32_t* at = pi + (i * c + ch) * per;
+          // The argmax positions of a plane are distinct (the windows do not overlap): a conflict-free scatter,
+          // of values computed densely first.
+          T vals[kScatterChunk];
+          for (int64_t o0 = 0; o0 < per; o0 += kScatterChunk) {
+            const int64_t len = std::min(kScatterChunk, per - o0);
+#pragma omp simd
+            for (int64_t o = 0; o < len; ++o) {
+              const T gv = kRelu ? (yr[o0 + o] > T(0) ? gg[o0 + o] : T(0)) : gg[o0 + o];
+              vals[o] = a * gv + b * rr[o0 + o] + k;
+            }
+            for (int64_t o = 0; o < len; ++o) yy[at[o0 + o]] = vals[o];
+          }
+        }
+      });
     };
     if (pyr) {
       run(std::true_type{});
