@@ -191,11 +191,15 @@ Variable conv_bn_max_pool(const Variable& x, const Variable& w, const Variable& 
   return make_result(y, relu ? "conv_bn_max_pool_relu" : "conv_bn_max_pool", {x, w, b, gamma, beta}, MF_BACKWARD {
     std::vector<Variable> grads(5);
     if (autograd::grad_mode_enabled()) {
+      // The composition's arithmetic throughout: the statistics of the recomputed (f32) convolution, not the
+      // closed-form ones, so that the rules' cancellations (xh sums to zero) hold to rounding.
       const Variable conv = conv2d(in[0], in[1], in[2], p);
+      Tensor conv_mean, conv_invstd;
+      tensor::batch_norm_stats(conv.data(), eps, &conv_mean, &conv_invstd);
       const std::vector<bool> bn_need{need[1] || need[2], need[3], need[4]};
       const Variable gz = relu ? relu_grad(g, out) : g;
       std::vector<Variable> bn = backward_with_ops(pool_scatter(gz, idx, conv.shape()), {conv, in[3], in[4]},
-                                                   bn_need, eps, mean_t, invstd_t);
+                                                   bn_need, eps, conv_mean, conv_invstd);
       if (need[1]) grads[1] = conv2d_grad_weight(in[0], bn[0], in[1].shape(), p);
       if (need[2]) grads[2] = sum(bn[0], {0, 2, 3});
       grads[3] = bn[1];
