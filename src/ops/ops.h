@@ -79,8 +79,10 @@ Variable batch_norm_max_pool(const Variable& x, const Variable& gamma, const Var
                              bool relu = false);
 // batch_norm_max_pool(conv2d(x, w, b, p), gamma, beta, eps) as one op where x is data (no gradient) of one
 // channel in f32 and the convolution 3x3 with stride 1 and padding 1 (Note [First block fused] in
-// tensor/conv_single_channel.cpp); the composition of the two ops otherwise. b must be defined. relu as
-// batch_norm_max_pool's.
+// tensor/conv_single_channel.cpp); where x and the output have multiples of 16 channels, everything is f32
+// and oneDNN computes the convolution in its blocked layout, with the convolution's output and gradient kept
+// in that layout (Note [Blocked conv block] in norm.cpp); the composition of the two ops otherwise. b must
+// be defined. relu as batch_norm_max_pool's.
 Variable conv_bn_max_pool(const Variable& x, const Variable& w, const Variable& b, const Variable& gamma,
                           const Variable& beta, const Conv2dParams& p, double eps = 1e-5, bool relu = false);
 // Its backward as two fused ops (Note [Batch norm backward] in norm.cpp): sums (2, C) = [sum(g * xh); sum(g)]

@@ -36,6 +36,15 @@ inline void store_lanes(float* p, const Vec& v, int64_t lanes) {
   }
 }
 
+// 16 int32 lanes: the masks of comparisons between Vecs (-1 true, 0 false) and integer lanes beside them.
+typedef int32_t IVec __attribute__((vector_size(kLanes * sizeof(int32_t))));
+inline IVec load(const int32_t* p) {
+  IVec v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store(int32_t* p, const IVec& v) { std::memcpy(p, &v, sizeof v); }
+
 // f in every lane. Written out: `Vec{} + f` costs a scalar add of +0 before the broadcast, and the broadcast
 // then comes from a register instead of straight from memory.
 inline Vec splat(float f) { return Vec{f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f}; }

@@ -13,6 +13,7 @@
 
 #include "backend/dnnl/conv.h"
 #include "core/error.h"
+#include "tensor/blocked_layout.h"
 #include "tensor/conv_ref.h"
 #include "tensor/conv_single_channel.h"
 #include "autograd/engine.h"
@@ -439,6 +440,70 @@ TEST_CASE("oneDNN conv: blocked forward and backward data in batch chunks match 
     CHECK_MESSAGE(rx.bad == 0, describe(rx));
     dnnl_backend::release_thread_cache();
   }
+}
+
+TEST_CASE("oneDNN conv: nChw16c arguments give the plain call's numbers without its reorders") {
+  // The same primitive on the same numbers: bit for bit the NCHW call's results, whichever activations are
+  // blocked (the NCHW forward and backward data run in batch chunks here, the blocked ones in one piece).
+  std::mt19937 rng(4242u);
+  using dnnl_backend::nchw16c_arg;
+  for (const ConvShape& s : {make_shape(13, 64, 14, 14, 64, 3, 1, 1), make_shape(5, 32, 7, 7, 48, 3, 1, 1),
+                             make_shape(4, 16, 9, 8, 32, 3, 2, 1)}) {
+    CAPTURE(s.to_string());
+    const std::vector<float> x = random_floats(rng, s.x_numel()), w = random_floats(rng, s.w_numel()),
+                             b = random_floats(rng, s.oc), gy = random_floats(rng, s.y_numel());
+    const int64_t ihw = s.ih * s.iw, ohw = s.oh() * s.ow();
+    auto to_blocked = [](const std::vector<float>& v, int64_t n, int64_t c, int64_t hw) {
+      std::vector<float> r(v.size());
+      metafew::tensor::nchw_to_nchw16c(v.data(), r.data(), n, c, hw);
+      return r;
+    };
+    auto from_blocked = [](const std::vector<float>& v, int64_t n, int64_t c, int64_t hw) {
+      std::vector<float> r(v.size());
+      metafew::tensor::nchw16c_to_nchw(v.data(), r.data(), n, c, hw);
+      return r;
+    };
+    const std::vector<float> xb = to_blocked(x, s.n, s.ic, ihw), gyb = to_blocked(gy, s.n, s.oc, ohw);
+    std::vector<float> y(s.y_numel()), yb(s.y_numel()), gx(s.x_numel()), gxb(s.x_numel());
+    std::vector<float> gw(s.w_numel()), gwb(s.w_numel()), gw2(s.w_numel());
+    dnnl_backend::conv2d_forward(x.data(), w.data(), b.data(), y.data(), s, ConvLayout::blocked);
+    dnnl_backend::conv2d_forward(xb.data(), w.data(), b.data(), yb.data(), s, ConvLayout::blocked, 0,
+                                 nchw16c_arg(0) | nchw16c_arg(3));
+    CHECK(from_blocked(yb, s.n, s.oc, ohw) == y);
+    dnnl_backend::conv2d_forward(x.data(), w.data(), b.data(), yb.data(), s, ConvLayout::blocked, 0, nchw16c_arg(3));
+    CHECK(from_blocked(yb, s.n, s.oc, ohw) == y);
+    dnnl_backend::conv2d_backward_data(gy.data(), w.data(), gx.data(), s, ConvLayout::blocked);
+    dnnl_backend::conv2d_backward_data(gyb.data(), w.data(), gxb.data(), s, ConvLayout::blocked, 0, nchw16c_arg(0));
+    CHECK(gxb == gx);
+    dnnl_backend::conv2d_backward_data(gyb.data(), w.data(), gxb.data(), s, ConvLayout::blocked, 0,
+                                       nchw16c_arg(0) | nchw16c_arg(2));
+    CHECK(from_blocked(gxb, s.n, s.ic, ihw) == gx);
+    dnnl_backend::conv2d_backward_weights(x.data(), gy.data(), gw.data(), nullptr, s, ConvLayout::blocked);
+    dnnl_backend::conv2d_backward_weights(xb.data(), gyb.data(), gwb.data(), nullptr, s, ConvLayout::blocked,
+                                          nchw16c_arg(0) | nchw16c_arg(1));
+    CHECK(gwb == gw);
+    dnnl_backend::conv2d_backward_weights(x.data(), gyb.data(), gw2.data(), nullptr, s, ConvLayout::blocked,
+                                          nchw16c_arg(1));
+    CHECK(gw2 == gw);
+  }
+  const ConvShape conv2 = make_shape(5, 64, 14, 14, 64, 3, 1, 1);
+  std::vector<float> x(conv2.x_numel(), 0.5f), w(conv2.w_numel(), 0.25f), y(conv2.y_numel());
+  // Refused: a blocked argument of 24 channels, a blocked argument of the direct kernel, a flag naming the
+  // weights.
+  const ConvShape odd = make_shape(2, 24, 5, 5, 32, 3, 1, 1), first = make_shape(2, 1, 28, 28, 64, 3, 1, 1);
+  std::vector<float> big(4096 * 64, 0.0f);
+  CHECK_THROWS_AS(dnnl_backend::conv2d_forward(big.data(), big.data(), nullptr, big.data() + 2048 * 64, odd,
+                                               ConvLayout::blocked, 0, nchw16c_arg(0)),
+                  metafew::Error);
+  CHECK_NOTHROW(dnnl_backend::conv2d_forward(big.data(), big.data(), nullptr, big.data() + 2048 * 64, odd,
+                                             ConvLayout::blocked, 0, nchw16c_arg(3)));
+  CHECK_THROWS_AS(dnnl_backend::conv2d_forward(big.data(), w.data(), nullptr, big.data() + 2048 * 64, first,
+                                               ConvLayout::automatic, 0, nchw16c_arg(3)),
+                  metafew::Error);
+  CHECK_THROWS_AS(dnnl_backend::conv2d_forward(x.data(), w.data(), nullptr, y.data(), conv2, ConvLayout::blocked, 0,
+                                               nchw16c_arg(1)),
+                  metafew::Error);
+  dnnl_backend::release_thread_cache();
 }
 
 TEST_CASE("oneDNN conv: plans are cached and reused") {

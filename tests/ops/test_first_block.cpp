@@ -2,6 +2,7 @@
 // batch_norm_max_pool(conv2d(x)) it replaces, both in f32, and against that composition in f64.
 #include <omp.h>
 
+#include "support/fused_accuracy.h"
 #include "support/gradcheck.h"
 
 namespace metafew::testing {
@@ -46,40 +47,21 @@ std::vector<Tensor> first_order(const Block& k, DType dtype, bool fused) {
   return out;
 }
 
-// Relative error of each output against the f64 composition: max |a - ref| / (1 + max |ref|).
-std::vector<double> errors(const std::vector<Tensor>& a, const std::vector<Tensor>& ref) {
-  std::vector<double> e;
-  for (size_t i = 0; i < a.size(); ++i)
-    e.push_back(tensor::max_abs_diff(a[i], ref[i]) / (1 + tensor::max_abs(ref[i])));
-  return e;
-}
-
 // The shapes of the tests: Omniglot's first block at a query batch of 75, smaller ones with odd sides (the
 // last row or column in no window) and a single window.
 const std::vector<std::tuple<Shape, int64_t, uint32_t>> kShapes{
     {{75, 1, 28, 28}, 64, 1u}, {{6, 1, 12, 12}, 8, 2u}, {{5, 1, 7, 9}, 3, 3u}, {{1, 1, 2, 2}, 2, 4u}};
 
-// Allowed: twice the composition's own error, plus 8 f32 rounding units of the largest value. The fused op
-// sums in other orders and takes the statistics in closed form, so it is not bit-identical to the
-// composition, but it must not be less accurate (in these shapes it is as accurate or more; its bias
-// gradient is exactly the f64 reference's 0, where the composition's sum of dx leaves rounding).
-bool as_accurate(double fused, double composition) {
-  return fused <= 2 * composition + 8 * 6e-8;
-}
-
+// The fused op takes the statistics in closed form (support/fused_accuracy.h); in these shapes it is as
+// accurate or more, and its bias gradient is exactly the f64 reference's 0, where the composition's sum of
+// dx leaves rounding.
 TEST_CASE("conv_bn_max_pool: values and first-order gradients as accurate as the composition it replaces") {
   for (const auto& [xs, oc, seed] : kShapes) {
     CAPTURE(tensor::to_string(xs));
     const Block k = random_block(xs, oc, seed);
     const auto ref = first_order(k, DType::f64, false);
-    const auto fused = errors(first_order(k, DType::f32, true), ref);
-    const auto plain = errors(first_order(k, DType::f32, false), ref);
-    for (size_t i = 0; i < fused.size(); ++i) {
-      CAPTURE(i);  // 0: y, then the gradients of w, b, gamma, beta
-      CAPTURE(fused[i]);
-      CAPTURE(plain[i]);
-      CHECK(as_accurate(fused[i], plain[i]));
-    }
+    check_as_accurate(relative_errors(first_order(k, DType::f32, true), ref),
+                      relative_errors(first_order(k, DType::f32, false), ref), "y, then dw, db, dgamma, dbeta");
   }
 }
 
@@ -106,27 +88,15 @@ TEST_CASE("conv_bn_max_pool: second derivatives as accurate as the composition i
     CAPTURE(tensor::to_string(xs));
     const Block k = random_block(xs, oc, seed + 10);
     const auto ref = second_order(k, DType::f64, false);
-    const auto fused = errors(second_order(k, DType::f32, true), ref);
-    const auto plain = errors(second_order(k, DType::f32, false), ref);
-    for (size_t i = 0; i < fused.size(); ++i) {
-      CAPTURE(i);  // w, b, gamma, beta
-      CAPTURE(fused[i]);
-      CAPTURE(plain[i]);
-      CHECK(as_accurate(fused[i], plain[i]));
-    }
+    check_as_accurate(relative_errors(second_order(k, DType::f32, true), ref),
+                      relative_errors(second_order(k, DType::f32, false), ref), "w, b, gamma, beta");
   }
 }
 
 TEST_CASE("conv_bn_max_pool: the same bits at 1 and 2 threads") {
   const Block k = random_block({75, 1, 28, 28}, 64, 7u);
-  auto with_threads = [&](int threads) {
-    const int before = omp_get_max_threads();
-    omp_set_num_threads(threads);
-    auto out = first_order(k, DType::f32, true);
-    omp_set_num_threads(before);
-    return out;
-  };
-  const auto one = with_threads(1), two = with_threads(2);
+  auto run = [&] { return first_order(k, DType::f32, true); };
+  const auto one = at_threads(1, run), two = at_threads(2, run);
   for (size_t i = 0; i < one.size(); ++i) {
     CAPTURE(i);
     CHECK(tensor::max_abs_diff(one[i], two[i]) == 0);

@@ -176,6 +176,7 @@ struct PlanKey {
   bool bias;
   ConvLayout layout;  // resolved, never automatic
   int threads;        // threads the plan runs with: 1 inside a parallel region or below kOneThreadMacs
+  unsigned nchw16c;   // user arguments in nChw16c (nchw16c_arg)
   bool operator==(const PlanKey&) const = default;
 };
 
@@ -191,6 +192,7 @@ struct PlanKeyHash {
     mix(k.bias);
     mix(static_cast<int64_t>(k.layout));
     mix(k.threads);
+    mix(k.nchw16c);
     return h;
   }
 };
@@ -411,8 +413,13 @@ std::unique_ptr<Plan> build_plan(const PlanKey& key) {
   using dt = dn::memory::data_type;
   const dn::memory::dims x_dims{s.n, s.ic, s.ih, s.iw}, w_dims{s.oc, s.ic, s.kh, s.kw},
       y_dims{s.n, s.oc, s.oh(), s.ow()}, strides{s.sh, s.sw}, padding{s.ph, s.pw};
-  const md x_user(x_dims, dt::f32, tag::nchw), w_user(w_dims, dt::f32, tag::oihw),
-      y_user(y_dims, dt::f32, tag::nchw), b_user({s.oc}, dt::f32, tag::x);
+  // User argument positions of x and y (or gx and gy) in this kernel's list (nchw16c_arg).
+  const auto [x_arg, y_arg] = key.kernel == ConvKernel::forward         ? std::pair{0, 3}
+                              : key.kernel == ConvKernel::backward_data ? std::pair{2, 0}
+                                                                        : std::pair{0, 1};
+  auto user_tag = [&](int arg) { return key.nchw16c & nchw16c_arg(arg) ? tag::nChw16c : tag::nchw; };
+  const md x_user(x_dims, dt::f32, user_tag(x_arg)), w_user(w_dims, dt::f32, tag::oihw),
+      y_user(y_dims, dt::f32, user_tag(y_arg)), b_user({s.oc}, dt::f32, tag::x);
   const bool plain = key.layout == ConvLayout::plain;
   const md x_q(x_dims, dt::f32, plain ? tag::nchw : tag::any),
       w_q(w_dims, dt::f32, plain ? tag::oihw : tag::any), y_q(y_dims, dt::f32, plain ? tag::nchw : tag::any);
@@ -482,7 +489,8 @@ bool conv2d_direct_supported(const ConvShape& s, ConvKernel kernel) {
 
 namespace {
 
-PlanKey make_key(const char* op, const ConvShape& s, ConvKernel kernel, bool bias, ConvLayout layout) {
+PlanKey make_key(const char* op, const ConvShape& s, ConvKernel kernel, bool bias, ConvLayout layout,
+                 unsigned nchw16c = 0) {
   MF_CHECK(s.valid(), op, ": invalid convolution shape ", s.to_string(),
            "; expected positive sizes and strides, non-negative padding and a kernel no larger than the "
            "padded input");
@@ -491,8 +499,21 @@ PlanKey make_key(const char* op, const ConvShape& s, ConvKernel kernel, bool bia
            ": the direct layout takes only one-input-channel 3x3 forward and backward-weights kernels and "
            "small-image (at most 16 pixels per plane) backward-weights kernels, not ",
            to_string(kernel), " for ", s.to_string());
+  if (nchw16c != 0) {
+    MF_CHECK(resolved != ConvLayout::direct, op, ": blocked (nChw16c) arguments need a oneDNN layout, but ",
+             to_string(kernel), " of ", s.to_string(), " runs the direct kernel");
+    const auto [x_arg, y_arg] = kernel == ConvKernel::forward         ? std::pair{0, 3}
+                                : kernel == ConvKernel::backward_data ? std::pair{2, 0}
+                                                                      : std::pair{0, 1};
+    MF_CHECK((nchw16c & ~(nchw16c_arg(x_arg) | nchw16c_arg(y_arg))) == 0, op, ": nChw16c flags ", nchw16c,
+             " name arguments that are not activations of ", to_string(kernel));
+    MF_CHECK(!(nchw16c & nchw16c_arg(x_arg)) || s.ic % 16 == 0, op, ": a blocked input needs a multiple of 16 "
+             "channels, got ", s.ic, " (", s.to_string(), ")");
+    MF_CHECK(!(nchw16c & nchw16c_arg(y_arg)) || s.oc % 16 == 0, op, ": a blocked output needs a multiple of 16 "
+             "channels, got ", s.oc, " (", s.to_string(), ")");
+  }
   const int threads = omp_in_parallel() || s.macs() < kOneThreadMacs ? 1 : omp_get_max_threads();
-  return PlanKey{s, kernel, bias, resolved, threads};
+  return PlanKey{s, kernel, bias, resolved, threads, nchw16c};
 }
 
 Plan& find_or_build(const char* op, const PlanKey& key) {
@@ -611,9 +632,16 @@ void run_direct(const char* op, const ConvShape& s, ConvKernel kernel,
   MF_CHECK(false, op, ": the direct layout has no ", to_string(kernel), " kernel");
 }
 
+constexpr int bits(std::initializer_list<int> indices) {
+  int m = 0;
+  for (int i : indices) m |= 1 << i;
+  return m;
+}
+
 void run(const char* op, const ConvShape& s, ConvKernel kernel, bool bias, ConvLayout layout,
-         const std::array<const void*, kUserPointers>& pointers, int required, uint64_t w_generation = 0) {
-  const PlanKey key = make_key(op, s, kernel, bias, layout);
+         const std::array<const void*, kUserPointers>& pointers, int required, uint64_t w_generation = 0,
+         unsigned nchw16c = 0) {
+  const PlanKey key = make_key(op, s, kernel, bias, layout, nchw16c);
   for (int i = 0; i < kUserPointers; ++i) {
     const bool needed = (required >> i) & 1;
     MF_CHECK(!needed || pointers[i] != nullptr, op, ": buffer argument ", i, " is null for ", s.to_string());
@@ -622,11 +650,13 @@ void run(const char* op, const ConvShape& s, ConvKernel kernel, bool bias, ConvL
     run_direct(op, s, kernel, pointers);
     return;
   }
-  // Note [Batch chunks].
+  // Note [Batch chunks]. An image takes c * h * w floats in nChw16c as in nchw (c a multiple of 16 there).
   const int64_t x_image = s.ic * s.ih * s.iw, y_image = s.oc * s.oh() * s.ow();
   const int64_t per_chunk =
       std::max<int64_t>(1, kChunkBytes / (static_cast<int64_t>(sizeof(float)) * std::max(x_image, y_image)));
-  if (key.layout != ConvLayout::blocked || kernel == ConvKernel::backward_weights || s.n <= per_chunk) {
+  const auto both = static_cast<unsigned>(kernel == ConvKernel::forward ? bits({0, 3}) : bits({0, 2}));
+  if (key.layout != ConvLayout::blocked || kernel == ConvKernel::backward_weights || s.n <= per_chunk ||
+      (nchw16c & both) == both) {
     execute(op, find_or_build(op, key), pointers, w_generation);
     return;
   }
@@ -646,15 +676,9 @@ void run(const char* op, const ConvShape& s, ConvKernel kernel, bool bias, ConvL
     std::array<const void*, kUserPointers> p = pointers;
     p[0] = static_cast<const float*>(pointers[0]) + n0 * in_image;
     p[out] = static_cast<const float*>(pointers[out]) + n0 * out_image;
-    execute(op, find_or_build(op, make_key(op, cs, kernel, bias, ConvLayout::blocked)), p, generation);
+    execute(op, find_or_build(op, make_key(op, cs, kernel, bias, ConvLayout::blocked, nchw16c)), p, generation);
     n0 += cs.n;
   }
-}
-
-constexpr int bits(std::initializer_list<int> indices) {
-  int m = 0;
-  for (int i : indices) m |= 1 << i;
-  return m;
 }
 
 }  // namespace
@@ -674,23 +698,23 @@ ConvLayout conv2d_layout(const ConvShape& s, ConvKernel kernel) {
 }
 
 void conv2d_forward(const float* x, const float* w, const float* bias, float* y, const ConvShape& s,
-                    ConvLayout layout, uint64_t w_generation) {
+                    ConvLayout layout, uint64_t w_generation, unsigned nchw16c) {
   const bool with_bias = bias != nullptr;
   run("conv2d_forward (oneDNN)", s, ConvKernel::forward, with_bias, layout, {x, w, bias, y},
-      with_bias ? bits({0, 1, 2, 3}) : bits({0, 1, 3}), w_generation);
+      with_bias ? bits({0, 1, 2, 3}) : bits({0, 1, 3}), w_generation, nchw16c);
 }
 
 void conv2d_backward_data(const float* gy, const float* w, float* gx, const ConvShape& s, ConvLayout layout,
-                          uint64_t w_generation) {
+                          uint64_t w_generation, unsigned nchw16c) {
   run("conv2d_backward_data (oneDNN)", s, ConvKernel::backward_data, false, layout, {gy, w, gx, nullptr},
-      bits({0, 1, 2}), w_generation);
+      bits({0, 1, 2}), w_generation, nchw16c);
 }
 
 void conv2d_backward_weights(const float* x, const float* gy, float* gw, float* gbias, const ConvShape& s,
-                             ConvLayout layout) {
+                             ConvLayout layout, unsigned nchw16c) {
   const bool with_bias = gbias != nullptr;
   run("conv2d_backward_weights (oneDNN)", s, ConvKernel::backward_weights, with_bias, layout,
-      {x, gy, gw, gbias}, with_bias ? bits({0, 1, 2, 3}) : bits({0, 1, 2}));
+      {x, gy, gw, gbias}, with_bias ? bits({0, 1, 2, 3}) : bits({0, 1, 2}), 0, nchw16c);
 }
 
 std::string conv2d_describe(const ConvShape& s, ConvKernel kernel, bool with_bias, ConvLayout layout) {

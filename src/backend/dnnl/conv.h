@@ -42,21 +42,31 @@ enum class ConvLayout { automatic, blocked, plain, direct };
 // the primitive's layout and reuses them while the same generation comes back (Note [Weights cache] in
 // conv.cpp): the caller promises that equal generations mean equal contents of w.
 
+// Activations in oneDNN's blocked layout: `nchw16c` has bit i set (nchw16c_arg(i)) when buffer argument i is
+// in nChw16c ([n][c / 16][h * w][16 c], tensor/blocked_layout.h) instead of NCHW, by its position in the
+// kernel's argument list: forward x = 0, y = 3; backward data gy = 0, gx = 2; backward weights x = 0, gy = 1.
+// A blocked computation then skips that argument's reorder (the caller keeps the data blocked between its own
+// kernels, Note [Blocked conv block] in ops/norm.cpp). Such an argument's channels must be a multiple of 16,
+// and the kernel's layout must not resolve to direct; otherwise the call throws.
+constexpr unsigned nchw16c_arg(int i) { return 1u << i; }
+
 // y = conv(x, w) (+ bias broadcast over n, h, w when bias != nullptr). Overwrites y.
 // requires: s.valid(); x: s.x_numel(), w: s.w_numel(), bias: s.oc or nullptr, y: s.y_numel(); y aliases
 //           nothing.
 void conv2d_forward(const float* x, const float* w, const float* bias, float* y, const tensor::ConvShape& s,
-                    ConvLayout layout = ConvLayout::automatic, uint64_t w_generation = 0);
+                    ConvLayout layout = ConvLayout::automatic, uint64_t w_generation = 0, unsigned nchw16c = 0);
 
 // gx = (d conv / d x)^T gy, the transposed convolution. Overwrites gx.
 // requires: s.valid(); gy: s.y_numel(), w: s.w_numel(), gx: s.x_numel(); gx aliases nothing.
 void conv2d_backward_data(const float* gy, const float* w, float* gx, const tensor::ConvShape& s,
-                          ConvLayout layout = ConvLayout::automatic, uint64_t w_generation = 0);
+                          ConvLayout layout = ConvLayout::automatic, uint64_t w_generation = 0,
+                          unsigned nchw16c = 0);
 
 // gw = (d conv / d w)^T gy; when gbias != nullptr also gbias[o] = sum_{n,i,j} gy[n,o,i,j]. Overwrites both.
 // requires: s.valid(); x: s.x_numel(), gy: s.y_numel(), gw: s.w_numel(), gbias: s.oc or nullptr; no aliasing.
 void conv2d_backward_weights(const float* x, const float* gy, float* gw, float* gbias,
-                             const tensor::ConvShape& s, ConvLayout layout = ConvLayout::automatic);
+                             const tensor::ConvShape& s, ConvLayout layout = ConvLayout::automatic,
+                             unsigned nchw16c = 0);
 
 // Whether ConvLayout::direct has a kernel for this shape and kernel.
 bool conv2d_direct_supported(const tensor::ConvShape& s, ConvKernel kernel);
