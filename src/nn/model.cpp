@@ -121,8 +121,9 @@ Variable Model::embed_impl(const std::vector<Variable>& p, const Variable& x, co
         hs = ops::relu(pool(ns));
         h = ops::relu(pool(nq));
       } else if (c.max_pool) {
-        // Note [Batch norm and max-pool fused]: one op with the ReLU, without the full-size normalised tensor;
-        // on the first block, with the convolution too (Note [First block fused]).
+        // Note [Batch norm and max-pool fused]: one op with the convolution and the ReLU, without the
+        // full-size normalised tensor: on the first block from the input's patch moments (Note [First block
+        // fused]), on the 64-channel blocks in oneDNN's blocked layout (Note [Blocked conv block]).
         h = ops::conv_bn_max_pool(h, w, bias, gamma, beta, conv, kBnEps, /*relu=*/true);
       } else {
         h = ops::relu(ops::batch_norm(ops::conv2d(h, w, bias, conv), gamma, beta, kBnEps));

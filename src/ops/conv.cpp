@@ -119,7 +119,11 @@ Variable conv2d(const Variable& x, const Variable& w, const Variable& b, const C
     MF_CHECK(b.dim() == 1 && b.shape()[0] == s.oc, "conv2d: bias ", tensor::to_string(b.shape()), " must have ", s.oc,
              " elements");
   Tensor bias = b.defined() ? b.data() : Tensor();
-  Tensor y = conv_forward(x.data(), w.data(), b.defined() ? &bias : nullptr, s);
+  return detail::conv2d_result(conv_forward(x.data(), w.data(), b.defined() ? &bias : nullptr, s), x, w, b, p);
+}
+
+Variable detail::conv2d_result(const Tensor& y, const Variable& x, const Variable& w, const Variable& b,
+                               const Conv2dParams& p) {
   std::vector<Variable> inputs{x, w};
   if (b.defined()) inputs.push_back(b);
   return make_result(y, "conv2d", std::move(inputs), MF_BACKWARD {

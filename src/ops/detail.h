@@ -20,6 +20,11 @@ inline Variable reduce_to(const Variable& g, const Shape& shape) {
   return g.shape() == shape ? g : sum_to(g, shape);
 }
 
+// The conv2d op's node for an output y = conv2d(x, w, b, p) already computed (by a fused op keeping the
+// convolution's output): the same rule as ops::conv2d, so every derivative order exists.
+Variable conv2d_result(const Tensor& y, const Variable& x, const Variable& w, const Variable& b,
+                       const Conv2dParams& p);
+
 inline void check_defined(const Variable& v, const char* op, const char* what) {
   MF_CHECK(v.defined(), op, ": ", what, " is undefined");
 }

@@ -186,16 +186,16 @@ namespace {
 // block fused]), so every derivative order exists. The bias gradient is exactly 0 (batch norm removes a
 // per-channel constant), as the first block's.
 // The create_graph backward of a fused conv -> batch norm -> max-pool (-> relu) block (inputs x, w, b,
-// gamma, beta; idx: the pooling's argmax as max_pool2d's): the composition's rules on the recomputed
-// convolution, with that convolution's own (f32) statistics rather than the fused kernels', so that the
+// gamma, beta; idx: the pooling's argmax as max_pool2d's): the composition's rules on the convolution's
+// node, with statistics computed from the convolution's own f32 values (not closed forms), so that the
 // rules' cancellations (xh sums to zero) hold to rounding and every derivative order exists.
+// conv: the convolution's node (recomputed, or its kept output through detail::conv2d_result); mean and
+// invstd: statistics of conv's values computed from those values (so that the cancellations hold).
 std::vector<Variable> composed_block_backward(const std::vector<Variable>& in, const Variable& out, const Variable& g,
                                               const std::vector<bool>& need, const Conv2dParams& p, double eps,
-                                              bool relu, const Tensor& idx) {
+                                              bool relu, const Tensor& idx, const Variable& conv,
+                                              const Tensor& conv_mean, const Tensor& conv_invstd) {
   std::vector<Variable> grads(5);
-  const Variable conv = conv2d(in[0], in[1], in[2], p);
-  Tensor conv_mean, conv_invstd;
-  tensor::batch_norm_stats(conv.data(), eps, &conv_mean, &conv_invstd);
   const std::vector<bool> bn_need{need[0] || need[1] || need[2], need[3], need[4]};
   const Variable gz = relu ? relu_grad(g, out) : g;
   std::vector<Variable> bn = backward_with_ops(pool_scatter(gz, idx, conv.shape()), {conv, in[3], in[4]}, bn_need,
@@ -239,7 +239,15 @@ Variable blocked_conv_block(const Variable& x, const Variable& w, const Variable
     if (autograd::grad_mode_enabled()) {
       Tensor idx = Tensor::empty(pooled, DType::i32);
       tensor::pool_code_to_index(code.data<int32_t>(), s.n, s.oc, oh, ow, idx.data<int32_t>());
-      return composed_block_backward(in, out, g, need, p, eps, relu, idx);
+      // The kept output as the conv2d node (no second convolution). Its statistics as batch_norm computes
+      // them: with the forward's (summed in another order) the second derivatives' cancellations hold less
+      // well (tests/ops/test_blocked_block.cpp: the bias's, exactly 0, came out twice the composition's noise).
+      Tensor conv_y = Tensor::empty(yb.shape(), DType::f32);
+      tensor::nchw16c_to_nchw(yb.data<float>(), conv_y.data<float>(), s.n, s.oc, oh * ow);
+      const Variable conv = detail::conv2d_result(conv_y, in[0], in[1], in[2], p);
+      Tensor conv_mean, conv_invstd;
+      tensor::batch_norm_stats(conv_y, eps, &conv_mean, &conv_invstd);
+      return composed_block_backward(in, out, g, need, p, eps, relu, idx, conv, conv_mean, conv_invstd);
     }
     std::vector<Variable> grads(5);
     const bool conv_grads = need[0] || need[1];
@@ -305,7 +313,12 @@ Variable conv_bn_max_pool(const Variable& x, const Variable& w, const Variable& 
                               idx.data<int32_t>(), mean_t.data<float>(), invstd_t.data<float>(),
                               moments.data<double>());
   return make_result(y, relu ? "conv_bn_max_pool_relu" : "conv_bn_max_pool", {x, w, b, gamma, beta}, MF_BACKWARD {
-    if (autograd::grad_mode_enabled()) return composed_block_backward(in, out, g, need, p, eps, relu, idx);
+    if (autograd::grad_mode_enabled()) {
+      const Variable conv = conv2d(in[0], in[1], in[2], p);  // the composition's f32 convolution
+      Tensor conv_mean, conv_invstd;
+      tensor::batch_norm_stats(conv.data(), eps, &conv_mean, &conv_invstd);
+      return composed_block_backward(in, out, g, need, p, eps, relu, idx, conv, conv_mean, conv_invstd);
+    }
     std::vector<Variable> grads(5);
     Tensor gw = Tensor::empty(in[1].shape(), DType::f32);
     Tensor ggamma = Tensor::empty({s.oc}, DType::f32), gbeta = Tensor::empty({s.oc}, DType::f32);

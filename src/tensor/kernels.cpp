@@ -911,9 +911,23 @@ BnDims bn_dims(const Tensor& x, const char* op) {
 }  // namespace
 
 void batch_norm_stats(const Tensor& x, double eps, Tensor* mean, Tensor* invstd) {
+  // batch_norm's statistics (channel_stats, stored as channel_affine stores them), without its output.
   const BnDims d = bn_dims(x, "batch_norm_stats");
-  Tensor gamma = Tensor::full({d.c}, 1.0, x.dtype()), beta = Tensor::zeros({d.c}, x.dtype());
-  batch_norm(x, gamma, beta, eps, mean, invstd);
+  MF_CHECK(d.n * d.hw > 0, "batch_norm_stats: no elements in ", to_string(x.shape()));
+  Tensor m = Tensor::empty({d.c}, x.dtype()), is = Tensor::empty({d.c}, x.dtype());
+  dispatch_float(x.dtype(), "batch_norm_stats", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* px = x.data<T>();
+    T* pm = m.data<T>();
+    T* ps = is.data<T>();
+    parallel_for(d.c, may_parallelize(x.numel()), [&](int64_t ch) {
+      const auto [mu, inv] = channel_stats(px, d.n, d.c, d.hw, ch, eps);
+      pm[ch] = static_cast<T>(mu);
+      ps[ch] = static_cast<T>(inv);
+    });
+  });
+  if (mean) *mean = m;
+  if (invstd) *invstd = is;
 }
 
 Tensor batch_norm_grad_sums(const Tensor& g, const Tensor& x, const Tensor& mean, const Tensor& invstd) {

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 #include <omp.h>
 
+#include <string>
 #include <vector>
 
 #include "tensor/kernels.h"
@@ -31,8 +32,9 @@ inline bool as_accurate(double fused, double composition) {
 inline void check_as_accurate(const std::vector<double>& fused, const std::vector<double>& composition,
                               const char* what) {
   REQUIRE(fused.size() == composition.size());
+  const std::string outputs = what;
   for (size_t i = 0; i < fused.size(); ++i) {
-    CAPTURE(what);
+    CAPTURE(outputs);
     CAPTURE(i);
     CAPTURE(fused[i]);
     CAPTURE(composition[i]);
