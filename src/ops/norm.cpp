@@ -182,9 +182,10 @@ namespace {
 // the forward for backward weights. Only the block's input and output (a quarter of yb) and the input's
 // gradient are NCHW. Values and first derivatives equal the composition's to rounding (the convolution is
 // the same primitive on the same numbers; the statistics are summed in another order). With create_graph
-// the backward is the composition's rules on the recomputed convolution, as the first block's (Note [First
-// block fused]), so every derivative order exists. The bias gradient is exactly 0 (batch norm removes a
-// per-channel constant), as the first block's.
+// the backward is the composition's rules (composed_block_backward) on the kept output, reordered to NCHW
+// and made the conv2d node it would have been, so every derivative order exists. The bias gradient is
+// exactly 0 (batch norm removes a per-channel constant), as the first block's.
+
 // The create_graph backward of a fused conv -> batch norm -> max-pool (-> relu) block (inputs x, w, b,
 // gamma, beta; idx: the pooling's argmax as max_pool2d's): the composition's rules on the convolution's
 // node, with statistics computed from the convolution's own f32 values (not closed forms), so that the
