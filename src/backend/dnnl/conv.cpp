@@ -407,16 +407,27 @@ class PlanBuilder {
   int own_reorders_ = 0;  // of reorders_, run by metafew (Note [Blocked reorders])
 };
 
+// Positions of the activation arguments (x and y, or gx and gy) in a kernel's argument list (nchw16c_arg):
+// forward x = 0, y = 3; backward data gx = 2, gy = 0; backward weights x = 0, gy = 1.
+std::pair<int, int> activation_args(ConvKernel kernel) {
+  switch (kernel) {
+    case ConvKernel::forward:
+      return {0, 3};
+    case ConvKernel::backward_data:
+      return {2, 0};
+    case ConvKernel::backward_weights:
+      return {0, 1};
+  }
+  return {0, 1};
+}
+
 std::unique_ptr<Plan> build_plan(const PlanKey& key) {
   const ConvShape& s = key.shape;
   const dn::engine& engine = cpu_engine();
   using dt = dn::memory::data_type;
   const dn::memory::dims x_dims{s.n, s.ic, s.ih, s.iw}, w_dims{s.oc, s.ic, s.kh, s.kw},
       y_dims{s.n, s.oc, s.oh(), s.ow()}, strides{s.sh, s.sw}, padding{s.ph, s.pw};
-  // User argument positions of x and y (or gx and gy) in this kernel's list (nchw16c_arg).
-  const auto [x_arg, y_arg] = key.kernel == ConvKernel::forward         ? std::pair{0, 3}
-                              : key.kernel == ConvKernel::backward_data ? std::pair{2, 0}
-                                                                        : std::pair{0, 1};
+  const auto [x_arg, y_arg] = activation_args(key.kernel);
   auto user_tag = [&](int arg) { return key.nchw16c & nchw16c_arg(arg) ? tag::nChw16c : tag::nchw; };
   const md x_user(x_dims, dt::f32, user_tag(x_arg)), w_user(w_dims, dt::f32, tag::oihw),
       y_user(y_dims, dt::f32, user_tag(y_arg)), b_user({s.oc}, dt::f32, tag::x);
@@ -502,9 +513,7 @@ PlanKey make_key(const char* op, const ConvShape& s, ConvKernel kernel, bool bia
   if (nchw16c != 0) {
     MF_CHECK(resolved != ConvLayout::direct, op, ": blocked (nChw16c) arguments need a oneDNN layout, but ",
              to_string(kernel), " of ", s.to_string(), " runs the direct kernel");
-    const auto [x_arg, y_arg] = kernel == ConvKernel::forward         ? std::pair{0, 3}
-                                : kernel == ConvKernel::backward_data ? std::pair{2, 0}
-                                                                      : std::pair{0, 1};
+    const auto [x_arg, y_arg] = activation_args(kernel);
     MF_CHECK((nchw16c & ~(nchw16c_arg(x_arg) | nchw16c_arg(y_arg))) == 0, op, ": nChw16c flags ", nchw16c,
              " name arguments that are not activations of ", to_string(kernel));
     MF_CHECK(!(nchw16c & nchw16c_arg(x_arg)) || s.ic % 16 == 0, op, ": a blocked input needs a multiple of 16 "
@@ -632,12 +641,6 @@ void run_direct(const char* op, const ConvShape& s, ConvKernel kernel,
   MF_CHECK(false, op, ": the direct layout has no ", to_string(kernel), " kernel");
 }
 
-constexpr int bits(std::initializer_list<int> indices) {
-  int m = 0;
-  for (int i : indices) m |= 1 << i;
-  return m;
-}
-
 void run(const char* op, const ConvShape& s, ConvKernel kernel, bool bias, ConvLayout layout,
          const std::array<const void*, kUserPointers>& pointers, int required, uint64_t w_generation = 0,
          unsigned nchw16c = 0) {
@@ -654,7 +657,8 @@ void run(const char* op, const ConvShape& s, ConvKernel kernel, bool bias, ConvL
   const int64_t x_image = s.ic * s.ih * s.iw, y_image = s.oc * s.oh() * s.ow();
   const int64_t per_chunk =
       std::max<int64_t>(1, kChunkBytes / (static_cast<int64_t>(sizeof(float)) * std::max(x_image, y_image)));
-  const auto both = static_cast<unsigned>(kernel == ConvKernel::forward ? bits({0, 3}) : bits({0, 2}));
+  const auto [x_arg, y_arg] = activation_args(kernel);
+  const unsigned both = nchw16c_arg(x_arg) | nchw16c_arg(y_arg);  // all blocked: nothing to reorder
   if (key.layout != ConvLayout::blocked || kernel == ConvKernel::backward_weights || s.n <= per_chunk ||
       (nchw16c & both) == both) {
     execute(op, find_or_build(op, key), pointers, w_generation);
@@ -679,6 +683,12 @@ void run(const char* op, const ConvShape& s, ConvKernel kernel, bool bias, ConvL
     execute(op, find_or_build(op, make_key(op, cs, kernel, bias, ConvLayout::blocked, nchw16c)), p, generation);
     n0 += cs.n;
   }
+}
+
+constexpr int bits(std::initializer_list<int> indices) {
+  int m = 0;
+  for (int i : indices) m |= 1 << i;
+  return m;
 }
 
 }  // namespace
