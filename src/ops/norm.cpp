@@ -31,6 +31,12 @@ using tensor::DType;
 // r itself enters as the op batch_norm_invstd, whose rule (cotangent w) is BN(x, -w r^2 / M, 0).
 // gradcheck and gradgradcheck of both ops and a third-order case (tests/ops/test_gradcheck.cpp) hold the
 // formulas to central differences.
+// Note [Batch norm double backward, fused]: when no graph is recorded (second-order MAML's outer backward,
+// the last derivative taken), the two rules' values come from one kernel each (tensor::
+// batch_norm_grad_input_rule, batch_norm_grad_sums_rule): the rule of B in two passes (the per-channel sums
+// Sv, Svh, sum(v g), then dg and dx together) instead of about eleven of the composition, the rule of S in one.
+// The formulas are the ones above, the per-channel arithmetic in double; with create_graph the composition
+// runs, so higher orders still exist. tests/ops/test_batch_norm_rules.cpp holds the two to each other.
 
 namespace {
 
@@ -76,6 +82,13 @@ Variable grad_sums_impl(const Variable& gy, const Variable& x, double eps, const
       MF_BACKWARD {
         // Note [Batch norm double backward], rule of S.
         std::vector<Variable> grads(2);
+        if (!autograd::grad_mode_enabled()) {  // Note [Batch norm double backward, fused]
+          auto [dg, dx] = tensor::batch_norm_grad_sums_rule(g.data(), in[0].data(), in[1].data(), mean_t, invstd_t,
+                                                            out.data(), need[0], need[1]);
+          if (need[0]) grads[0] = Variable(dg);
+          if (need[1]) grads[1] = Variable(dx);
+          return grads;
+        }
         const Variable u0 = channel_row(g, 0), u1 = channel_row(g, 1);
         if (need[0]) grads[0] = batch_norm(in[1], u0, u1, eps);
         if (need[1]) grads[1] = grad_input_impl(in[0], in[1], u0, out, eps, mean_t, invstd_t);  // out = S(g, x)
@@ -93,6 +106,15 @@ Variable grad_input_impl(const Variable& gy, const Variable& x, const Variable& 
         const BnGeometry geo = geometry(xi);
         const double m = geo.count;
         std::vector<Variable> grads(4);
+        if (!autograd::grad_mode_enabled()) {  // Note [Batch norm double backward, fused]
+          tensor::BnGradInputRule r = tensor::batch_norm_grad_input_rule(
+              g.data(), gi.data(), xi.data(), gam.data(), mean_t, invstd_t, s.data(), need[0], need[1]);
+          if (need[0]) grads[0] = Variable(r.dg);
+          if (need[1]) grads[1] = Variable(r.dx);
+          if (need[2]) grads[2] = Variable(r.dgamma.reshape(gam.shape()));
+          if (need[3]) grads[3] = Variable(r.dsums.reshape(s.shape()));
+          return grads;
+        }
         if (need[0]) grads[0] = grad_input_impl(g, xi, gam, constant(s.shape(), 0.0, s), eps, mean_t, invstd_t);
         if (need[2]) {
           const Variable unit = grad_input_impl(gi, xi, constant(gam.shape(), 1.0, gam), s, eps, mean_t, invstd_t);
@@ -190,8 +212,10 @@ namespace {
 // gamma, beta; idx: the pooling's argmax as max_pool2d's): the composition's rules on the convolution's
 // node, with statistics computed from the convolution's own f32 values (not closed forms), so that the
 // rules' cancellations (xh sums to zero) hold to rounding and every derivative order exists.
-// conv: the convolution's node (recomputed, or its kept output through detail::conv2d_result); mean and
-// invstd: statistics of conv's values computed from those values (so that the cancellations hold).
+// conv: the convolution's node (recomputed, or its kept output through detail::conv2d_result) with the bias
+// detached: every rule below depends on conv only through its normalised values, so derivatives through it
+// for the bias are exactly 0 too (the composition's were sums of rounding noise); mean and invstd:
+// statistics of conv's values computed from those values (so that the cancellations hold).
 std::vector<Variable> composed_block_backward(const std::vector<Variable>& in, const Variable& out, const Variable& g,
                                               const std::vector<bool>& need, const Conv2dParams& p, double eps,
                                               bool relu, const Tensor& idx, const Variable& conv,
@@ -203,7 +227,10 @@ std::vector<Variable> composed_block_backward(const std::vector<Variable>& in, c
                                                eps, conv_mean, conv_invstd);
   if (need[0]) grads[0] = conv2d_grad_input(bn[0], in[1], in[0].shape(), p);
   if (need[1]) grads[1] = conv2d_grad_weight(in[0], bn[0], in[1].shape(), p);
-  if (need[2]) grads[2] = sum(bn[0], {0, 2, 3});
+  // The bias gradient is exactly 0 at every order (batch norm removes a per-channel constant, so the block's
+  // output does not depend on the bias at all): a constant, not the composition's sum(bn[0]) of rounding noise,
+  // which cost a full-size pass here and two (its broadcast and an add) in the next backward.
+  if (need[2]) grads[2] = constant(in[2].shape(), 0.0, in[2]);
   grads[3] = bn[1];
   grads[4] = bn[2];
   return grads;
@@ -245,7 +272,7 @@ Variable blocked_conv_block(const Variable& x, const Variable& w, const Variable
       // well (tests/ops/test_blocked_block.cpp: the bias's, exactly 0, came out twice the composition's noise).
       Tensor conv_y = Tensor::empty(yb.shape(), DType::f32);
       tensor::nchw16c_to_nchw(yb.data<float>(), conv_y.data<float>(), s.n, s.oc, oh * ow);
-      const Variable conv = detail::conv2d_result(conv_y, in[0], in[1], in[2], p);
+      const Variable conv = detail::conv2d_result(conv_y, in[0], in[1], in[2].detach(), p);
       Tensor conv_mean, conv_invstd;
       tensor::batch_norm_stats(conv_y, eps, &conv_mean, &conv_invstd);
       return composed_block_backward(in, out, g, need, p, eps, relu, idx, conv, conv_mean, conv_invstd);
@@ -315,7 +342,8 @@ Variable conv_bn_max_pool(const Variable& x, const Variable& w, const Variable& 
                               moments.data<double>());
   return make_result(y, relu ? "conv_bn_max_pool_relu" : "conv_bn_max_pool", {x, w, b, gamma, beta}, MF_BACKWARD {
     if (autograd::grad_mode_enabled()) {
-      const Variable conv = conv2d(in[0], in[1], in[2], p);  // the composition's f32 convolution
+      // The composition's f32 convolution; its bias detached (composed_block_backward).
+      const Variable conv = conv2d(in[0], in[1], in[2].detach(), p);
       Tensor conv_mean, conv_invstd;
       tensor::batch_norm_stats(conv.data(), eps, &conv_mean, &conv_invstd);
       return composed_block_backward(in, out, g, need, p, eps, relu, idx, conv, conv_mean, conv_invstd);

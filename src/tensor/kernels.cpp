@@ -1003,6 +1003,140 @@ Tensor batch_norm_grad_input(const Tensor& g, const Tensor& x, const Tensor& gam
   return dx;
 }
 
+BnGradInputRule batch_norm_grad_input_rule(const Tensor& v, const Tensor& g, const Tensor& x, const Tensor& gamma,
+                                           const Tensor& mean, const Tensor& invstd, const Tensor& sums,
+                                           bool want_dg, bool want_dx) {
+  const BnDims d = bn_dims(x, "batch_norm_grad_input_rule");
+  MF_CHECK(v.shape() == x.shape() && g.shape() == x.shape() && gamma.numel() == d.c && mean.numel() == d.c &&
+               invstd.numel() == d.c && sums.numel() == 2 * d.c,
+           "batch_norm_grad_input_rule: shapes do not fit: v ", to_string(v.shape()), ", g ", to_string(g.shape()),
+           ", x ", to_string(x.shape()), ", gamma ", to_string(gamma.shape()), ", sums ", to_string(sums.shape()));
+  check_same_dtype(v, x, "batch_norm_grad_input_rule");
+  check_same_dtype(g, x, "batch_norm_grad_input_rule");
+  BnGradInputRule out;
+  out.dgamma = Tensor::empty({d.c}, x.dtype());
+  out.dsums = Tensor::empty({2, d.c}, x.dtype());
+  if (want_dg) out.dg = Tensor::empty(x.shape(), x.dtype());
+  if (want_dx) out.dx = Tensor::empty(x.shape(), x.dtype());
+  const double m = static_cast<double>(d.n * d.hw);
+  dispatch_float(x.dtype(), "batch_norm_grad_input_rule", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* pv = v.data<T>();
+    const T* pg = g.data<T>();
+    const T* px = x.data<T>();
+    const T* pgam = gamma.data<T>();
+    const T* pm = mean.data<T>();
+    const T* ps = invstd.data<T>();
+    const T* sm = sums.data<T>();
+    T* dgamma = out.dgamma.data<T>();
+    T* dsums = out.dsums.data<T>();
+    T* pdg = want_dg ? out.dg.data<T>() : nullptr;
+    T* pdx = want_dx ? out.dx.data<T>() : nullptr;
+    parallel_for(d.c, may_parallelize(x.numel()), [&](int64_t ch) {
+      // Pass 1: Sv = sum(v), Svh = sum(v xh), Svg = sum(v g); per-plane sums in T, plane sums in double
+      // (Note [Batch norm statistics]).
+      double sv = 0, svx = 0, svg = 0;
+      const T mt = pm[ch];
+      for (int64_t i = 0; i < d.n; ++i) {
+        const T* a = pv + (i * d.c + ch) * d.hw;
+        const T* b = px + (i * d.c + ch) * d.hw;
+        const T* e = pg + (i * d.c + ch) * d.hw;
+        T av = 0, ax = 0, ag = 0;
+#pragma omp simd reduction(+ : av, ax, ag)
+        for (int64_t j = 0; j < d.hw; ++j) {
+          av += a[j];
+          ax += a[j] * (b[j] - mt);
+          ag += a[j] * e[j];
+        }
+        sv += static_cast<double>(av);
+        svx += static_cast<double>(ax);
+        svg += static_cast<double>(ag);
+      }
+      const double r = ps[ch], mu = pm[ch], gam = pgam[ch], s0 = sm[ch], s1 = sm[d.c + ch];
+      const double svh = svx * r;
+      const double svg_c = svg - s1 * sv / m;  // sum(v g) - s1 Sv / M
+      dgamma[ch] = static_cast<T>(r * (svg_c - s0 * svh / m));
+      dsums[ch] = static_cast<T>(-gam * r / m * svh);
+      dsums[d.c + ch] = static_cast<T>(-gam * r / m * sv);
+      if (!want_dg && !want_dx) return;
+      // Pass 2: dg = gamma r v; dx = a1 r (v - Sv / M - xh 2 Svh / M) + a2 xh with a1 = -gamma r s0 / M and
+      // a2 = -gamma r^2 svg_c / M, written as A v + B x + K.
+      const T ag = static_cast<T>(gam * r);
+      const double a1 = -gam * r * s0 / m, a2 = -gam * r * r * svg_c / m;
+      const double bh = (a2 - 2.0 * a1 * r * svh / m) * r;  // coefficient of x
+      const T av = static_cast<T>(a1 * r);
+      const T bx = static_cast<T>(bh);
+      const T k = static_cast<T>(-a1 * r * sv / m - bh * mu);
+      for (int64_t i = 0; i < d.n; ++i) {
+        const int64_t off = (i * d.c + ch) * d.hw;
+        const T* a = pv + off;
+        const T* b = px + off;
+        if (want_dg) {
+          T* q = pdg + off;
+#pragma omp simd
+          for (int64_t j = 0; j < d.hw; ++j) q[j] = ag * a[j];
+        }
+        if (want_dx) {
+          T* q = pdx + off;
+#pragma omp simd
+          for (int64_t j = 0; j < d.hw; ++j) q[j] = av * a[j] + bx * b[j] + k;
+        }
+      }
+    });
+  });
+  return out;
+}
+
+std::pair<Tensor, Tensor> batch_norm_grad_sums_rule(const Tensor& u, const Tensor& g, const Tensor& x,
+                                                    const Tensor& mean, const Tensor& invstd, const Tensor& sums,
+                                                    bool want_dg, bool want_dx) {
+  const BnDims d = bn_dims(x, "batch_norm_grad_sums_rule");
+  MF_CHECK(g.shape() == x.shape() && u.numel() == 2 * d.c && sums.numel() == 2 * d.c && mean.numel() == d.c &&
+               invstd.numel() == d.c,
+           "batch_norm_grad_sums_rule: shapes do not fit: u ", to_string(u.shape()), ", g ", to_string(g.shape()),
+           ", x ", to_string(x.shape()), ", sums ", to_string(sums.shape()));
+  check_same_dtype(g, x, "batch_norm_grad_sums_rule");
+  check_same_dtype(u, x, "batch_norm_grad_sums_rule");
+  Tensor dg = want_dg ? Tensor::empty(x.shape(), x.dtype()) : Tensor();
+  Tensor dx = want_dx ? Tensor::empty(x.shape(), x.dtype()) : Tensor();
+  if (!want_dg && !want_dx) return {dg, dx};
+  const double m = static_cast<double>(d.n * d.hw);
+  dispatch_float(x.dtype(), "batch_norm_grad_sums_rule", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* pu = u.data<T>();
+    const T* pg = g.data<T>();
+    const T* px = x.data<T>();
+    const T* pm = mean.data<T>();
+    const T* ps = invstd.data<T>();
+    const T* sm = sums.data<T>();
+    T* pdg = want_dg ? dg.data<T>() : nullptr;
+    T* pdx = want_dx ? dx.data<T>() : nullptr;
+    parallel_for(d.n * d.c, may_parallelize(x.numel()), [&](int64_t plane) {
+      const int64_t ch = plane % d.c;
+      const double r = ps[ch], mu = pm[ch], u0 = pu[ch], u1 = pu[d.c + ch];
+      // dg = u0 r (x - mean) + u1; dx = a g + b x + c as batch_norm_grad_input with gamma = u0.
+      const T ga = static_cast<T>(u0 * r), gc = static_cast<T>(u1 - u0 * r * mu);
+      const double k = sm[ch] / m * r;
+      const T a = static_cast<T>(u0 * r);
+      const T b = static_cast<T>(-u0 * r * k);
+      const T c = static_cast<T>(u0 * r * (k * mu - sm[d.c + ch] / m));
+      const T* gg = pg + plane * d.hw;
+      const T* xx = px + plane * d.hw;
+      if (want_dg) {
+        T* q = pdg + plane * d.hw;
+#pragma omp simd
+        for (int64_t j = 0; j < d.hw; ++j) q[j] = ga * xx[j] + gc;
+      }
+      if (want_dx) {
+        T* q = pdx + plane * d.hw;
+#pragma omp simd
+        for (int64_t j = 0; j < d.hw; ++j) q[j] = a * gg[j] + b * xx[j] + c;
+      }
+    });
+  });
+  return {dg, dx};
+}
+
 double max_abs_diff(const Tensor& a, const Tensor& b) {
   MF_CHECK(a.shape() == b.shape(), "max_abs_diff: shapes ", to_string(a.shape()), " and ", to_string(b.shape()));
   auto va = a.to_vector(), vb = b.to_vector();

@@ -60,6 +60,24 @@ Tensor batch_norm_grad_input(const Tensor& g, const Tensor& x, const Tensor& gam
 // Per-channel mean and invstd = 1 / sqrt(var + eps) of x (biased variance), as batch_norm computes them.
 void batch_norm_stats(const Tensor& x, double eps, Tensor* mean, Tensor* invstd);
 
+// Note [Batch norm double backward, fused] (ops/norm.cpp): the backward rules of the two ops above, each in
+// one or two passes, for when no graph is recorded (the rules' values; with create_graph the composition of
+// differentiable ops is used instead). M = N * H * W, r = invstd, xh = (x - mean) * r.
+// Rule of batch_norm_grad_input(g, x, gamma, sums) for the cotangent v (shaped like x):
+//   dg = B(v, x, gamma, 0), dx, dgamma (C) and dsums (2, C) as Note [Batch norm double backward] states them;
+//   dg and dx are formed only when asked (want_dg, want_dx).
+struct BnGradInputRule {
+  Tensor dg, dx, dgamma, dsums;
+};
+BnGradInputRule batch_norm_grad_input_rule(const Tensor& v, const Tensor& g, const Tensor& x, const Tensor& gamma,
+                                           const Tensor& mean, const Tensor& invstd, const Tensor& sums,
+                                           bool want_dg, bool want_dx);
+// Rule of batch_norm_grad_sums(g, x) (whose value is `sums`) for the per-channel cotangent u (2, C):
+//   dg = u[0] * xh + u[1];   dx = u[0] * r * (g - sums[1] / M - xh * sums[0] / M).
+std::pair<Tensor, Tensor> batch_norm_grad_sums_rule(const Tensor& u, const Tensor& g, const Tensor& x,
+                                                    const Tensor& mean, const Tensor& invstd, const Tensor& sums,
+                                                    bool want_dg, bool want_dx);
+
 // Note [Batch norm and max-pool fused]: max_pool2d(batch_norm(x), 2, 2) in one kernel: the statistics (two
 // passes over x, as batch_norm), then one pass that normalises each 2x2 window and keeps its maximum, so the
 // full-size normalised tensor is never written. Returns (y, i32 argmax within each input plane) exactly as
