@@ -72,52 +72,75 @@ Variable invstd_op(const Variable& x, double eps, const Tensor& invstd_t) {
   });
 }
 
+// The two backward ops S and B. With a pooling index `idx` (defined), their gradient input gy is 2x2-pooled
+// and stands for pool_scatter(gy, idx, x.shape()) (Note [Pooled batch norm backward]); `value`, when defined,
+// is the op's value computed by the caller.
 Variable grad_input_impl(const Variable& gy, const Variable& x, const Variable& gamma, const Variable& sums,
-                         double eps, const Tensor& mean_t, const Tensor& invstd_t);
+                         double eps, const Tensor& mean_t, const Tensor& invstd_t, const Tensor& idx = Tensor(),
+                         Tensor value = Tensor());
+
+// gy (pooled with idx) as a full-size tensor, for the values the callers did not compute.
+Tensor full_size(const Variable& gy, const Variable& x, const Tensor& idx) {
+  return idx.defined() ? tensor::pool_scatter(gy.data(), idx, x.shape()) : gy.data();
+}
+
+// A full-size gradient v of the op's (full-size) gradient input, as the pooled input's gradient when pooled.
+Variable to_input(const Variable& v, const Variable& gy, const Tensor& idx) {
+  return idx.defined() ? pool_gather(v, idx, gy.shape()) : v;
+}
 
 Variable grad_sums_impl(const Variable& gy, const Variable& x, double eps, const Tensor& mean_t,
-                        const Tensor& invstd_t) {
+                        const Tensor& invstd_t, const Tensor& idx = Tensor(), Tensor value = Tensor()) {
+  if (!value.defined()) value = tensor::batch_norm_grad_sums(full_size(gy, x, idx), x.data(), mean_t, invstd_t);
   return make_result(
-      tensor::batch_norm_grad_sums(gy.data(), x.data(), mean_t, invstd_t), "batch_norm_grad_sums", {gy, x},
-      MF_BACKWARD {
+      value, idx.defined() ? "batch_norm_pool_grad_sums" : "batch_norm_grad_sums", {gy, x}, MF_BACKWARD {
         // Note [Batch norm double backward], rule of S.
         std::vector<Variable> grads(2);
         if (!autograd::grad_mode_enabled()) {  // Note [Batch norm double backward, fused]
           auto [dg, dx] = tensor::batch_norm_grad_sums_rule(g.data(), in[0].data(), in[1].data(), mean_t, invstd_t,
-                                                            out.data(), need[0], need[1]);
+                                                            out.data(), need[0], need[1],
+                                                            idx.defined() ? &idx : nullptr);
           if (need[0]) grads[0] = Variable(dg);
           if (need[1]) grads[1] = Variable(dx);
           return grads;
         }
         const Variable u0 = channel_row(g, 0), u1 = channel_row(g, 1);
-        if (need[0]) grads[0] = batch_norm(in[1], u0, u1, eps);
-        if (need[1]) grads[1] = grad_input_impl(in[0], in[1], u0, out, eps, mean_t, invstd_t);  // out = S(g, x)
+        if (need[0]) grads[0] = to_input(batch_norm(in[1], u0, u1, eps), in[0], idx);
+        if (need[1]) grads[1] = grad_input_impl(in[0], in[1], u0, out, eps, mean_t, invstd_t, idx);  // out = S(g, x)
         return grads;
       });
 }
 
 Variable grad_input_impl(const Variable& gy, const Variable& x, const Variable& gamma, const Variable& sums,
-                         double eps, const Tensor& mean_t, const Tensor& invstd_t) {
+                         double eps, const Tensor& mean_t, const Tensor& invstd_t, const Tensor& idx,
+                         Tensor value) {
+  if (!value.defined())
+    value = tensor::batch_norm_grad_input(full_size(gy, x, idx), x.data(), gamma.data(), mean_t, invstd_t,
+                                          sums.data());
   return make_result(
-      tensor::batch_norm_grad_input(gy.data(), x.data(), gamma.data(), mean_t, invstd_t, sums.data()),
-      "batch_norm_grad_input", {gy, x, gamma, sums}, MF_BACKWARD {
+      value, idx.defined() ? "batch_norm_pool_grad_input" : "batch_norm_grad_input", {gy, x, gamma, sums},
+      MF_BACKWARD {
         // Note [Batch norm double backward], rule of B. in = {g, x, gamma, sums}; the cotangent is g here.
         const Variable &gi = in[0], &xi = in[1], &gam = in[2], &s = in[3];
         const BnGeometry geo = geometry(xi);
         const double m = geo.count;
         std::vector<Variable> grads(4);
         if (!autograd::grad_mode_enabled()) {  // Note [Batch norm double backward, fused]
-          tensor::BnGradInputRule r = tensor::batch_norm_grad_input_rule(
-              g.data(), gi.data(), xi.data(), gam.data(), mean_t, invstd_t, s.data(), need[0], need[1]);
+          tensor::BnGradInputRule r =
+              tensor::batch_norm_grad_input_rule(g.data(), gi.data(), xi.data(), gam.data(), mean_t, invstd_t,
+                                                 s.data(), need[0], need[1], idx.defined() ? &idx : nullptr);
           if (need[0]) grads[0] = Variable(r.dg);
           if (need[1]) grads[1] = Variable(r.dx);
           if (need[2]) grads[2] = Variable(r.dgamma.reshape(gam.shape()));
           if (need[3]) grads[3] = Variable(r.dsums.reshape(s.shape()));
           return grads;
         }
-        if (need[0]) grads[0] = grad_input_impl(g, xi, gam, constant(s.shape(), 0.0, s), eps, mean_t, invstd_t);
+        if (need[0])
+          grads[0] = to_input(grad_input_impl(g, xi, gam, constant(s.shape(), 0.0, s), eps, mean_t, invstd_t), gi,
+                              idx);
         if (need[2]) {
-          const Variable unit = grad_input_impl(gi, xi, constant(gam.shape(), 1.0, gam), s, eps, mean_t, invstd_t);
+          const Variable unit =
+              grad_input_impl(gi, xi, constant(gam.shape(), 1.0, gam), s, eps, mean_t, invstd_t, idx);
           grads[2] = sum(mul(g, unit), geo.axes);
         }
         if (!need[1] && !need[3]) return grads;
@@ -132,7 +155,9 @@ Variable grad_input_impl(const Variable& gy, const Variable& x, const Variable& 
           const Variable sums1 = concat({reshape(mul_scalar(svh, 2.0), {1, svh.shape()[0]}),
                                          reshape(sv1, {1, sv1.shape()[0]})},
                                         0);
-          const Variable svg = sub(sum(mul(g, gi), geo.axes), mul_scalar(mul(s1, sv1), 1.0 / m));
+          // sum(v g) over g's positions (pooled: v gathered there).
+          const Variable svg =
+              sub(sum(mul(to_input(g, gi, idx), gi), geo.axes), mul_scalar(mul(s1, sv1), 1.0 / m));
           const Variable a2 = mul_scalar(mul(mul(gamma_r, r), svg), -1.0 / m);
           grads[1] = add(grad_input_impl(g, xi, a1, sums1, eps, mean_t, invstd_t),
                          batch_norm(xi, a2, constant(a2.shape(), 0.0, a2), eps));
@@ -154,6 +179,28 @@ std::vector<Variable> backward_with_ops(const Variable& g, const std::vector<Var
   return grads;
 }
 
+// Note [Pooled batch norm backward]: batch_norm_max_pool's backward built from ops (create_graph): S and B of
+// the pooled gradient gz (index idx) directly, instead of S and B of pool_scatter(gz): their values in one
+// pass (tensor::batch_norm_max_pool_backward), and in the next backward their fused rules read and write
+// gz's gradient at the pooled positions only, so neither the full-size scattered gradient, nor its full-size
+// gradients from the two rules, their sum and the gather back, are formed (~8% of a MAML 20-way 1-shot
+// iteration). With create_graph again the rules are the composition's with pool_scatter / pool_gather ops
+// at the ends, so every derivative order exists.
+std::vector<Variable> pooled_backward_with_ops(const Variable& gz, const Tensor& idx, const std::vector<Variable>& in,
+                                               const std::vector<bool>& need, double eps, const Tensor& mean_t,
+                                               const Tensor& invstd_t) {
+  const int64_t c = in[0].shape()[1];
+  const Tensor selected = tensor::pool_gather(in[0].data(), idx, gz.shape());
+  auto [dx, sums_t] = tensor::batch_norm_max_pool_backward(gz.data(), idx, selected, in[0].data(), in[1].data(),
+                                                           mean_t, invstd_t, need[0]);
+  Variable sums = grad_sums_impl(gz, in[0], eps, mean_t, invstd_t, idx, sums_t);
+  std::vector<Variable> grads(3);
+  if (need[0]) grads[0] = grad_input_impl(gz, in[0], in[1], sums, eps, mean_t, invstd_t, idx, dx);
+  if (need[1]) grads[1] = reshape(slice(sums, 0, 0, 1), {c});
+  if (need[2]) grads[2] = reshape(slice(sums, 0, 1, 2), {c});
+  return grads;
+}
+
 }  // namespace
 
 Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& beta, double eps) {
@@ -165,8 +212,9 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
 }
 
 // Note [Batch norm and max-pool fused] (tensor/kernels.h). The backward without create_graph (the query side
-// of MAML, every first-order method) is one fused kernel; with create_graph it is the composition of the two
-// ops' rules (pool_scatter, then the fused batch-norm backward ops), so every order of derivative exists.
+// of MAML, every first-order method) is one fused kernel; with create_graph it is built from differentiable
+// ops, the batch-norm backward ops of the pooled gradient (Note [Pooled batch norm backward]), so every order
+// of derivative exists.
 // With relu, the op is relu(batch_norm_max_pool(x)): the kernels apply the relu to the pooled output and its
 // gradient rule g * (y > 0) as they read g; with create_graph the rule is the relu_grad op.
 Variable batch_norm_max_pool(const Variable& x, const Variable& gamma, const Variable& beta, double eps, bool relu) {
@@ -178,7 +226,7 @@ Variable batch_norm_max_pool(const Variable& x, const Variable& gamma, const Var
   return make_result(y, relu ? "batch_norm_max_pool_relu" : "batch_norm_max_pool", {x, gamma, beta}, MF_BACKWARD {
     if (autograd::grad_mode_enabled()) {
       const Variable gz = relu ? relu_grad(g, out) : g;
-      return backward_with_ops(pool_scatter(gz, idx, in[0].shape()), in, need, eps, mean_t, invstd_t);
+      return pooled_backward_with_ops(gz, idx, in, need, eps, mean_t, invstd_t);
     }
     const int64_t c = in[0].shape()[1];
     std::vector<Variable> grads(3);
@@ -223,8 +271,8 @@ std::vector<Variable> composed_block_backward(const std::vector<Variable>& in, c
   std::vector<Variable> grads(5);
   const std::vector<bool> bn_need{need[0] || need[1] || need[2], need[3], need[4]};
   const Variable gz = relu ? relu_grad(g, out) : g;
-  std::vector<Variable> bn = backward_with_ops(pool_scatter(gz, idx, conv.shape()), {conv, in[3], in[4]}, bn_need,
-                                               eps, conv_mean, conv_invstd);
+  std::vector<Variable> bn =
+      pooled_backward_with_ops(gz, idx, {conv, in[3], in[4]}, bn_need, eps, conv_mean, conv_invstd);
   if (need[0]) grads[0] = conv2d_grad_input(bn[0], in[1], in[0].shape(), p);
   if (need[1]) grads[1] = conv2d_grad_weight(in[0], bn[0], in[1].shape(), p);
   // The bias gradient is exactly 0 at every order (batch norm removes a per-channel constant, so the block's

@@ -1003,23 +1003,44 @@ Tensor batch_norm_grad_input(const Tensor& g, const Tensor& x, const Tensor& gam
   return dx;
 }
 
+namespace {
+// The shapes of a batch-norm rule's gradient g: x's, or with `index`, 2x2-pooled (g scattered to x's shape by
+// index, at most one position per window).
+int64_t rule_g_per_plane(const Tensor& g, const Tensor& x, const Tensor* index, const BnDims& d, const char* op) {
+  if (!index) {
+    MF_CHECK(g.shape() == x.shape(), op, ": gradient ", to_string(g.shape()), " and input ", to_string(x.shape()),
+             " differ");
+    return d.hw;
+  }
+  MF_CHECK(x.dim() == 4 && g.dim() == 4 && index->shape() == g.shape() && index->dtype() == DType::i32 &&
+               g.shape()[0] == d.n && g.shape()[1] == d.c && g.shape()[2] == x.shape()[2] / 2 &&
+               g.shape()[3] == x.shape()[3] / 2,
+           op, ": pooled gradient ", to_string(g.shape()), " and index ", to_string(index->shape()),
+           " are not the 2x2 pooling of ", to_string(x.shape()));
+  return g.shape()[2] * g.shape()[3];
+}
+}  // namespace
+
 BnGradInputRule batch_norm_grad_input_rule(const Tensor& v, const Tensor& g, const Tensor& x, const Tensor& gamma,
                                            const Tensor& mean, const Tensor& invstd, const Tensor& sums,
-                                           bool want_dg, bool want_dx) {
-  const BnDims d = bn_dims(x, "batch_norm_grad_input_rule");
-  MF_CHECK(v.shape() == x.shape() && g.shape() == x.shape() && gamma.numel() == d.c && mean.numel() == d.c &&
-               invstd.numel() == d.c && sums.numel() == 2 * d.c,
-           "batch_norm_grad_input_rule: shapes do not fit: v ", to_string(v.shape()), ", g ", to_string(g.shape()),
-           ", x ", to_string(x.shape()), ", gamma ", to_string(gamma.shape()), ", sums ", to_string(sums.shape()));
-  check_same_dtype(v, x, "batch_norm_grad_input_rule");
-  check_same_dtype(g, x, "batch_norm_grad_input_rule");
+                                           bool want_dg, bool want_dx, const Tensor* index) {
+  const char* op = "batch_norm_grad_input_rule";
+  const BnDims d = bn_dims(x, op);
+  const int64_t per = rule_g_per_plane(g, x, index, d, op);
+  MF_CHECK(v.shape() == x.shape() && gamma.numel() == d.c && mean.numel() == d.c && invstd.numel() == d.c &&
+               sums.numel() == 2 * d.c,
+           op, ": shapes do not fit: v ", to_string(v.shape()), ", x ", to_string(x.shape()), ", gamma ",
+           to_string(gamma.shape()), ", sums ", to_string(sums.shape()));
+  check_same_dtype(v, x, op);
+  check_same_dtype(g, x, op);
   BnGradInputRule out;
   out.dgamma = Tensor::empty({d.c}, x.dtype());
   out.dsums = Tensor::empty({2, d.c}, x.dtype());
-  if (want_dg) out.dg = Tensor::empty(x.shape(), x.dtype());
+  if (want_dg) out.dg = Tensor::empty(g.shape(), x.dtype());
   if (want_dx) out.dx = Tensor::empty(x.shape(), x.dtype());
   const double m = static_cast<double>(d.n * d.hw);
-  dispatch_float(x.dtype(), "batch_norm_grad_input_rule", [&](auto tag) {
+  const int32_t* pi = index ? index->data<int32_t>() : nullptr;
+  dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* pv = v.data<T>();
     const T* pg = g.data<T>();
@@ -1033,20 +1054,30 @@ BnGradInputRule batch_norm_grad_input_rule(const Tensor& v, const Tensor& g, con
     T* pdg = want_dg ? out.dg.data<T>() : nullptr;
     T* pdx = want_dx ? out.dx.data<T>() : nullptr;
     parallel_for(d.c, may_parallelize(x.numel()), [&](int64_t ch) {
-      // Pass 1: Sv = sum(v), Svh = sum(v xh), Svg = sum(v g); per-plane sums in T, plane sums in double
-      // (Note [Batch norm statistics]).
+      // Pass 1: Sv = sum(v), Svh = sum(v xh), Svg = sum(v g) (with index: over g's positions only); per-plane
+      // sums in T, plane sums in double (Note [Batch norm statistics]).
       double sv = 0, svx = 0, svg = 0;
       const T mt = pm[ch];
       for (int64_t i = 0; i < d.n; ++i) {
         const T* a = pv + (i * d.c + ch) * d.hw;
         const T* b = px + (i * d.c + ch) * d.hw;
-        const T* e = pg + (i * d.c + ch) * d.hw;
+        const T* e = pg + (i * d.c + ch) * per;
         T av = 0, ax = 0, ag = 0;
+        if (pi) {
+          const int32_t* at = pi + (i * d.c + ch) * per;
+#pragma omp simd reduction(+ : av, ax)
+          for (int64_t j = 0; j < d.hw; ++j) {
+            av += a[j];
+            ax += a[j] * (b[j] - mt);
+          }
+          for (int64_t o = 0; o < per; ++o) ag += a[at[o]] * e[o];
+        } else {
 #pragma omp simd reduction(+ : av, ax, ag)
-        for (int64_t j = 0; j < d.hw; ++j) {
-          av += a[j];
-          ax += a[j] * (b[j] - mt);
-          ag += a[j] * e[j];
+          for (int64_t j = 0; j < d.hw; ++j) {
+            av += a[j];
+            ax += a[j] * (b[j] - mt);
+            ag += a[j] * e[j];
+          }
         }
         sv += static_cast<double>(av);
         svx += static_cast<double>(ax);
@@ -1059,8 +1090,8 @@ BnGradInputRule batch_norm_grad_input_rule(const Tensor& v, const Tensor& g, con
       dsums[ch] = static_cast<T>(-gam * r / m * svh);
       dsums[d.c + ch] = static_cast<T>(-gam * r / m * sv);
       if (!want_dg && !want_dx) return;
-      // Pass 2: dg = gamma r v; dx = a1 r (v - Sv / M - xh 2 Svh / M) + a2 xh with a1 = -gamma r s0 / M and
-      // a2 = -gamma r^2 svg_c / M, written as A v + B x + K.
+      // Pass 2: dg = gamma r v (with index: at g's positions); dx = a1 r (v - Sv / M - xh 2 Svh / M) + a2 xh
+      // with a1 = -gamma r s0 / M and a2 = -gamma r^2 svg_c / M, written as A v + B x + K.
       const T ag = static_cast<T>(gam * r);
       const double a1 = -gam * r * s0 / m, a2 = -gam * r * r * svg_c / m;
       const double bh = (a2 - 2.0 * a1 * r * svh / m) * r;  // coefficient of x
@@ -1072,9 +1103,14 @@ BnGradInputRule batch_norm_grad_input_rule(const Tensor& v, const Tensor& g, con
         const T* a = pv + off;
         const T* b = px + off;
         if (want_dg) {
-          T* q = pdg + off;
+          T* q = pdg + (i * d.c + ch) * per;
+          if (pi) {
+            const int32_t* at = pi + (i * d.c + ch) * per;
+            for (int64_t o = 0; o < per; ++o) q[o] = ag * a[at[o]];
+          } else {
 #pragma omp simd
-          for (int64_t j = 0; j < d.hw; ++j) q[j] = ag * a[j];
+            for (int64_t j = 0; j < d.hw; ++j) q[j] = ag * a[j];
+          }
         }
         if (want_dx) {
           T* q = pdx + off;
@@ -1089,19 +1125,21 @@ BnGradInputRule batch_norm_grad_input_rule(const Tensor& v, const Tensor& g, con
 
 std::pair<Tensor, Tensor> batch_norm_grad_sums_rule(const Tensor& u, const Tensor& g, const Tensor& x,
                                                     const Tensor& mean, const Tensor& invstd, const Tensor& sums,
-                                                    bool want_dg, bool want_dx) {
-  const BnDims d = bn_dims(x, "batch_norm_grad_sums_rule");
-  MF_CHECK(g.shape() == x.shape() && u.numel() == 2 * d.c && sums.numel() == 2 * d.c && mean.numel() == d.c &&
-               invstd.numel() == d.c,
-           "batch_norm_grad_sums_rule: shapes do not fit: u ", to_string(u.shape()), ", g ", to_string(g.shape()),
-           ", x ", to_string(x.shape()), ", sums ", to_string(sums.shape()));
-  check_same_dtype(g, x, "batch_norm_grad_sums_rule");
-  check_same_dtype(u, x, "batch_norm_grad_sums_rule");
-  Tensor dg = want_dg ? Tensor::empty(x.shape(), x.dtype()) : Tensor();
+                                                    bool want_dg, bool want_dx, const Tensor* index) {
+  const char* op = "batch_norm_grad_sums_rule";
+  const BnDims d = bn_dims(x, op);
+  const int64_t per = rule_g_per_plane(g, x, index, d, op);
+  MF_CHECK(u.numel() == 2 * d.c && sums.numel() == 2 * d.c && mean.numel() == d.c && invstd.numel() == d.c,
+           op, ": shapes do not fit: u ", to_string(u.shape()), ", x ", to_string(x.shape()), ", sums ",
+           to_string(sums.shape()));
+  check_same_dtype(g, x, op);
+  check_same_dtype(u, x, op);
+  Tensor dg = want_dg ? Tensor::empty(g.shape(), x.dtype()) : Tensor();
   Tensor dx = want_dx ? Tensor::empty(x.shape(), x.dtype()) : Tensor();
   if (!want_dg && !want_dx) return {dg, dx};
   const double m = static_cast<double>(d.n * d.hw);
-  dispatch_float(x.dtype(), "batch_norm_grad_sums_rule", [&](auto tag) {
+  const int32_t* pi = index ? index->data<int32_t>() : nullptr;
+  dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* pu = u.data<T>();
     const T* pg = g.data<T>();
@@ -1120,17 +1158,29 @@ std::pair<Tensor, Tensor> batch_norm_grad_sums_rule(const Tensor& u, const Tenso
       const T a = static_cast<T>(u0 * r);
       const T b = static_cast<T>(-u0 * r * k);
       const T c = static_cast<T>(u0 * r * (k * mu - sm[d.c + ch] / m));
-      const T* gg = pg + plane * d.hw;
+      const T* gg = pg + plane * per;
       const T* xx = px + plane * d.hw;
+      const int32_t* at = pi ? pi + plane * per : nullptr;
       if (want_dg) {
-        T* q = pdg + plane * d.hw;
+        T* q = pdg + plane * per;
+        if (at) {
+          for (int64_t o = 0; o < per; ++o) q[o] = ga * xx[at[o]] + gc;
+        } else {
 #pragma omp simd
-        for (int64_t j = 0; j < d.hw; ++j) q[j] = ga * xx[j] + gc;
+          for (int64_t j = 0; j < d.hw; ++j) q[j] = ga * xx[j] + gc;
+        }
       }
       if (want_dx) {
         T* q = pdx + plane * d.hw;
+        if (at) {
+          // g scattered: the dense part, then a g added at each of g's (distinct) positions.
 #pragma omp simd
-        for (int64_t j = 0; j < d.hw; ++j) q[j] = a * gg[j] + b * xx[j] + c;
+          for (int64_t j = 0; j < d.hw; ++j) q[j] = b * xx[j] + c;
+          for (int64_t o = 0; o < per; ++o) q[at[o]] += a * gg[o];
+        } else {
+#pragma omp simd
+          for (int64_t j = 0; j < d.hw; ++j) q[j] = a * gg[j] + b * xx[j] + c;
+        }
       }
     });
   });

@@ -71,12 +71,15 @@ struct BnGradInputRule {
 };
 BnGradInputRule batch_norm_grad_input_rule(const Tensor& v, const Tensor& g, const Tensor& x, const Tensor& gamma,
                                            const Tensor& mean, const Tensor& invstd, const Tensor& sums,
-                                           bool want_dg, bool want_dx);
+                                           bool want_dg, bool want_dx, const Tensor* index = nullptr);
 // Rule of batch_norm_grad_sums(g, x) (whose value is `sums`) for the per-channel cotangent u (2, C):
 //   dg = u[0] * xh + u[1];   dx = u[0] * r * (g - sums[1] / M - xh * sums[0] / M).
 std::pair<Tensor, Tensor> batch_norm_grad_sums_rule(const Tensor& u, const Tensor& g, const Tensor& x,
                                                     const Tensor& mean, const Tensor& invstd, const Tensor& sums,
-                                                    bool want_dg, bool want_dx);
+                                                    bool want_dg, bool want_dx, const Tensor* index = nullptr);
+// With `index` (both rules): g is 2x2-pooled, standing for pool_scatter(g, *index, x.shape()) (2x2 windows, at
+// most one position each), and dg is pooled too: the rule's dg gathered at those positions (pool_gather).
+// The full-size scattered gradient and dg are never formed.
 
 // Note [Batch norm and max-pool fused]: max_pool2d(batch_norm(x), 2, 2) in one kernel: the statistics (two
 // passes over x, as batch_norm), then one pass that normalises each 2x2 window and keeps its maximum, so the

@@ -99,6 +99,31 @@ TEST_CASE("batch_norm_grad_sums's fused rule equals the composition in f64") {
   }
 }
 
+TEST_CASE("the fused rules of a pooled gradient equal the full-size rules of the scattered gradient") {
+  // Note [Pooled batch norm backward]: g 2x2-pooled with its argmax index stands for pool_scatter(g); dg comes
+  // back pooled (gathered at the index). Odd sides leave the last row / column out of every window.
+  std::mt19937 rng(300);
+  for (const Shape& shape : {Shape{3, 4, 6, 6}, Shape{2, 3, 5, 7}}) {
+    CAPTURE(tensor::to_string(shape));
+    const Shape pooled{shape[0], shape[1], shape[2] / 2, shape[3] / 2};
+    const Tensor x = random_tensor(shape, rng, -0.7, 1.9);
+    const Tensor idx = tensor::max_pool2d(random_tensor(shape, rng), 2, 2).second;
+    const Tensor gz = random_tensor(pooled, rng), v = random_tensor(shape, rng);
+    const Tensor gamma = random_tensor({shape[1]}, rng, -0.5, 1.5), u = random_tensor({2, shape[1]}, rng);
+    const Tensor gfull = tensor::pool_scatter(gz, idx, shape);
+    Tensor mean, invstd;
+    tensor::batch_norm_stats(x, 1e-5, &mean, &invstd);
+    const Tensor sums = tensor::batch_norm_grad_sums(gfull, x, mean, invstd);
+    const auto p = tensor::batch_norm_grad_input_rule(v, gz, x, gamma, mean, invstd, sums, true, true, &idx);
+    const auto f = tensor::batch_norm_grad_input_rule(v, gfull, x, gamma, mean, invstd, sums, true, true);
+    check_close_f64({p.dg, p.dx, p.dgamma, p.dsums},
+                    {tensor::pool_gather(f.dg, idx, pooled), f.dx, f.dgamma, f.dsums});
+    const auto [pdg, pdx] = tensor::batch_norm_grad_sums_rule(u, gz, x, mean, invstd, sums, true, true, &idx);
+    const auto [fdg, fdx] = tensor::batch_norm_grad_sums_rule(u, gfull, x, mean, invstd, sums, true, true);
+    check_close_f64({pdg, pdx}, {tensor::pool_gather(fdg, idx, pooled), fdx});
+  }
+}
+
 TEST_CASE("the fused batch-norm rules in f32 are as accurate as the composition, at any thread count") {
   // conv-4's first layer (64 channels at 28x28, 5 images) and its second (20 images at 14x14).
   uint32_t seed = 200;

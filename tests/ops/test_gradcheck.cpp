@@ -97,6 +97,16 @@ std::vector<Case> cases() {
          return autograd::grad({y}, {x0}, {}, {.create_graph = true})[0];
        },
        {r({3, 2, 2, 2}), r({2}, 0.5, 1.5), r({2}), r({3, 2, 2, 2})}},
+      {"batch_norm_max_pool with relu then its own gradient (third order)",
+       [](V x) {
+         autograd::GradModeGuard on(true);
+         std::vector<Variable> in;
+         for (const Variable& v : x) in.push_back(v.requires_grad() ? v : Variable(v.data(), true));
+         Variable y = ops::sum(ops::mul(ops::batch_norm_max_pool(in[0], in[1], in[2], 1e-5, true), in[3]));
+         auto d = autograd::grad({y}, {in[0], in[1]}, {}, {.create_graph = true});
+         return ops::add(ops::sum(ops::mul(d[0], d[0])), ops::sum(ops::mul(d[1], in[2])));
+       },
+       {separated_tensor({2, 2, 4, 5}, rng), r({2}, 0.5, 1.5), r({2}), r({2, 2, 2, 2})}},
       {"log_softmax", [](V x) { return ops::log_softmax(x[0], 1); }, {r({3, 4})}},
       {"log_softmax axis 0", [](V x) { return ops::log_softmax(x[0], 0); }, {r({3, 4})}},
       {"softmax", [](V x) { return ops::softmax(x[0], -1); }, {r({3, 4})}},
