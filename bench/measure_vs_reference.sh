@@ -2,7 +2,7 @@
 # Measures metafew bench and the PyTorch reference (../shared/peers/torch_meta.py, tuned as its README) back to
 # back for the rows of bench/results/speed.md. Run from anywhere; needs python3-torch and libopenblas0-openmp.
 # MATRIX=1: every cell of issue 6's table (6 algorithms x {5w1s, 20w1s} x {1, 2} threads) as a markdown table
-# (about 20 minutes); ONE_THREAD=1: the main rows at 1 thread; neither: the main rows.
+# (about 20 minutes); CELLS="algo:ways:threads ...": those cells only, as MATRIX; ONE_THREAD=1: the main rows at 1 thread; neither: the main rows.
 cd "$(dirname "$0")/.."
 BL=$(dirname "$(dpkg -L libopenblas0-openmp | grep '/libblas.so.3$' | head -1)")
 ref() { env MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=536870912 LD_LIBRARY_PATH=$BL /usr/bin/python3 ../shared/peers/torch_meta.py --mode bench "$@" --warmup 2 --timed 5 2>/dev/null | tail -1; }
@@ -24,7 +24,11 @@ cell() { # algo ways threads
   jq -rn --argjson m "$m" --argjson r "$r" --arg t "$(date +%H:%M:%S)" '"| \($m.algo) | \($m.ways)w | \($m.threads) | \($m.seconds_per_iter_median * 1000 | round / 1000) | \($r.seconds_per_meta_iter_median) | \($r.seconds_per_meta_iter_median / $m.seconds_per_iter_median * 100 | round / 100)x | \($m.bare_conv_gflops | round) | \($m.peak_rss_mb | round) | \($r.peak_rss_mb | round) | \($t) |"'
 }
 uptime
-if [ "${MATRIX:-0}" = 1 ]; then  # all 24 cells of issue 6's table
+if [ -n "${CELLS:-}" ]; then  # chosen cells, e.g. CELLS="maml:20:1 metasgd:20:1" (algo:ways:threads)
+  echo "| algo | task | threads | metafew s/iter | PyTorch s/iter | speed-up | bare conv GFLOP/s | metafew RSS MB | PyTorch RSS MB | time |"
+  echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+  for c in $CELLS; do IFS=: read -r a w t <<<"$c"; cell "$a" "$w" "$t"; done
+elif [ "${MATRIX:-0}" = 1 ]; then  # all 24 cells of issue 6's table
   echo "| algo | task | threads | metafew s/iter | PyTorch s/iter | speed-up | bare conv GFLOP/s | metafew RSS MB | PyTorch RSS MB | time |"
   echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
   for w in 5 20; do for t in 1 2; do

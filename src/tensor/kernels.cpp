@@ -669,8 +669,12 @@ Tensor pool_gather(const Tensor& x, const Tensor& index, const Shape& output_sha
     using T = typename decltype(tag)::type;
     const T* px = x.data<T>();
     T* py = y.data<T>();
-    parallel_range(y.numel(), [&](int64_t b, int64_t e) {
-      for (int64_t o = b; o < e; ++o) py[o] = px[(o / per) * hw + pi[o]];
+    // Plane by plane (no division per element).
+    parallel_for(y.numel() / std::max<int64_t>(per, 1), may_parallelize(y.numel()), [&](int64_t p) {
+      const T* src = px + p * hw;
+      const int32_t* at = pi + p * per;
+      T* dst = py + p * per;
+      for (int64_t o = 0; o < per; ++o) dst[o] = src[at[o]];
     });
   });
   return y;
