@@ -45,8 +45,10 @@ struct Adapted {
 };
 
 struct TaskOutput {
-  double loss = 0;      // query loss after adaptation
-  double accuracy = 0;  // query accuracy after adaptation (classification), or -MSE (regression)
+  // Query loss and accuracy (classification) or -MSE (regression) after adaptation; Reptile: those of its last
+  // inner mini-batch, before that step (it has no query loss).
+  double loss = 0;
+  double accuracy = 0;
   // The task's final carried state (same layout as Algorithm::state()); empty when the algorithm carries
   // none.
   std::vector<Tensor> state;
