@@ -971,6 +971,20 @@ Tensor batch_norm_grad_sums(const Tensor& g, const Tensor& x, const Tensor& mean
   return sums;
 }
 
+namespace {
+// Batch norm's input gradient for one channel as dx = a g + b x + c: gamma, invstd r, mean mu, the channel's
+// sums s0 = sum(g xh) and s1 = sum(g) over its m values. Shared by batch_norm_grad_input and the sums rule
+// (gamma = u0 there), so both round alike.
+struct BnInputCoefficients {
+  double a, b, c;
+};
+BnInputCoefficients bn_input_coefficients(double gamma, double r, double mu, double s0, double s1, double m) {
+  const double scale = gamma * r;
+  const double k = s0 / m * r;  // xh * sum(g xh) / M = (x - mu) k
+  return {scale, -scale * k, scale * (k * mu - s1 / m)};
+}
+}  // namespace
+
 Tensor batch_norm_grad_input(const Tensor& g, const Tensor& x, const Tensor& gamma, const Tensor& mean,
                              const Tensor& invstd, const Tensor& sums) {
   const BnDims d = bn_dims(x, "batch_norm_grad_input");
@@ -991,12 +1005,8 @@ Tensor batch_norm_grad_input(const Tensor& g, const Tensor& x, const Tensor& gam
     const bool par = may_parallelize(x.numel());
     parallel_for(d.n * d.c, par, [&](int64_t plane) {
       const int64_t i = plane / d.c, ch = plane % d.c;
-      // dx = a g + b x + c, with per-channel a, b, c.
-      const double inv = ps[ch], scale = pgam[ch] * inv;
-      const double k = sm[ch] / m * inv;  // sum(g xh)/M times invstd: xh * that = (x - mu) invstd^2 ...
-      const T a = static_cast<T>(scale);
-      const T b = static_cast<T>(-scale * k);
-      const T c = static_cast<T>(scale * (k * pm[ch] - sm[d.c + ch] / m));
+      const BnInputCoefficients co = bn_input_coefficients(pgam[ch], ps[ch], pm[ch], sm[ch], sm[d.c + ch], m);
+      const T a = static_cast<T>(co.a), b = static_cast<T>(co.b), c = static_cast<T>(co.c);
       const T* gg = pg + (i * d.c + ch) * d.hw;
       const T* xx = px + (i * d.c + ch) * d.hw;
       T* yy = py + (i * d.c + ch) * d.hw;
@@ -1158,10 +1168,8 @@ std::pair<Tensor, Tensor> batch_norm_grad_sums_rule(const Tensor& u, const Tenso
       const double r = ps[ch], mu = pm[ch], u0 = pu[ch], u1 = pu[d.c + ch];
       // dg = u0 r (x - mean) + u1; dx = a g + b x + c as batch_norm_grad_input with gamma = u0.
       const T ga = static_cast<T>(u0 * r), gc = static_cast<T>(u1 - u0 * r * mu);
-      const double k = sm[ch] / m * r;
-      const T a = static_cast<T>(u0 * r);
-      const T b = static_cast<T>(-u0 * r * k);
-      const T c = static_cast<T>(u0 * r * (k * mu - sm[d.c + ch] / m));
+      const BnInputCoefficients co = bn_input_coefficients(u0, r, mu, sm[ch], sm[d.c + ch], m);
+      const T a = static_cast<T>(co.a), b = static_cast<T>(co.b), c = static_cast<T>(co.c);
       const T* gg = pg + plane * per;
       const T* xx = px + plane * d.hw;
       const int32_t* at = pi ? pi + plane * per : nullptr;
