@@ -19,10 +19,13 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	else echo "dependencies: all present"; fi
 
-$(BUILD)/CMakeCache.txt:
+# Configure when the build folder has no generated Makefile. CMake writes CMakeCache.txt before it finds the
+# libraries but the Makefile only once configuring succeeded, so a configure that failed (say, before
+# `make deps` installed oneDNN) is retried by the next `make build` instead of leaving a folder make cannot use.
+$(BUILD)/Makefile:
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
 
-build: $(BUILD)/CMakeCache.txt
+build: $(BUILD)/Makefile
 	cmake --build $(BUILD) -j $(JOBS)
 
 # The main job: set up, build, meta-train Prototypical Networks on the built-in glyph dataset (5-way 1-shot),
