@@ -24,6 +24,11 @@ def hms(seconds):
     return f"{m // 60} h {m % 60:02d} min" if m >= 60 else f"{m} min"
 
 
+def machine(r):
+    """The machine a row ran on, as its JSON file records it (lscpu's model name, cores), shortened."""
+    return re.sub(r"\((R|TM)\)", "", r["machine"]).replace(" Processor", "").replace(", 2 cores", ", 2-core")
+
+
 def row_line(r):
     res, tr = r["result"], r["training"]
     if "neg_mse" in res:
@@ -43,13 +48,14 @@ def row_line(r):
     elif tr["iterations"] < tr["published_iterations"]:
         its += f" of {tr['published_iterations']:,}"
     return (f"| {name} | {setting} | {score} | {r['published']} | {its} | "
-            f"{hms(tr['wall_seconds'])} | {tr['threads']} | {res['episodes']} (steps {res['steps']}) | "
+            f"{hms(tr['wall_seconds'])} | {tr['threads']} | {machine(r)} | {res['episodes']} (steps {res['steps']}) | "
             f"`{r['row']}.sh` |")
 
 
 def table(rows):
     head = ("| algorithm | setting | accuracy % (95% CI) | published | iterations (of published) | training time | "
-            "threads | test episodes | script |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+            "threads | machine | test episodes | script |\n"
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
     return head + "\n".join(row_line(r) for r in rows) + "\n"
 
 
