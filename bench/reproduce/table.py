@@ -26,7 +26,8 @@ def hms(seconds):
 
 def machine(r):
     """The machine a row ran on, as its JSON file records it (lscpu's model name, cores), shortened."""
-    return re.sub(r"\((R|TM)\)", "", r["machine"]).replace(" Processor", "").replace(", 2 cores", ", 2-core")
+    name = re.sub(r"\((R|TM)\)", "", r["machine"]).replace(" Processor", "")
+    return re.sub(r", (\d+) cores$", r", \1-core", name)
 
 
 def row_line(r):
