@@ -73,7 +73,9 @@ const std::map<std::string, std::string>& config_help() {
       {"test_queries", "queries per validation/test task (0: same as --queries)"},
       {"meta_batch", "tasks per meta-iteration"},
       {"inner_steps", "inner-loop steps in meta-training (Reptile: inner iterations)"},
-      {"inner_lr", "inner-loop learning rate"},
+      {"inner_lr",
+       "inner-loop learning rate, a step on the support loss averaged over the support examples (cbfinn/maml "
+       "sums its loss over the classes: its rate r for N-way tasks is N x r here)"},
       {"eval_steps", "inner-loop steps when adapting at validation and test time"},
       {"first_order", "drop second-order terms (MAML family, ANIL, ParamNet refinement)"},
       {"inner_batch", "Reptile: inner mini-batch size"},
