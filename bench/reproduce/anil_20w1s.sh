@@ -8,10 +8,8 @@
 # episodes (run anil_20w1s_mean: 95.64 +- 0.38, the pick's validation 96.40 +- 0.9 on 100 episodes while
 # validation wandered within 94-96.4 for 45,000 iterations: the pick was mostly noise). It now validates on
 # 500 episodes, as the Meta-SGD row (run anil_20w1s_val500: 95.17 +- 0.40, inner lr 0.1).
-# Inner learning rate: cbfinn/maml (on which Raghu et al. build) divides the per-example cross-entropy by the
-# shots and lets tf.gradients sum it over the 20 support examples, so its inner step is 0.1 x 20 = 2.0 times
-# the gradient of the mean loss; metafew's support loss is the mean, so the same step is --inner-lr 2.0.
-# Until session 12 this row used --inner-lr 0.1, a 20 times smaller step than the published setting.
+# Inner learning rate: MAML's 0.1 for 20-way is --inner-lr 2.0 in metafew (omniglot.md, Protocol, "Inner
+# learning rates": cbfinn/maml sums its support loss, metafew averages it). Until session 12 this row used --inner-lr 0.1, a 20 times smaller step than the published setting.
 # Session 12 trains two runs with 2.0: this head (LeCun-uniform, run anil_20w1s_lr2) and cbfinn/maml's own
 # N(0, 1) head (--head-init normal, run anil_20w1s_lr2_normal). Decided before either reached 20,000
 # iterations, and before any test: the row tests the run with the higher mean validation accuracy over its
