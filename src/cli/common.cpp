@@ -1,5 +1,6 @@
 #include "cli/common.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -48,6 +49,7 @@ json meta_train_defaults() {
       {"features", "flatten"},
       {"head_init", "lecun"},
       {"bn", "transductive"},
+      {"bn_scale", true},
       {"image_size", 28},
       {"channels", 1},
       {"train_split", "train"},
@@ -100,6 +102,8 @@ const std::map<std::string, std::string>& config_help() {
       {"head_init", "head initialisation: lecun (uniform, bound sqrt(3 / inputs)) or normal (N(0, 1), as MAML's Omniglot code)"},
       {"bn",
        "batch norm statistics: transductive (query batch), support, or nontransductive (support + 1 query)"},
+      {"bn_scale",
+       "conv4 batch norm with a learned scale (false: scale fixed at 1, no parameter, as MAML's code)"},
       {"image_size", "images are resized to image_size x image_size"},
       {"channels", "image channels (1 grayscale, 3 RGB)"},
       {"train_split", "split to meta-train on"},
@@ -136,9 +140,14 @@ cxxopts::ParseResult parse_options(cxxopts::Options& opts, int argc, char** argv
   } catch (const cxxopts::exceptions::exception& e) {
     throw Error(detail::concat(who, ": ", e.what()), ErrorKind::usage);
   }
-  if (!args.count("help"))
-    MF_USAGE_CHECK(args.unmatched().empty(), who, ": unexpected argument '",
-                   args.unmatched().empty() ? "" : args.unmatched()[0], "'");
+  if (!args.count("help") && !args.unmatched().empty()) {
+    const std::string& a = args.unmatched()[0];
+    // A boolean flag alone means true, so "--max-pool false" leaves "false" over.
+    const bool boolean = a == "true" || a == "false";
+    throw Error(detail::concat(who, ": unexpected argument '", a, "'",
+                               boolean ? " (a boolean flag takes its value after '=', e.g. --max-pool=false)" : ""),
+                ErrorKind::usage);
+  }
   return args;
 }
 
@@ -269,6 +278,7 @@ nn::ModelConfig model_config(const json& cfg, int64_t outputs) {
     m.filters = cfg["filters"];
     m.max_pool = cfg["max_pool"];
     m.features = nn::parse_features(cfg["features"]);
+    m.bn_scale = cfg["bn_scale"];
   }
   m.bn = nn::parse_bn_mode(cfg["bn"]);
   m.head_init = nn::parse_head_init(cfg["head_init"]);
@@ -380,11 +390,13 @@ json checkpoint_config(const io::Checkpoint& ck) {
   json cfg = ck.header["config"];
   // Note [Settings added later]: a checkpoint written before a setting existed was trained with the behaviour
   // the setting's old value names, so it loads with that value: Reptile's fresh inner optimiser per task (and
-  // no carried state), Matching Networks' cosine attention, conv4's flattened head input and LeCun head.
+  // no carried state), Matching Networks' cosine attention, conv4's flattened head input, LeCun head and
+  // learned batch-norm scale.
   if (!cfg.contains("inner_state")) cfg["inner_state"] = "fresh";
   if (!cfg.contains("matching_attention")) cfg["matching_attention"] = "cosine";
   if (!cfg.contains("features")) cfg["features"] = "flatten";
   if (!cfg.contains("head_init")) cfg["head_init"] = "lecun";
+  if (!cfg.contains("bn_scale")) cfg["bn_scale"] = true;
   return cfg;
 }
 
@@ -400,6 +412,15 @@ std::unique_ptr<meta::Algorithm> algorithm_from_checkpoint(const io::Checkpoint&
              ": parameter ", names[i], " has shape ", tensor::to_string(t.shape()), ", the model expects ",
              tensor::to_string(algo->parameters()[i].shape()));
     algo->parameters()[i] = autograd::Variable(t.clone(), true);
+  }
+  // A parameter the configured model lacks (e.g. a batch-norm scale under bn_scale = false) means the header and
+  // the tensors disagree: refused rather than silently dropped.
+  for (const io::NamedTensor& nt : ck.tensors) {
+    if (nt.name.rfind("param/", 0) != 0) continue;
+    const std::string name = nt.name.substr(6);
+    MF_CHECK(std::find(names.begin(), names.end(), name) != names.end(), "checkpoint ", ck.source,
+             ": holds parameter ", name, ", which the model its header configures does not have (",
+             names.size(), " parameters); the file is damaged or its header was edited");
   }
   if (!algo->state_names().empty() && ck.header["kind"] == "training") {
     // Adapted models (adapt --save-adapted) need no carried state: prediction uses the adapted weights.

@@ -34,7 +34,7 @@ Model::Model(ModelConfig config) : config_(std::move(config)) {
       const std::string p = "block" + std::to_string(b + 1) + ".";
       specs_.push_back({p + "conv.weight", {c.filters, ch, 3, 3}});
       specs_.push_back({p + "conv.bias", {c.filters}});
-      specs_.push_back({p + "bn.weight", {c.filters}});
+      if (c.bn_scale) specs_.push_back({p + "bn.weight", {c.filters}});
       specs_.push_back({p + "bn.bias", {c.filters}});
       ch = c.filters;
       if (c.max_pool) {
@@ -48,6 +48,7 @@ Model::Model(ModelConfig config) : config_(std::move(config)) {
       block_out_.push_back({ch, h, w});
     }
     feature_dim_ = c.features == ModelConfig::Features::mean ? ch : ch * h * w;
+    per_block_ = c.bn_scale ? 4 : 3;
   } else if (c.arch == "mlp") {
     int64_t in = c.in_features;
     for (size_t i = 0; i < c.hidden.size(); ++i) {
@@ -104,11 +105,15 @@ Variable Model::embed_impl(const std::vector<Variable>& p, const Variable& x, co
              "conv4: expected input (N, ", c.in_channels, ", ", c.height, ", ", c.width, "), got ",
              tensor::to_string(x.shape()));
     const ops::Conv2dParams conv{c.max_pool ? 1 : 2, 1};
-    for (int b = 0; b < 4; ++b) {
-      const Variable& w = p[4 * b];
-      const Variable& bias = p[4 * b + 1];
-      const Variable& gamma = p[4 * b + 2];
-      const Variable& beta = p[4 * b + 3];
+    // Without a learned scale the blocks normalise with a constant scale of 1 (no gradient wanted for it).
+    const Variable unit_scale =
+        c.bn_scale ? Variable() : Variable(tensor::Tensor::full({c.filters}, 1.0, p[0].data().dtype()));
+    for (size_t b = 0; b < 4; ++b) {
+      const size_t at = per_block_ * b;
+      const Variable& w = p[at];
+      const Variable& bias = p[at + 1];
+      const Variable& gamma = c.bn_scale ? p[at + 2] : unit_scale;
+      const Variable& beta = p[at + per_block_ - 1];
       // Note [Pool before ReLU]: max-pooling commutes with ReLU (both monotone: max of relu = relu of max, and
       // the gradients agree almost everywhere), so the block computes conv -> BN -> pool -> ReLU, the same
       // function as the papers' conv -> BN -> ReLU -> pool with the ReLU and its backward on a quarter of the

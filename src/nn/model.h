@@ -38,6 +38,9 @@ struct ModelConfig {
   // Omniglot head (tf.random_normal).
   enum class HeadInit { lecun, normal } head_init = HeadInit::lecun;
   BnMode bn = BnMode::transductive;
+  // conv4: batch norm with a learned per-channel scale (bn.weight), or without one (scale fixed at 1, no
+  // parameter), as cbfinn/maml's tf.contrib.layers.batch_norm (scale=False). Its shift is always learned.
+  bool bn_scale = true;
   int64_t outputs = 5;           // head outputs (ways, or 1 for regression); 0 = no head (metric methods)
   std::vector<int64_t> hidden = {40, 40};  // mlp: hidden widths
   int64_t in_features = 1;       // mlp: input width
@@ -88,6 +91,7 @@ class Model {
   std::vector<ParamSpec> specs_;
   size_t head_begin_ = 0;
   int64_t feature_dim_ = 0;
+  size_t per_block_ = 0;  // conv4: parameters per block (4 with a batch-norm scale, 3 without)
   std::vector<tensor::Shape> block_out_;  // conv4: (C, H, W) after each block
 };
 

@@ -273,12 +273,13 @@ TEST_CASE("cli: Reptile's carried inner state survives export and an interrupted
   CHECK(json::parse(e3.out)["bn"] == "nontransductive");
   CHECK(json::parse(e1.out)["bn"] == "transductive");
 
-  // A checkpoint written before --inner-state, --features and --head-init existed (no settings, no state)
-  // loads as fresh, flatten and lecun: it evaluates.
+  // A checkpoint written before --inner-state, --features, --head-init and --bn-scale existed (no settings, no
+  // state) loads as fresh, flatten, lecun and learned scales: it evaluates.
   io::Checkpoint old = ck;
   old.header["config"].erase("inner_state");
   old.header["config"].erase("features");
   old.header["config"].erase("head_init");
+  old.header["config"].erase("bn_scale");
   old.header.erase("state_names");
   std::vector<io::NamedTensor> kept;
   for (const auto& t : old.tensors)
@@ -296,10 +297,51 @@ TEST_CASE("cli: Reptile's carried inner state survives export and an interrupted
                "state/inner_adam.v.");
 }
 
+TEST_CASE("cli: --bn-scale false trains without batch-norm scales; its checkpoint refuses a model with them") {
+  TempDir tmp;
+  const fs::path run = tmp.path / "run";
+  Result train = metafew("meta-train " + std::string(kSmall) +
+                             " --algo anil --bn-scale=false --iterations 40 --val-every 20 --out " + run.string(),
+                         tmp.path);
+  INFO(train.err);
+  REQUIRE(train.code == 0);
+  CHECK(json::parse(slurp(run / "config.json"))["bn_scale"] == false);
+  io::Checkpoint ck = io::load_checkpoint((run / "last").string());
+  CHECK(ck.header["config"]["bn_scale"] == false);
+  int scales = 0, params = 0;
+  for (const auto& t : ck.tensors) {
+    params += t.name.rfind("param/", 0) == 0;
+    scales += t.name.find("bn.weight") != std::string::npos;
+  }
+  CHECK(scales == 0);
+  CHECK(params == 4 * 3 + 2);
+  Result ev = metafew("eval --checkpoint " + run.string() + " --episodes 20 --json", tmp.path);
+  INFO(ev.err);
+  REQUIRE(ev.code == 0);
+  // The same tensors under a header claiming learned scales: refused, naming the missing scale.
+  io::Checkpoint lying = ck;
+  lying.header["config"]["bn_scale"] = true;
+  io::save_checkpoint((tmp.path / "lying.mfck").string(), lying);
+  expect_error(metafew("eval --checkpoint " + (tmp.path / "lying.mfck").string(), tmp.path), 1,
+               "param/block1.bn.weight");
+  // A model with scales under a header claiming none: refused, naming the parameter it does not have.
+  const fs::path with = tmp.path / "with";
+  REQUIRE(metafew("meta-train " + std::string(kSmall) + " --algo anil --iterations 1 --out " + with.string(),
+                  tmp.path)
+              .code == 0);
+  io::Checkpoint scaled = io::load_checkpoint((with / "last").string());
+  scaled.header["config"]["bn_scale"] = false;
+  io::save_checkpoint((tmp.path / "scaled.mfck").string(), scaled);
+  expect_error(metafew("eval --checkpoint " + (tmp.path / "scaled.mfck").string(), tmp.path), 1,
+               "holds parameter block1.bn.weight");
+}
+
 TEST_CASE("cli: bad input gets a clear message and the documented exit code") {
   TempDir tmp;
   const fs::path d = tmp.path;
   expect_error(metafew("meta-train --no-such-flag 3", d), 2, "no-such-flag");
+  expect_error(metafew("meta-train --bn-scale false --out " + (d / "r").string(), d), 2,
+               "a boolean flag takes its value after '='");
   expect_error(metafew("meta-train --ways", d), 2, "ways");
   expect_error(metafew("meta-train --ways 0 --out " + (d / "r").string(), d), 2, "--ways must be positive");
   expect_error(metafew("meta-train --shots -1 --out " + (d / "r").string(), d), 2, "--shots must be positive");

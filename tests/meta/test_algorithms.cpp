@@ -61,20 +61,33 @@ std::vector<Variable> as_vars(const std::vector<Tensor>& ts) {
   return v;
 }
 
-TEST_CASE("meta: MAML with 2 inner steps, meta-gradient equals central differences (tiny conv-4, f64)") {
-  std::mt19937 rng(17);
+// MAML with 2 inner steps of 0.3 on a 2-way 2-shot task: its meta-gradient against central differences.
+void check_maml_meta_gradient(const nn::ModelConfig& model, unsigned seed, const char* what) {
+  std::mt19937 rng(seed);
   meta::AlgoConfig cfg;
   cfg.algo = "maml";
   cfg.inner_steps = 2;
   cfg.inner_lr = 0.3;
   core::Rng init(5);
-  auto algo = meta::make_algorithm(nn::Model(tiny_conv(2)), cfg, init);
+  auto algo = meta::make_algorithm(nn::Model(model), cfg, init);
   to_f64(*algo);
   Task t = image_task(rng, 2, 2, 3, 16);
   std::vector<Tensor> g;
   algo->meta_gradient(t, g);
   auto numeric = numeric_meta_gradient(*algo, t, 2);
-  CHECK(compare("MAML 2 steps", as_vars(g), numeric) == 0);
+  CHECK(compare(what, as_vars(g), numeric) == 0);
+}
+
+TEST_CASE("meta: MAML with 2 inner steps, meta-gradient equals central differences (tiny conv-4, f64)") {
+  check_maml_meta_gradient(tiny_conv(2), 17, "MAML 2 steps");
+}
+
+TEST_CASE("meta: MAML without batch-norm scales (bn_scale=false), meta-gradient equals central differences") {
+  nn::ModelConfig m = tiny_conv(2);
+  m.bn_scale = false;
+  m.features = nn::ModelConfig::Features::mean;
+  REQUIRE(nn::Model(m).specs().size() == 4 * 3 + 2);
+  check_maml_meta_gradient(m, 29, "MAML 2 steps, no bn scale");
 }
 
 TEST_CASE("meta: Meta-SGD, gradients with respect to the learned inner rates match finite differences") {

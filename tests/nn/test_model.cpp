@@ -111,6 +111,40 @@ TEST_CASE("nn: head_init=normal draws the head from N(0, 1); lecun stays within 
   CHECK(beyond > n / 2);  // N(0, 1) exceeds the LeCun bound (0.43 here) two times in three
 }
 
+TEST_CASE("nn: bn_scale=false has no batch-norm scales and computes the model with unit scales, in every bn mode") {
+  for (nn::BnMode mode : {nn::BnMode::transductive, nn::BnMode::support, nn::BnMode::nontransductive}) {
+    CAPTURE(static_cast<int>(mode));
+    nn::ModelConfig with = tiny(mode), without = with;
+    without.bn_scale = false;
+    nn::Model a(with), b(without);
+    REQUIRE(a.specs().size() == 4 * 4 + 2);
+    REQUIRE(b.specs().size() == 4 * 3 + 2);
+    CHECK(b.head_begin() == 12);
+    for (const auto& s : b.specs()) CHECK_FALSE(s.name.ends_with("bn.weight"));
+    core::Rng init(6);
+    const std::vector<Variable> pa = a.init(init);  // scales initialised to 1
+    // b's parameters: a's without the scales, in the same order.
+    std::vector<Variable> pb;
+    for (size_t i = 0; i < pa.size(); ++i)
+      if (!a.specs()[i].name.ends_with("bn.weight")) pb.push_back(pa[i]);
+    REQUIRE(pb.size() == b.specs().size());
+    for (size_t i = 0; i < pb.size(); ++i) CHECK(pb[i].shape() == b.specs()[i].shape);
+    std::mt19937 rng(9);
+    const Tensor xs = random_tensor({3, 1, 16, 16}, rng, 0, 1, DType::f32);
+    const Tensor xq = random_tensor({4, 1, 16, 16}, rng, 0, 1, DType::f32);
+    autograd::NoGradGuard ng;
+    auto [fa_s, fa_q] = a.embed_pair(pa, Variable(xs), Variable(xq));
+    auto [fb_s, fb_q] = b.embed_pair(pb, Variable(xs), Variable(xq));
+    CHECK(fa_s.data().to_vector() == fb_s.data().to_vector());
+    CHECK(fa_q.data().to_vector() == fb_q.data().to_vector());
+    CHECK(a.forward(pa, Variable(xq)).data().to_vector() == b.forward(pb, Variable(xq)).data().to_vector());
+    // A learned scale other than 1 changes a's output; b has nothing to change.
+    std::vector<Variable> scaled = pa;
+    scaled[2] = Variable(tensor::Tensor::full({4}, 2.0, DType::f32), true);
+    CHECK(a.forward(scaled, Variable(xq)).data().to_vector() != b.forward(pb, Variable(xq)).data().to_vector());
+  }
+}
+
 TEST_CASE("nn: features and head_init parse, and anything else is refused naming the accepted values") {
   CHECK(nn::parse_features("flatten") == nn::ModelConfig::Features::flatten);
   CHECK(nn::parse_features("mean") == nn::ModelConfig::Features::mean);
