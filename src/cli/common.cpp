@@ -30,6 +30,7 @@ json meta_train_defaults() {
       {"inner_lr", 0.4},
       {"eval_steps", 10},
       {"first_order", false},
+      {"inner_bn", true},
       {"inner_batch", 10},
       {"inner_optimizer", "adam"},
       {"inner_state", "carry"},
@@ -80,6 +81,9 @@ const std::map<std::string, std::string>& config_help() {
        "sums its loss over the classes: its rate r for N-way tasks is N x r here)"},
       {"eval_steps", "inner-loop steps when adapting at validation and test time"},
       {"first_order", "drop second-order terms (MAML family, ANIL, ParamNet refinement)"},
+      {"inner_bn",
+       "MAML family: the inner loop adapts batch-norm parameters too (false: only convolutions and head, as "
+       "MAML's code)"},
       {"inner_batch", "Reptile: inner mini-batch size"},
       {"inner_optimizer", "Reptile: inner optimizer, adam (beta1 = 0) or sgd"},
       {"inner_state",
@@ -292,6 +296,7 @@ meta::AlgoConfig algo_config(const json& cfg) {
   a.inner_steps = cfg["inner_steps"];
   a.inner_lr = cfg["inner_lr"];
   a.first_order = cfg["first_order"];
+  a.inner_bn = cfg["inner_bn"];
   a.inner_batch = cfg["inner_batch"];
   a.inner_optimizer = cfg["inner_optimizer"];
   a.carry_inner_state = cfg["inner_state"] == "carry";
@@ -391,12 +396,13 @@ json checkpoint_config(const io::Checkpoint& ck) {
   // Note [Settings added later]: a checkpoint written before a setting existed was trained with the behaviour
   // the setting's old value names, so it loads with that value: Reptile's fresh inner optimiser per task (and
   // no carried state), Matching Networks' cosine attention, conv4's flattened head input, LeCun head and
-  // learned batch-norm scale.
+  // learned batch-norm scale, and the MAML family's inner loop over every parameter.
   if (!cfg.contains("inner_state")) cfg["inner_state"] = "fresh";
   if (!cfg.contains("matching_attention")) cfg["matching_attention"] = "cosine";
   if (!cfg.contains("features")) cfg["features"] = "flatten";
   if (!cfg.contains("head_init")) cfg["head_init"] = "lecun";
   if (!cfg.contains("bn_scale")) cfg["bn_scale"] = true;
+  if (!cfg.contains("inner_bn")) cfg["inner_bn"] = true;
   return cfg;
 }
 

@@ -25,16 +25,24 @@ void write_grads(const Variable& loss, const std::vector<Variable>& wrt, std::ve
 }
 
 // One gradient step on fast weights: fast_i - lr_i * dL/dfast_i (recorded when create_graph).
+// One inner gradient step on `fast`; with `adapted`, only the parameters it marks step (the others are kept,
+// and no gradient is computed for them).
 std::vector<Variable> sgd_step(const std::vector<Variable>& fast, const Variable& loss, bool create_graph,
-                               double lr, const std::vector<Variable>* rates) {
-  auto g = autograd::grad({loss}, fast, {}, {.create_graph = create_graph, .allow_unused = true});
-  std::vector<Variable> next(fast.size());
+                               double lr, const std::vector<Variable>* rates,
+                               const std::vector<bool>* adapted = nullptr) {
+  std::vector<Variable> stepped;
+  std::vector<size_t> at;
   for (size_t i = 0; i < fast.size(); ++i) {
-    if (!g[i].defined()) {
-      next[i] = fast[i];
-      continue;
-    }
-    next[i] = rates ? ops::sub(fast[i], ops::mul((*rates)[i], g[i])) : ops::sub(fast[i], ops::mul_scalar(g[i], lr));
+    if (adapted && !(*adapted)[i]) continue;
+    stepped.push_back(fast[i]);
+    at.push_back(i);
+  }
+  auto g = autograd::grad({loss}, stepped, {}, {.create_graph = create_graph, .allow_unused = true});
+  std::vector<Variable> next = fast;
+  for (size_t k = 0; k < at.size(); ++k) {
+    const size_t i = at[k];
+    if (!g[k].defined()) continue;
+    next[i] = rates ? ops::sub(fast[i], ops::mul((*rates)[i], g[k])) : ops::sub(fast[i], ops::mul_scalar(g[k], lr));
   }
   return next;
 }
@@ -54,11 +62,21 @@ Tensor forward_query(const nn::Model& model, const Adapted& a, const Tensor& que
 }
 
 // ---- MAML family: MAML, first-order MAML, Meta-SGD -------------------------------------------------------
+// Note [Batch norm outside the inner loop]: cbfinn/maml builds its batch norm with tf.contrib.layers.batch_norm,
+// whose offset is a variable of that layer, not one of the fast weights its inner loop differentiates and steps
+// (the dict `weights`: convolutions, their biases, the head). So its inner loop adapts only those, while the
+// outer Adam (over all trainable variables) learns the offsets. inner_bn = false does the same here: the inner
+// loop leaves every batch-norm parameter (shift and, if any, scale) as the outer loop set it; the meta-gradient
+// still reaches them through the adapted model. inner_bn = true (the default) adapts every parameter. Meta-SGD
+// keeps a rate for each parameter either way; the rates of parameters that are not adapted get no gradient.
 class Maml : public Algorithm {
  public:
   Maml(nn::Model model, AlgoConfig config, core::Rng& rng) : Algorithm(std::move(model), std::move(config)) {
     params_ = model_.init(rng);
-    for (const auto& s : model_.specs()) names_.push_back(s.name);
+    for (const auto& s : model_.specs()) {
+      names_.push_back(s.name);
+      adapted_.push_back(config_.inner_bn || s.name.find(".bn.") == std::string::npos);
+    }
     if (config_.algo == "metasgd") {
       // Per-parameter inner learning rates, initialised to inner_lr (Li et al. initialise uniformly; a
       // constant start makes Meta-SGD begin exactly as MAML).
@@ -88,7 +106,7 @@ class Maml : public Algorithm {
     Variable xs(t.support_x);
     for (int64_t s = 0; s < steps; ++s) {
       Variable loss = task_loss(model_.forward(fast, xs), t.support_y, t.regression());
-      fast = sgd_step(fast, loss, false, config_.inner_lr, rates.empty() ? nullptr : &rates);
+      fast = sgd_step(fast, loss, false, config_.inner_lr, rates.empty() ? nullptr : &rates, &adapted_);
       for (auto& p : fast) p = Variable(p.data(), true);
     }
     Adapted a{{}, t.support_x, t.support_y, t.ways};
@@ -110,7 +128,7 @@ class Maml : public Algorithm {
     Variable xs(t.support_x), xq(t.query_x);
     for (int64_t s = 0; s < steps; ++s) {
       Variable loss = task_loss(model_.forward(fast, xs), t.support_y, t.regression());
-      fast = sgd_step(fast, loss, create_graph, config_.inner_lr, rates.empty() ? nullptr : &rates);
+      fast = sgd_step(fast, loss, create_graph, config_.inner_lr, rates.empty() ? nullptr : &rates, &adapted_);
     }
     if (model_.config().bn != nn::BnMode::transductive) {
       auto [fs, fq] = model_.embed_pair(fast, xs, xq);
@@ -118,6 +136,8 @@ class Maml : public Algorithm {
     }
     return model_.forward(fast, xq);
   }
+
+  std::vector<bool> adapted_;  // per model parameter: stepped by the inner loop
 };
 
 // ---- ANIL: inner loop on the head only -------------------------------------------------------------------

@@ -22,6 +22,9 @@ struct AlgoConfig {
   int64_t inner_steps = 1;    // inner-loop steps in meta-training
   double inner_lr = 0.4;
   bool first_order = false;   // maml/anil/metasgd/paramnet: drop second-order terms (fomaml sets it)
+  // MAML family: the inner loop adapts the batch-norm parameters too, or leaves them to the outer loop (Note
+  // [Batch norm outside the inner loop]).
+  bool inner_bn = true;
   // Reptile: inner mini-batch size and optimiser (adam with beta1 = 0, as in the paper's code, or sgd).
   int64_t inner_batch = 10;
   std::string inner_optimizer = "adam";

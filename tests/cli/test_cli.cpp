@@ -273,13 +273,14 @@ TEST_CASE("cli: Reptile's carried inner state survives export and an interrupted
   CHECK(json::parse(e3.out)["bn"] == "nontransductive");
   CHECK(json::parse(e1.out)["bn"] == "transductive");
 
-  // A checkpoint written before --inner-state, --features, --head-init and --bn-scale existed (no settings, no
-  // state) loads as fresh, flatten, lecun and learned scales: it evaluates.
+  // A checkpoint written before --inner-state, --features, --head-init, --bn-scale and --inner-bn existed (no
+  // settings, no state) loads as fresh, flatten, lecun, learned scales and a full inner loop: it evaluates.
   io::Checkpoint old = ck;
   old.header["config"].erase("inner_state");
   old.header["config"].erase("features");
   old.header["config"].erase("head_init");
   old.header["config"].erase("bn_scale");
+  old.header["config"].erase("inner_bn");
   old.header.erase("state_names");
   std::vector<io::NamedTensor> kept;
   for (const auto& t : old.tensors)

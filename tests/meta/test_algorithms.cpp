@@ -62,10 +62,11 @@ std::vector<Variable> as_vars(const std::vector<Tensor>& ts) {
 }
 
 // MAML with 2 inner steps of 0.3 on a 2-way 2-shot task: its meta-gradient against central differences.
-void check_maml_meta_gradient(const nn::ModelConfig& model, unsigned seed, const char* what) {
+void check_maml_meta_gradient(const nn::ModelConfig& model, unsigned seed, const char* what, bool inner_bn = true) {
   std::mt19937 rng(seed);
   meta::AlgoConfig cfg;
   cfg.algo = "maml";
+  cfg.inner_bn = inner_bn;
   cfg.inner_steps = 2;
   cfg.inner_lr = 0.3;
   core::Rng init(5);
@@ -88,6 +89,41 @@ TEST_CASE("meta: MAML without batch-norm scales (bn_scale=false), meta-gradient 
   m.features = nn::ModelConfig::Features::mean;
   REQUIRE(nn::Model(m).specs().size() == 4 * 3 + 2);
   check_maml_meta_gradient(m, 29, "MAML 2 steps, no bn scale");
+}
+
+TEST_CASE("meta: MAML with batch norm outside the inner loop (inner_bn=false), meta-gradient equals central "
+          "differences") {
+  check_maml_meta_gradient(tiny_conv(2), 31, "MAML 2 steps, bn outside the inner loop", /*inner_bn=*/false);
+}
+
+TEST_CASE("meta: inner_bn=false adapts convolutions and head but leaves every batch-norm parameter as it was") {
+  std::mt19937 rng(37);
+  Task t = image_task(rng, 3, 1, 2, 16);
+  for (bool inner_bn : {true, false}) {
+    CAPTURE(inner_bn);
+    meta::AlgoConfig cfg;
+    cfg.algo = "maml";
+    cfg.inner_lr = 0.3;
+    cfg.inner_bn = inner_bn;
+    core::Rng init(5);
+    auto algo = meta::make_algorithm(nn::Model(tiny_conv(3)), cfg, init);
+    to_f64(*algo);
+    const meta::Adapted a = algo->adapt(t, 3);
+    const auto& names = algo->parameter_names();
+    REQUIRE(a.weights.size() == names.size());
+    int bn_changed = 0, others_changed = 0;
+    for (size_t i = 0; i < names.size(); ++i) {
+      const bool changed = a.weights[i].to_vector() != algo->parameters()[i].data().to_vector();
+      if (names[i].find(".bn.") != std::string::npos)
+        bn_changed += changed;
+      else
+        others_changed += changed;
+    }
+    // Every convolution weight and the head move (the conv biases too: their gradient is only rounding, as batch
+    // norm removes a constant, so they are not counted); the 8 batch-norm tensors move only with inner_bn.
+    CHECK(others_changed >= 6);
+    CHECK(bn_changed == (inner_bn ? 8 : 0));
+  }
 }
 
 TEST_CASE("meta: Meta-SGD, gradients with respect to the learned inner rates match finite differences") {
