@@ -134,7 +134,8 @@ train_protonet() {  # SHOTS
     --test-ways 5 --test-shots "$1" --test-queries 15 --schedule step --schedule-step 2000 --schedule-gamma 0.5
 }
 
-# Reptile as openai/supervised-reptile trains it for Omniglot 5-way (reptile_5w1s.sh, reptile_5w5s.sh), with
+# Reptile with the settings ../shared/PROTOCOLS.md gives for Omniglot 5-way (reptile_5w1s_nontransductive.sh,
+# reptile_5w5s.sh, reptile_5w5s_nontransductive.sh; reptile_5w1s.sh trains its own model since session 13), with
 # the inner Adam state carried from task to task as its code does (--inner-state carry, Note [Reptile's inner
 # optimiser state] in src/meta/algorithm.cpp).
 train_reptile_5w() {
