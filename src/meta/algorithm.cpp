@@ -24,9 +24,8 @@ void write_grads(const Variable& loss, const std::vector<Variable>& wrt, std::ve
   for (size_t i = 0; i < wrt.size(); ++i) grads[i] = g[i].defined() ? g[i].data() : Tensor::zeros(wrt[i].shape(), wrt[i].dtype());
 }
 
-// One gradient step on fast weights: fast_i - lr_i * dL/dfast_i (recorded when create_graph).
-// One inner gradient step on `fast`; with `adapted`, only the parameters it marks step (the others are kept,
-// and no gradient is computed for them).
+// One gradient step on fast weights: fast_i - lr_i * dL/dfast_i (recorded when create_graph). With `adapted`,
+// only the parameters it marks step; the others are kept, and no gradient is computed for them.
 std::vector<Variable> sgd_step(const std::vector<Variable>& fast, const Variable& loss, bool create_graph,
                                double lr, const std::vector<Variable>* rates,
                                const std::vector<bool>* adapted = nullptr) {
