@@ -6,8 +6,10 @@
 # differences between checkpoints late in training, so the pick was mostly noise.
 # Run metasgd_5w1s (sessions 4-6, 60,000 iterations, checkpoint metasgd_5w1s.mfck) tested 99.20 +- 0.34, 0.07
 # below the published interval (99.53 +- 0.26).
-# Session 14: MAML's batch norm as cbfinn/maml builds it (Li et al. use MAML's Omniglot network): no learned scale (--bn-scale=false) and the batch-norm offsets outside the inner
-# loop (--inner-bn=false); for ANIL 20w1s the first of these raised the row from 95.67 to 96.51 (session 13).
+# Session 14: MAML's batch norm as cbfinn/maml builds it (Li et al. compare with MAML on its conv-4 network;
+# that they took over its batch norm too is our assumption): no learned scale (--bn-scale=false) and the
+# batch-norm offsets outside the inner loop (--inner-bn=false); for ANIL 20w1s the first of these raised the
+# row from 95.67 to 96.51 (session 13).
 # Run metasgd_5w1s_noscale, otherwise this row's settings (rates start at 0.4: 0.08 under cbfinn/maml's
 # summed loss, omniglot.md "Inner learning rates"). Decided before training, and before any test: when the run
 # has finished its 60,000 iterations, both checkpoints (metasgd_5w1s.mfck and the new run's pick) are evaluated
