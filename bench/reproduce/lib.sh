@@ -12,6 +12,8 @@
 #   RUNS        folder of the training runs (default: runs/reproduce); a finished run with the same command
 #               is reused, an interrupted one is resumed
 #   RESULTS     folder of the row JSON files and checkpoints (default: bench/results/omniglot)
+#   TRAIN_ONLY  1: train (or resume) only, test nothing; for a rule that chooses between models on the
+#               validation split before the test split is looked at (e.g. metasgd_5w1s.sh)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -98,6 +100,10 @@ train() {
 evaluate() {
   local row="$1" run="$2" published="$3"; shift 3
   local dir="$RUNS/$run"
+  if [[ "${TRAIN_ONLY:-}" == 1 ]]; then
+    echo "reproduce: TRAIN_ONLY=1: $row not tested; its run is in $dir" >&2
+    return
+  fi
   local model="$RESULTS/checkpoints/$run.mfck"
   "$METAFEW" export --checkpoint "$dir" --out "$model" >&2 || die "exporting $dir failed"
   local data=()
