@@ -30,6 +30,10 @@ int run_eval(int argc, char** argv) {
       "support set's), nontransductive (support set + one query per forward pass: supervised-reptile's "
       "default)",
       cxxopts::value<std::string>())(
+      "matching-attention",
+      "Matching Networks: test-time attention (default: the run's): cosine or supnorm (at 1 shot both "
+      "predict the same labels)",
+      cxxopts::value<std::string>())(
       "threads", "OpenMP threads (0: all cores)", cxxopts::value<int>()->default_value("0"))(
       "json", "print the result as JSON")("h,help", "show this help");
   cxxopts::ParseResult args = parse_options(opts, argc, argv, "eval");
@@ -50,6 +54,16 @@ int run_eval(int argc, char** argv) {
     // checkpoint.
     nn::parse_bn_mode(args["bn"].as<std::string>());  // throws naming the accepted values
     ck.header["config"]["bn"] = args["bn"].as<std::string>();
+  }
+  if (args.count("matching-attention")) {
+    // Note [Matching Networks attention] (src/meta/algorithm.cpp): supnorm's q . s / |s| is |q| cos(q, s), so
+    // at 1 shot (one support example per class) both attentions rank the classes alike and predict the same
+    // labels; with more shots the per-class sums of attention weights can differ. Neither has parameters.
+    MF_USAGE_CHECK(ck.header["config"]["algo"] == "matchingnet",
+                   "eval: --matching-attention applies to Matching Networks checkpoints only; ", path, " is a ",
+                   ck.header["config"]["algo"].get<std::string>(), " checkpoint");
+    meta::parse_matching_attention(args["matching-attention"].as<std::string>());  // names the accepted values
+    ck.header["config"]["matching_attention"] = args["matching-attention"].as<std::string>();
   }
   json cfg = checkpoint_config(ck);
   auto algo = algorithm_from_checkpoint(ck);
@@ -91,6 +105,7 @@ int run_eval(int argc, char** argv) {
            {"std", r.stddev},
            {"seconds", secs}};
   if (regression) out["mse"] = -r.mean;
+  if (cfg["algo"] == "matchingnet") out["matching_attention"] = cfg["matching_attention"];
   if (args.count("json")) {
     std::printf("%s\n", out.dump().c_str());
   } else if (regression) {

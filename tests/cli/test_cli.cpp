@@ -298,6 +298,36 @@ TEST_CASE("cli: Reptile's carried inner state survives export and an interrupted
                "state/inner_adam.v.");
 }
 
+TEST_CASE("cli: eval --matching-attention overrides the run's attention; at 1 shot both predict alike") {
+  TempDir tmp;
+  const fs::path run = tmp.path / "run";
+  Result train = metafew("meta-train " + std::string(kSmall) +
+                             " --algo matchingnet --matching-attention supnorm --iterations 60 --val-every 30 --out " +
+                             run.string(),
+                         tmp.path);
+  INFO(train.err);
+  REQUIRE(train.code == 0);
+  Result own = metafew("eval --checkpoint " + run.string() + " --episodes 40 --json", tmp.path);
+  Result cos = metafew("eval --checkpoint " + run.string() + " --episodes 40 --matching-attention cosine --json",
+                       tmp.path);
+  INFO(own.err << cos.err);
+  REQUIRE(own.code == 0);
+  REQUIRE(cos.code == 0);
+  CHECK(json::parse(own.out)["matching_attention"] == "supnorm");
+  CHECK(json::parse(cos.out)["matching_attention"] == "cosine");
+  // q . s / |s| = |q| cos(q, s): one support example per class, so both rank the classes alike.
+  CHECK(json::parse(own.out)["accuracy"] == json::parse(cos.out)["accuracy"]);
+  CHECK(json::parse(own.out)["accuracy"].get<double>() > 0.3);
+  expect_error(metafew("eval --checkpoint " + run.string() + " --matching-attention dot", tmp.path), 2,
+               "--matching-attention must be cosine or supnorm, got 'dot'");
+  const fs::path proto = tmp.path / "proto";
+  REQUIRE(metafew("meta-train " + std::string(kSmall) + " --algo protonet --iterations 2 --out " + proto.string(),
+                  tmp.path)
+              .code == 0);
+  expect_error(metafew("eval --checkpoint " + proto.string() + " --matching-attention cosine", tmp.path), 2,
+               "applies to Matching Networks checkpoints only");
+}
+
 TEST_CASE("cli: --bn-scale false trains without batch-norm scales; its checkpoint refuses a model with them") {
   TempDir tmp;
   const fs::path run = tmp.path / "run";
