@@ -30,6 +30,12 @@ def machine(r):
     return re.sub(r", (\d+) cores$", r", \1-core", name)
 
 
+def reference_attention(r):
+    """A Matching Networks run trained with the reference code's q . s / |s| (the issue's rows since session 15;
+    the cosine-trained runs are the ablation, omniglot.md says why)."""
+    return "--matching-attention supnorm" in r["training"]["command"]
+
+
 def row_line(r):
     res, tr = r["result"], r["training"]
     if "neg_mse" in res:
@@ -42,10 +48,7 @@ def row_line(r):
         setting += f" {res['bn']}"  # test-time batch norm other than the default (eval --bn)
     name = NAMES.get(res["algo"], res["algo"])
     if res["algo"] == "matchingnet":
-        # The issue's rows train with the reference code's q . s / |s| and are the paper's cosine classifier at
-        # test (1 shot: the same labels); the cosine-trained runs stay as an ablation (omniglot.md says why).
-        supnorm = "--matching-attention supnorm" in tr["command"]
-        name += " (reference-code attention)" if supnorm else " (cosine in training; ablation)"
+        name += " (reference-code attention)" if reference_attention(r) else " (cosine in training; ablation)"
     its = f"{tr['iterations']:,}"
     if tr["published_iterations"] is None:
         its += " (none stated)"
@@ -71,10 +74,8 @@ def main():
         rows[r["row"]] = r
     scripts = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(HERE, "*_*.sh")))
     missing = [s for s in scripts if s not in rows]
-    # The ablation: Matching Networks trained with the cosine softmax itself (not rows of issue 7's table since
-    # session 15; omniglot.md, Matching Networks).
     def ablation(r):
-        return r["result"]["algo"] == "matchingnet" and "--matching-attention supnorm" not in r["training"]["command"]
+        return r["result"]["algo"] == "matchingnet" and not reference_attention(r)
     groups = {"vinyals": [r for k, r in rows.items() if not k.startswith("lake_") and not ablation(r)],
               "lake": [r for k, r in rows.items() if k.startswith("lake_")],
               "ablation": [r for r in rows.values() if ablation(r)]}

@@ -56,9 +56,8 @@ int run_eval(int argc, char** argv) {
     ck.header["config"]["bn"] = args["bn"].as<std::string>();
   }
   if (args.count("matching-attention")) {
-    // Note [Matching Networks attention] (src/meta/algorithm.cpp): supnorm's q . s / |s| is |q| cos(q, s), so
-    // at 1 shot (one support example per class) both attentions rank the classes alike and predict the same
-    // labels; with more shots the per-class sums of attention weights can differ. Neither has parameters.
+    // Neither attention has parameters, so either fits any Matching Networks checkpoint (Note [Matching
+    // Networks attention] in src/meta/algorithm.cpp says when they predict alike).
     MF_USAGE_CHECK(ck.header["config"]["algo"] == "matchingnet",
                    "eval: --matching-attention applies to Matching Networks checkpoints only; ", path, " is a ",
                    ck.header["config"]["algo"].get<std::string>(), " checkpoint");

@@ -494,9 +494,9 @@ Variable protonet_logits(const Variable& fs, const Tensor& ys, const Variable& f
 // paper's. With one support example per class the two rank the classes alike (|q| > 0 scales a query's
 // similarities), so a supnorm-trained model tested with cosine attention (eval --matching-attention) predicts
 // the same labels (up to float rounding in a near-tie; the committed Omniglot models give identical figures):
-// the forms differ in the training loss, and with several shots in the per-class vote. The
-// support norm uses the same guard as cosine_similarity, 1 / sqrt(|s|^2 + 1e-8) (the reference clamps |s|^2
-// at 1e-10), so an all-zero support embedding gives zero similarities instead of a division by zero.
+// the forms differ in the training loss, and with several shots in the per-class vote. The support norm uses
+// the same guard as cosine_similarity, 1 / sqrt(|s|^2 + 1e-8) (the reference clamps |s|^2 at 1e-10), so an
+// all-zero support embedding gives zero similarities instead of a division by zero.
 Variable matching_log_probs(const Variable& fs, const Tensor& ys, const Variable& fq, int64_t ways,
                             MatchingAttention attention) {
   const int64_t n = ys.numel();
