@@ -31,6 +31,32 @@ Preprocess preprocess_from(const io::Checkpoint& ck) {
           p.value("invert", false)};
 }
 
+// Note [Batch norm in adapt and predict]: a user's classifier must give an image the same label whatever else is
+// in the query folder. Meta-training's default batch norm (transductive) normalises the query batch with its own
+// statistics, so under it a label depends on the other queries (predicting each image of a 100-image folder
+// alone changed about half the labels in the ecosystem trial). adapt and predict therefore default to `support`
+// for every algorithm: each layer normalises the queries with the support set's statistics, the statistics the
+// adaptation itself saw, so every query is classified on its own and in one forward pass. `nontransductive`
+// (support set plus that one query, one pass per query) is also independent; `transductive` is there for
+// whoever wants the protocol's figures and accepts the dependence. Adaptation never depends on the mode: the
+// inner loop sees the support set alone. eval keeps the run's mode, the protocol's (Note [Batch norm in
+// meta-learning] in src/nn/model.h).
+constexpr const char* kQueryBnDefault = "support";
+constexpr const char* kQueryBnHelp =
+    "batch-norm statistics for the query images: support (default: the support set's, so each image's label "
+    "does not depend on the other queries), nontransductive (support set + that one image, one pass per image), "
+    "transductive (the query batch's own, as meta-training's default; labels then depend on the whole batch)";
+
+// The batch-norm mode for the queries: --bn if given, else `fallback`; written into the checkpoint's config
+// so that the algorithm is built with it. Batch norm has no parameters of its own (batch statistics always),
+// so any mode fits any checkpoint.
+std::string set_query_bn(io::Checkpoint& ck, const cxxopts::ParseResult& args, const std::string& fallback) {
+  const std::string mode = args.count("bn") ? args["bn"].as<std::string>() : fallback;
+  nn::parse_bn_mode(mode);  // throws naming the accepted values
+  ck.header["config"]["bn"] = mode;
+  return mode;
+}
+
 std::vector<std::string> image_files_in(const fs::path& dir) {
   std::vector<std::string> files;
   for (const auto& e : fs::directory_iterator(dir))
@@ -88,8 +114,8 @@ Queries collect_queries(const std::vector<std::string>& paths) {
 }
 
 int label_queries(const meta::Algorithm& algo, const meta::Adapted& adapted, const std::vector<std::string>& classes,
-                  const Preprocess& pre, const std::vector<std::string>& query_paths, bool as_json,
-                  const std::string& out_file) {
+                  const Preprocess& pre, const std::vector<std::string>& query_paths, const std::string& bn,
+                  bool as_json, const std::string& out_file) {
   Queries q = collect_queries(query_paths);
   tensor::Tensor logits = algo.predict_adapted(adapted, load_images(q.files, pre));
   const int64_t n = logits.shape()[0], c = logits.shape()[1];
@@ -119,7 +145,9 @@ int label_queries(const meta::Algorithm& algo, const meta::Adapted& adapted, con
     preds.push_back(row);
     text += detail::concat(q.files[i], "\t", classes[best], "\t", p[best], "\n");
   }
-  json result{{"predictions", preds}, {"accuracy", known > 0 ? json(static_cast<double>(correct) / known) : json(nullptr)}};
+  json result{{"predictions", preds},
+              {"accuracy", known > 0 ? json(static_cast<double>(correct) / known) : json(nullptr)},
+              {"bn", bn}};
   if (known > 0) text += detail::concat("accuracy ", static_cast<double>(correct) / known, " (", correct, "/", known, ")\n");
   const std::string rendered = as_json ? result.dump(2) + "\n" : text;
   if (!out_file.empty())
@@ -143,6 +171,7 @@ int run_adapt(int argc, char** argv) {
       "steps", "inner steps (default: the run's eval_steps)", cxxopts::value<int64_t>())(
       "save-adapted", "write the adapted model to this file, for `metafew predict`", cxxopts::value<std::string>())(
       "out", "write the predictions to this file instead of stdout", cxxopts::value<std::string>())(
+      "bn", kQueryBnHelp, cxxopts::value<std::string>()->default_value(kQueryBnDefault))(
       "threads", "OpenMP threads (0: all cores)", cxxopts::value<int>()->default_value("0"))(
       "json", "JSON output")("h,help", "show this help");
   auto args = parse_options(opts, argc, argv, "adapt");
@@ -157,9 +186,11 @@ int run_adapt(int argc, char** argv) {
 
   const std::string path = resolve_checkpoint_path(args["checkpoint"].as<std::string>());
   io::Checkpoint ck = io::load_checkpoint(path);
-  json cfg = checkpoint_config(ck);
+  checkpoint_config(ck);  // throws naming the file when it is not a metafew model checkpoint
   MF_USAGE_CHECK(ck.header["kind"] == "training", "adapt: ", path,
                  " is already an adapted model; use `metafew predict --model ", path, " --query ...`");
+  const std::string bn = set_query_bn(ck, args, kQueryBnDefault);
+  json cfg = checkpoint_config(ck);
   Preprocess pre = preprocess_from(ck);
   auto algo = algorithm_from_checkpoint(ck);
 
@@ -209,6 +240,7 @@ int run_adapt(int argc, char** argv) {
     out.header["class_names"] = classes;
     out.header["adapted_from"] = path;
     out.header["adapt_steps"] = steps;
+    out.header["query_bn"] = bn;  // predict's default, so that it labels as adapt did
     out.header["adapted_weights"] = static_cast<int64_t>(adapted.weights.size());
     out.header["ways"] = ways;
     for (size_t i = 0; i < algo->parameters().size(); ++i)
@@ -222,8 +254,8 @@ int run_adapt(int argc, char** argv) {
                  args["save-adapted"].as<std::string>().c_str());
   }
   if (!args.count("query")) return 0;
-  return label_queries(*algo, adapted, classes, pre, args["query"].as<std::vector<std::string>>(), args.count("json") > 0,
-                       args.count("out") ? args["out"].as<std::string>() : "");
+  return label_queries(*algo, adapted, classes, pre, args["query"].as<std::vector<std::string>>(), bn,
+                       args.count("json") > 0, args.count("out") ? args["out"].as<std::string>() : "");
 }
 
 int run_predict(int argc, char** argv) {
@@ -233,6 +265,7 @@ int run_predict(int argc, char** argv) {
       "query", "query images: a folder, class folders, or image files (repeatable)",
       cxxopts::value<std::vector<std::string>>())("out", "write the predictions to this file",
                                                   cxxopts::value<std::string>())(
+      "bn", std::string(kQueryBnHelp) + "; default: the mode adapt used", cxxopts::value<std::string>())(
       "threads", "OpenMP threads (0: all cores)", cxxopts::value<int>()->default_value("0"))(
       "json", "JSON output")("h,help", "show this help");
   auto args = parse_options(opts, argc, argv, "predict");
@@ -249,6 +282,8 @@ int run_predict(int argc, char** argv) {
   MF_USAGE_CHECK(ck.header["kind"] == "adapted", "predict: ", path,
                  " is a meta-trained checkpoint, not an adapted model; run `metafew adapt --checkpoint ", path,
                  " --support DIR --query ...` (add --save-adapted FILE to keep the adapted model)");
+  // Adapted models saved before query_bn existed carry only the training mode; they get adapt's default.
+  const std::string bn = set_query_bn(ck, args, ck.header.value("query_bn", std::string(kQueryBnDefault)));
   auto algo = algorithm_from_checkpoint(ck);
   meta::Adapted adapted;
   for (int64_t i = 0; i < ck.header["adapted_weights"].get<int64_t>(); ++i)
@@ -257,7 +292,7 @@ int run_predict(int argc, char** argv) {
   adapted.support_y = io::find_tensor(ck, "support_y");
   adapted.ways = ck.header["ways"];
   std::vector<std::string> classes = ck.header["class_names"];
-  return label_queries(*algo, adapted, classes, preprocess_from(ck), args["query"].as<std::vector<std::string>>(),
+  return label_queries(*algo, adapted, classes, preprocess_from(ck), args["query"].as<std::vector<std::string>>(), bn,
                        args.count("json") > 0, args.count("out") ? args["out"].as<std::string>() : "");
 }
 

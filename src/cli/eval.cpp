@@ -112,10 +112,10 @@ int run_eval(int argc, char** argv) {
                 cfg["algo"].get<std::string>().c_str(), split.c_str(), static_cast<long long>(shots),
                 static_cast<long long>(episodes), static_cast<long long>(steps), -r.mean, r.ci95);
   } else {
-    std::printf("%s %s, %lld-way %lld-shot, %lld episodes, %lld steps: accuracy %.2f%% +- %.2f%% (95%%)\n",
+    std::printf("%s %s, %lld-way %lld-shot, %lld episodes, %lld steps, %s batch norm: accuracy %.2f%% +- %.2f%% (95%%)\n",
                 cfg["algo"].get<std::string>().c_str(), split.c_str(), static_cast<long long>(ways),
                 static_cast<long long>(shots), static_cast<long long>(episodes), static_cast<long long>(steps),
-                100 * r.mean, 100 * r.ci95);
+                cfg["bn"].get<std::string>().c_str(), 100 * r.mean, 100 * r.ci95);
   }
   return 0;
 }

@@ -8,6 +8,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -171,6 +172,79 @@ TEST_CASE("cli: meta-train, eval, adapt and predict on builtin:glyphs, with JSON
   // The saved adapted model predicts exactly what adapt did, without adapting again.
   CHECK(p["predictions"] == a["predictions"]);
   CHECK(p["accuracy"] == a["accuracy"]);
+}
+
+// Labels and probabilities of `metafew predict` on one query path (a file or folder), keyed by file name.
+std::map<std::string, json> predictions_by_file(const Result& r) {
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  const json parsed = json::parse(r.out);
+  std::map<std::string, json> by_file;
+  for (const auto& p : parsed["predictions"]) by_file[p["file"].get<std::string>()] = p;
+  return by_file;
+}
+
+// Issue 30's first complaint: under adapt's and predict's default batch norm, an image gets the same label and
+// probabilities whether it is predicted alone or among the other queries of its folder, for every algorithm
+// that labels images. Explicit --bn transductive is the protocol's mode and shows the dependence (so the check
+// would catch a default that leaks the batch).
+TEST_CASE("cli: adapt and predict label each query independently of the rest of the folder, every algorithm") {
+  TempDir tmp;
+  write_task_folders(tmp.path);
+  const fs::path query = tmp.path / "query";
+  for (const std::string algo : {"maml", "fomaml", "metasgd", "anil", "reptile", "protonet", "matchingnet", "paramnet"}) {
+    CAPTURE(algo);
+    const fs::path run = tmp.path / ("run_" + algo);
+    std::string flags = algo == "reptile" ? " --inner-lr 0.001 --inner-steps 2 --outer-lr 1.0" : "";
+    Result train = metafew("meta-train --data builtin:glyphs --ways 5 --shots 1 --queries 5 --meta-batch 2 --filters 8 "
+                           "--eval-steps 2 --iterations 30 --val-split '' --log-every 30 --threads 2 --algo " +
+                               algo + flags + " --out " + run.string(),
+                           tmp.path);
+    INFO(train.err);
+    REQUIRE(train.code == 0);
+    const fs::path adapted = tmp.path / (algo + ".mf");
+    Result ad = metafew("adapt --checkpoint " + run.string() + " --support " + (tmp.path / "support").string() +
+                            " --query " + query.string() + " --json --save-adapted " + adapted.string(),
+                        tmp.path);
+    std::map<std::string, json> in_folder = predictions_by_file(ad);
+    REQUIRE(in_folder.size() == 15);
+    CHECK(json::parse(ad.out)["bn"] == "support");
+    // predict on the whole folder labels exactly as adapt did.
+    CHECK(predictions_by_file(metafew("predict --model " + adapted.string() + " --query " + query.string() + " --json",
+                                      tmp.path)) == in_folder);
+    // Each class's first query alone (5 images; all 15 would triple the test's time): the same label and the same
+    // probabilities. Bitwise equality is not promised (a batch of 1 may take other convolution kernels than a
+    // batch of 15), so the probabilities get float32 rounding room.
+    auto expect_alone_equal = [&](const std::map<std::string, json>& folder, const std::string& mode) {
+      for (const auto& [file, p] : folder) {
+        if (!file.ends_with("0.png")) continue;
+        CAPTURE(file);
+        CAPTURE(mode);
+        std::map<std::string, json> alone = predictions_by_file(
+            metafew("predict --model " + adapted.string() + " --query " + file + mode + " --json", tmp.path));
+        REQUIRE(alone.count(file) == 1);
+        CHECK(alone[file]["label"] == p["label"]);
+        for (auto it = p["probabilities"].begin(); it != p["probabilities"].end(); ++it)
+          CHECK(alone[file]["probabilities"][it.key()].get<double>() ==
+                doctest::Approx(it.value().get<double>()).epsilon(1e-5));
+      }
+    };
+    expect_alone_equal(in_folder, "");
+    // nontransductive (support set + one query per pass) is independent too.
+    expect_alone_equal(predictions_by_file(metafew("predict --model " + adapted.string() + " --query " + query.string() +
+                                                       " --bn nontransductive --json",
+                                                   tmp.path)),
+                       " --bn nontransductive");
+    // transductive alone normalises the one image with its own statistics: its probabilities move.
+    const std::string first = (query / "class0" / "0.png").string();
+    json alone_t = predictions_by_file(metafew("predict --model " + adapted.string() + " --query " + first +
+                                                   " --bn transductive --json",
+                                               tmp.path))[first];
+    json folder_t = predictions_by_file(metafew("predict --model " + adapted.string() + " --query " + query.string() +
+                                                    " --bn transductive --json",
+                                                tmp.path))[first];
+    CHECK(alone_t["probabilities"] != folder_t["probabilities"]);
+  }
 }
 
 void expect_error(const Result& r, int code, const std::string& fragment) {
