@@ -8,115 +8,21 @@
 #include "data/episode.h"
 #include "data/sinusoid.h"
 #include "io/config.h"
+#include "io/settings.h"
+#include "meta/trainer.h"
 
 namespace metafew::cli {
 
 namespace fs = std::filesystem;
 
-json meta_train_defaults() {
-  return json{
-      {"data", "builtin:glyphs"},
-      {"layout", "auto"},
-      {"cache_dir", ""},
-      {"algo", "maml"},
-      {"ways", 5},
-      {"shots", 1},
-      {"queries", 15},
-      {"test_ways", 0},
-      {"test_shots", 0},
-      {"test_queries", 0},
-      {"meta_batch", 32},
-      {"inner_steps", 1},
-      {"inner_lr", 0.4},
-      {"eval_steps", 10},
-      {"first_order", false},
-      {"inner_bn", true},
-      {"inner_batch", 10},
-      {"inner_optimizer", "adam"},
-      {"inner_state", "carry"},
-      {"refine_steps", 0},
-      {"matching_attention", "cosine"},
-      {"optimizer", "adam"},
-      {"outer_lr", 0.001},
-      {"schedule", "constant"},
-      {"schedule_step", 2000},
-      {"schedule_gamma", 0.5},
-      {"iterations", 1000},
-      {"seed", 1},
-      {"threads", 0},
-      {"model", "conv4"},
-      {"filters", 64},
-      {"max_pool", true},
-      {"features", "flatten"},
-      {"head_init", "lecun"},
-      {"bn", "transductive"},
-      {"bn_scale", true},
-      {"image_size", 28},
-      {"channels", 1},
-      {"train_split", "train"},
-      {"val_split", "val"},
-      {"log_every", 50},
-      {"val_every", 500},
-      {"val_episodes", 100},
-      {"checkpoint_every", 500},
-  };
-}
+json meta_train_defaults() { return io::settings_defaults(); }
 
 const std::map<std::string, std::string>& config_help() {
-  static const std::map<std::string, std::string> help{
-      {"data", "dataset: a folder (Omniglot or class-per-folder layout), builtin:glyphs or builtin:sinusoid"},
-      {"layout", "folder layout: auto, omniglot or folder"},
-      {"cache_dir", "decoded-image cache folder (empty: $METAFEW_CACHE_DIR or ~/.cache/metafew)"},
-      {"algo", "maml, fomaml, metasgd, anil, reptile, protonet, matchingnet or paramnet"},
-      {"ways", "classes per training task (N)"},
-      {"shots", "labelled examples per class in a training task (K)"},
-      {"queries", "query examples per class in a training task"},
-      {"test_ways", "classes per validation/test task (0: same as --ways)"},
-      {"test_shots", "shots per validation/test task (0: same as --shots)"},
-      {"test_queries", "queries per validation/test task (0: same as --queries)"},
-      {"meta_batch", "tasks per meta-iteration"},
-      {"inner_steps", "inner-loop steps in meta-training (Reptile: inner iterations)"},
-      {"inner_lr",
-       "inner-loop learning rate, a step on the support loss averaged over the support examples (cbfinn/maml "
-       "sums its loss over the classes: its rate r for N-way tasks is N x r here)"},
-      {"eval_steps", "inner-loop steps when adapting at validation and test time"},
-      {"first_order", "drop second-order terms (MAML family, ANIL, ParamNet refinement)"},
-      {"inner_bn",
-       "MAML family: the inner loop adapts batch-norm parameters too (false: only convolutions and head, as "
-       "MAML's code)"},
-      {"inner_batch", "Reptile: inner mini-batch size"},
-      {"inner_optimizer", "Reptile: inner optimizer, adam (beta1 = 0) or sgd"},
-      {"inner_state",
-       "Reptile: inner Adam state, carry (from task to task, as supervised-reptile) or fresh (per task)"},
-      {"refine_steps", "ParamNet: inner steps refining the predicted head"},
-      {"matching_attention",
-       "Matching Networks: cosine (the paper) or supnorm (q.s/|s|, as the reference code)"},
-      {"optimizer", "outer optimizer: adam or sgd"},
-      {"outer_lr", "outer learning rate (Reptile: meta step size)"},
-      {"schedule", "outer learning-rate schedule: constant, step, cosine or linear"},
-      {"schedule_step", "step schedule: iterations between decays"},
-      {"schedule_gamma", "step schedule: decay factor"},
-      {"iterations", "meta-iterations"},
-      {"seed", "random seed (initialisation, tasks, splits)"},
-      {"threads", "OpenMP threads (0: all cores)"},
-      {"model", "backbone: conv4 (mlp for builtin:sinusoid)"},
-      {"filters", "conv4 filters per block"},
-      {"max_pool", "conv4 with 2x2 max-pool (false: MAML's stride-2 convolutions)"},
-      {"features", "conv4 head input: flatten (the last block's output) or mean (over its pixels, as MAML's Omniglot code)"},
-      {"head_init", "head initialisation: lecun (uniform, bound sqrt(3 / inputs)) or normal (N(0, 1), as MAML's Omniglot code)"},
-      {"bn",
-       "batch norm statistics: transductive (query batch), support, or nontransductive (support + 1 query)"},
-      {"bn_scale",
-       "conv4 batch norm with a learned scale (false: scale fixed at 1, no parameter, as MAML's code)"},
-      {"image_size", "images are resized to image_size x image_size"},
-      {"channels", "image channels (1 grayscale, 3 RGB)"},
-      {"train_split", "split to meta-train on"},
-      {"val_split", "split to validate on (empty: no validation)"},
-      {"log_every", "iterations between log lines"},
-      {"val_every", "iterations between validations"},
-      {"val_episodes", "episodes per validation"},
-      {"checkpoint_every", "iterations between checkpoints of RUN/last"},
-  };
+  static const std::map<std::string, std::string> help = [] {
+    std::map<std::string, std::string> h;
+    for (const io::Setting& s : io::settings()) h[s.key] = s.help;
+    return h;
+  }();
   return help;
 }
 
@@ -216,51 +122,7 @@ json resolve_config(const json& file, const json& flags) {
   }
   json resolved = io::merge_config(io::merge_config(base, specific, json::object()), file, flags);
 
-  auto positive = [&](const char* key) {
-    MF_USAGE_CHECK(resolved[key].get<int64_t>() > 0, "--", flag_name(key), " must be positive, got ", resolved[key]);
-  };
-  auto non_negative = [&](const char* key) {
-    MF_USAGE_CHECK(resolved[key].get<int64_t>() >= 0, "--", flag_name(key), " must be >= 0, got ", resolved[key]);
-  };
-  const bool regression = resolved["data"] == "builtin:sinusoid";
-  if (!regression) positive("ways");
-  for (const char* k : {"shots", "meta_batch", "iterations", "log_every", "val_every", "val_episodes",
-                        "checkpoint_every", "filters", "image_size", "channels", "inner_batch", "schedule_step"})
-    positive(k);
-  for (const char* k : {"queries", "test_ways", "test_shots", "test_queries", "inner_steps", "eval_steps",
-                        "refine_steps", "threads", "seed"})
-    non_negative(k);
-  MF_USAGE_CHECK(resolved["queries"].get<int64_t>() > 0, "--queries must be positive: the query set gives the meta-loss");
-  for (const char* k : {"inner_lr", "outer_lr", "schedule_gamma"}) {
-    const double v = resolved[k].get<double>();
-    MF_USAGE_CHECK(std::isfinite(v) && v >= 0, "--", flag_name(k), " must be a finite number >= 0, got ", v);
-  }
-  MF_USAGE_CHECK(resolved["channels"] == 1 || resolved["channels"] == 3, "--channels must be 1 or 3, got ",
-                 resolved["channels"]);
-  nn::parse_bn_mode(resolved["bn"]);                               // throws naming the accepted values
-  nn::parse_features(resolved["features"]);                        // likewise
-  nn::parse_head_init(resolved["head_init"]);                      // likewise
-  meta::parse_matching_attention(resolved["matching_attention"]);  // likewise
-  const std::string inner_state = resolved["inner_state"];
-  MF_USAGE_CHECK(inner_state == "carry" || inner_state == "fresh",
-                 "--inner-state must be carry or fresh, got '", inner_state, "'");
-  const std::string inner_opt = resolved["inner_optimizer"];
-  MF_USAGE_CHECK(inner_opt == "adam" || inner_opt == "sgd", "--inner-optimizer must be adam or sgd, got '",
-                 inner_opt, "'");
-  const std::string opt = resolved["optimizer"];
-  MF_USAGE_CHECK(opt == "adam" || opt == "sgd", "--optimizer must be adam or sgd, got '", opt, "'");
-  const std::string model = resolved["model"];
-  MF_USAGE_CHECK(model == "conv4" || model == "mlp", "--model must be conv4 or mlp, got '", model, "'");
-  MF_USAGE_CHECK(regression == (model == "mlp"), "--model ", model, " does not fit --data ",
-                 resolved["data"].get<std::string>(), " (builtin:sinusoid uses mlp, image datasets conv4)");
-  bool known = false;
-  for (const auto& n : meta::algorithm_names()) known = known || n == resolved["algo"];
-  std::string names;
-  for (const auto& n : meta::algorithm_names()) names += (names.empty() ? "" : ", ") + n;
-  MF_USAGE_CHECK(known, "unknown --algo '", resolved["algo"].get<std::string>(), "' (expected one of: ", names, ")");
-  MF_USAGE_CHECK(!regression || meta::algorithm_uses_head(resolved["algo"]), "--algo ",
-                 resolved["algo"].get<std::string>(), " is a classification method; builtin:sinusoid is regression");
-  optim::Schedule{resolved["schedule"], 1, 0.5, 1}.at(1.0, 0);  // validates the schedule's name
+  io::validate_settings(resolved, "");  // ranges, choices and combinations (Note [One check for every source])
   for (const char* k : {"test_ways", "test_shots", "test_queries"}) {
     const std::string train_key = std::string(k).substr(5);
     if (resolved[k].get<int64_t>() == 0) resolved[k] = resolved[train_key];
@@ -403,6 +265,42 @@ json checkpoint_config(const io::Checkpoint& ck) {
   if (!cfg.contains("head_init")) cfg["head_init"] = "lecun";
   if (!cfg.contains("bn_scale")) cfg["bn_scale"] = true;
   if (!cfg.contains("inner_bn")) cfg["inner_bn"] = true;
+  const std::string where = "checkpoint " + ck.source;
+  io::validate_settings(cfg, where);
+  // The header's own fields that size or index something (Note [One check for every source]).
+  auto header_int = [&](const char* key, int64_t min, int64_t max) {
+    if (!ck.header.contains(key)) return;
+    const json& v = ck.header[key];
+    MF_USAGE_CHECK(v.is_number_integer() && v.get<int64_t>() >= min && v.get<int64_t>() <= max, where,
+                   ": header field \"", key, "\" must be an integer from ", min, " to ", max, ", got ",
+                   v.dump(-1, ' ', false, json::error_handler_t::replace).substr(0, 60));
+  };
+  header_int("iteration", 0, cfg["iterations"].get<int64_t>());
+  header_int("optimizer_steps", 0, cfg["iterations"].get<int64_t>());
+  // An adapted model keeps its source's header (optimizer_state included) without the optimizer tensors.
+  if (ck.header["kind"] == "training") header_int("optimizer_state", 0, static_cast<int64_t>(ck.tensors.size()));
+  header_int("adapted_weights", 0, static_cast<int64_t>(ck.tensors.size()));
+  header_int("ways", 1, 10000);
+  header_int("adapt_steps", 0, 100000);
+  MF_USAGE_CHECK(ck.header["kind"] == "training" || ck.header["kind"] == "adapted", where,
+                 ": header field \"kind\" must be \"training\" or \"adapted\", got ", ck.header["kind"].dump());
+  if (ck.header.contains("best_score"))
+    MF_USAGE_CHECK(ck.header["best_score"].is_null() || ck.header["best_score"].is_number(), where,
+                   ": header field \"best_score\" must be a number or null");
+  if (ck.header.contains("preprocessing") && ck.header["preprocessing"].contains("channels")) {
+    const json& p = ck.header["preprocessing"];
+    MF_USAGE_CHECK(p["channels"] == cfg["channels"] && p.value("height", json()) == cfg["image_size"] &&
+                       p.value("width", json()) == cfg["image_size"] && (!p.contains("invert") || p["invert"].is_boolean()),
+                   where, ": header field \"preprocessing\" (", p.dump().substr(0, 120),
+                   ") does not match its settings channels = ", cfg["channels"], ", image_size = ", cfg["image_size"]);
+  }
+  if (ck.header["kind"] == "adapted") {
+    MF_USAGE_CHECK(ck.header.contains("class_names") && ck.header["class_names"].is_array() &&
+                       ck.header.contains("ways") && ck.header["class_names"].size() == ck.header["ways"].get<size_t>(),
+                   where, ": an adapted model needs \"class_names\", one per class of \"ways\"");
+    for (const json& n : ck.header["class_names"])
+      MF_USAGE_CHECK(n.is_string(), where, ": header field \"class_names\" must hold strings, got ", n.dump());
+  }
   return cfg;
 }
 
@@ -419,6 +317,11 @@ std::unique_ptr<meta::Algorithm> algorithm_from_checkpoint(const io::Checkpoint&
              tensor::to_string(algo->parameters()[i].shape()));
     algo->parameters()[i] = autograd::Variable(t.clone(), true);
   }
+  // Files from before Note [No NaN in a checkpoint] (src/meta/trainer.cpp) may hold a diverged model, which
+  // would evaluate at chance and label everything alike.
+  const std::string bad = meta::first_non_finite(*algo);
+  MF_CHECK(bad.empty(), "checkpoint ", ck.source, ": ", bad,
+           " (the run had diverged when this was saved); use an earlier checkpoint");
   // A parameter the configured model lacks (e.g. a batch-norm scale under bn_scale = false) means the header and
   // the tensors disagree: refused rather than silently dropped.
   for (const io::NamedTensor& nt : ck.tensors) {

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <new>
 #include <string>
 
 #include "backend/dnnl/context.h"
@@ -40,6 +41,8 @@ void print_usage(FILE* to) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The subcommand whose --help a usage error points to.
+  const std::string sub = argc >= 2 && argv[1][0] != '-' ? argv[1] : "";
   try {
     if (argc < 2) {
       print_usage(stderr);
@@ -70,9 +73,17 @@ int main(int argc, char** argv) {
   } catch (const metafew::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     if (e.kind() == metafew::ErrorKind::usage) {
-      std::fprintf(stderr, "hint: run 'metafew --help'\n");
+      if (sub.empty())
+        std::fprintf(stderr, "hint: run 'metafew --help'\n");
+      else
+        std::fprintf(stderr, "hint: run 'metafew %s --help'\n", sub.c_str());
       return 2;
     }
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr,
+                 "error: out of memory: the settings ask for more memory than this machine can give (lower the "
+                 "meta-batch, episodes, shots, image size or filters)\n");
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

@@ -14,6 +14,7 @@
 #include "cli/progress.h"
 #include "io/config.h"
 #include "io/run_dir.h"
+#include "io/settings.h"
 #include "meta/trainer.h"
 
 namespace metafew::cli {
@@ -86,6 +87,7 @@ int run_meta_train(int argc, char** argv) {
                      "); only --iterations and --threads may change when resuming");
     if (flags.contains("iterations")) cfg["iterations"] = flags["iterations"];
     if (flags.contains("threads")) cfg["threads"] = flags["threads"];
+    io::validate_settings(cfg, "");  // the new --iterations and --threads get the checks of a new run's
   } else {
     json file = args.count("config") ? io::read_config_file(args["config"].as<std::string>()) : json::object();
     cfg = resolve_config(file, flags);
@@ -130,7 +132,12 @@ int run_meta_train(int argc, char** argv) {
   io::RunDir run(out, true);
   run.write_json("config.json", cfg);
   json extra{{"preprocessing", ds ? preprocessing_of(*ds) : json{{"kind", "sinusoid"}}}};
+  int64_t last_saved = start;  // the iteration RUN/last holds
   auto save = [&](const std::string& name, int64_t iteration) {
+    // Never write a non-finite value (Note [No NaN in a checkpoint] in src/meta/trainer.cpp).
+    const std::string bad = meta::first_non_finite(*algo);
+    MF_CHECK(bad.empty(), "meta-train: not saving ", run.file(name), " at iteration ", iteration, ": ", bad);
+    if (name == "last") last_saved = iteration;
     json e = extra;
     e["best_score"] = std::isfinite(best_acc) ? json(best_acc) : json(nullptr);
     io::save_checkpoint(run.file(name), training_checkpoint(cfg, *algo, *opt, iteration, e));
@@ -162,10 +169,12 @@ int run_meta_train(int argc, char** argv) {
     tasks.reserve(static_cast<size_t>(meta_batch));
     for (int64_t b = 0; b < meta_batch; ++b) tasks.push_back(train(static_cast<uint64_t>(it * meta_batch + b)));
     meta::StepResult r = meta::meta_step(*algo, tasks, *opt);
-    if (!std::isfinite(r.loss)) {
-      throw Error(detail::concat("meta-train: the meta-loss became ", r.loss, " at iteration ", it + 1,
+    std::string diverged = std::isfinite(r.loss) ? meta::first_non_finite(*algo)
+                                                 : detail::concat("the meta-loss became ", r.loss);
+    if (!diverged.empty()) {
+      throw Error(detail::concat("meta-train: ", diverged, " at iteration ", it + 1,
                                  " (diverged: try a smaller --outer-lr or --inner-lr); the last good checkpoint is ",
-                                 run.file("last")));
+                                 run.file("last"), " (iteration ", last_saved, ", every parameter finite)"));
     }
     ++it;
     window_loss += r.loss;

@@ -62,8 +62,7 @@ const char* layout_name(Layout layout) {
 Layout parse_layout(const std::string& name) {
   for (Layout l : {Layout::auto_detect, Layout::omniglot, Layout::folder, Layout::glyphs})
     if (name == layout_name(l)) return l;
-  throw Error(::metafew::detail::concat("data: unknown layout '", name,
-                                        "'; expected auto, omniglot, folder or glyphs"),
+  throw Error(::metafew::detail::concat("--layout must be auto, omniglot, folder or glyphs, got '", name, "'"),
               ErrorKind::usage);
 }
 

@@ -22,6 +22,14 @@ struct StepResult {
 // state folds the tasks' final states into it (Algorithm::fold_state).
 StepResult meta_step(Algorithm& algo, const std::vector<Task>& tasks, optim::Optimizer& opt);
 
+// "" when every parameter and carried-state value of `algo` is finite; otherwise names the first tensor that is
+// not and counts its NaN and infinite values ("parameter conv0.weight: 12 of 576 values are NaN or
+// infinite"). The trainer checks it after every step and before every save (Note [No NaN in a checkpoint]).
+std::string first_non_finite(const Algorithm& algo);
+// The same for a list of named tensors (f32 or f64; other dtypes are finite by construction).
+std::string first_non_finite(const std::vector<Tensor>& tensors, const std::vector<std::string>& names,
+                             const std::string& what);
+
 // The mean meta-gradient alone (for tests and the benchmark).
 StepResult mean_meta_gradient(const Algorithm& algo, const std::vector<Task>& tasks, std::vector<Tensor>& mean);
 

@@ -12,7 +12,7 @@ double Schedule::at(double lr, int64_t t) const {
     const double f = std::min(1.0, static_cast<double>(t) / static_cast<double>(total));
     return kind == "linear" ? lr * (1.0 - f) : lr * 0.5 * (1.0 + std::cos(M_PI * f));
   }
-  throw Error(detail::concat("schedule: unknown kind '", kind, "' (expected constant, step, cosine or linear)"),
+  throw Error(detail::concat("--schedule must be constant, step, cosine or linear, got '", kind, "'"),
               ErrorKind::usage);
 }
 

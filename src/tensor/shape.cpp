@@ -8,7 +8,11 @@ namespace metafew::tensor {
 
 int64_t numel(const Shape& s) {
   int64_t n = 1;
-  for (int64_t d : s) n *= d;
+  for (int64_t d : s) {
+    // A shape from untrusted sizes (a setting, a file) must not wrap around into a small allocation.
+    MF_CHECK(d >= 0 && !__builtin_mul_overflow(n, d, &n), "shape ", to_string(s),
+             ": negative extent or more than 2^63 elements");
+  }
   return n;
 }
 

@@ -6,6 +6,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/error.h"
+
 namespace metafew::tensor {
 namespace {
 
@@ -31,7 +33,8 @@ struct BufferCache {
       ++os_allocs;
     }
     void* p = std::aligned_alloc(kAlign, bytes);
-    if (!p) throw std::bad_alloc();
+    MF_CHECK(p != nullptr, "out of memory: a tensor of ", bytes, " bytes (", static_cast<double>(bytes) / 1e9,
+             " GB) could not be allocated");
     return p;
   }
 

@@ -32,7 +32,11 @@ Tensor Tensor::empty(const Shape& shape, DType dtype) {
   t.shape_ = shape;
   t.numel_ = tensor::numel(shape);
   t.dtype_ = dtype;
-  t.storage_ = std::make_shared<Storage>(static_cast<size_t>(t.numel_) * dtype_size(dtype));
+  size_t bytes = 0;
+  MF_CHECK(!__builtin_mul_overflow(static_cast<size_t>(t.numel_), dtype_size(dtype), &bytes) &&
+               bytes <= (size_t{1} << 62),
+           "Tensor::empty: shape ", to_string(shape), " needs more than 2^62 bytes");
+  t.storage_ = std::make_shared<Storage>(bytes);
   return t;
 }
 

@@ -5,9 +5,11 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -475,6 +477,27 @@ TEST_CASE("cli: bad input gets a clear message and the documented exit code") {
               .code == 0);
   // Resuming a ProtoNets run as another algorithm is refused.
   expect_error(metafew("meta-train --resume " + run.string() + " --algo maml", d), 2, "--algo differs");
+  // Issue 25, crashes 1 and 2: sizes that overflowed, and headers edited with a valid checksum (eval and resume
+  // built the model, or divided, before checking). Each is refused by the settings' one check, naming the key.
+  for (const char* huge : {"9223372036854775807", "4611686018427387904"})
+    expect_error(metafew("meta-train --algo protonet --iterations 2 --filters " + std::string(huge) + " --out " +
+                             (d / "r").string(),
+                         d),
+                 2, "--filters must be positive and at most 4096");
+  expect_error(metafew("meta-train --meta-batch 100000000 --out " + (d / "r").string(), d), 2,
+               "--meta-batch must be positive and at most 100000");
+  expect_error(metafew("meta-train --resume " + run.string() + " --iterations -1", d), 2, "--iterations must be positive");
+  for (const auto& [key, value] : std::vector<std::pair<std::string, json>>{
+           {"checkpoint_every", 0}, {"log_every", 0}, {"filters", std::numeric_limits<int64_t>::max()}, {"ways", "5"}}) {
+    CAPTURE(key);
+    io::Checkpoint crafted = io::load_checkpoint((run / "last").string());
+    crafted.header["config"][key] = value;
+    fs::create_directories(d / "crafted");
+    io::save_checkpoint((d / "crafted" / "last").string(), crafted);
+    expect_error(metafew("meta-train --resume " + (d / "crafted").string() + " --iterations 10", d), 2,
+                 "setting \"" + key + "\"");
+    expect_error(metafew("eval --checkpoint " + (d / "crafted" / "last").string(), d), 2, "setting \"" + key + "\"");
+  }
   const std::string good = slurp(run / "last");
   auto write = [&](const fs::path& p, const std::string& bytes) { std::ofstream(p, std::ios::binary) << bytes; };
   write(d / "truncated", good.substr(0, good.size() / 2));
@@ -518,13 +541,56 @@ TEST_CASE("cli: bad input gets a clear message and the documented exit code") {
                "--bn must be transductive, support or nontransductive, got 'none'");
 }
 
-TEST_CASE("cli: a diverging loss stops the run and keeps the last good checkpoint") {
+// Every value of every tensor of a checkpoint file, as doubles.
+bool all_finite(const fs::path& ckpt) {
+  for (const io::NamedTensor& nt : io::load_checkpoint(ckpt.string()).tensors) {
+    if (nt.tensor.dtype() == tensor::DType::i32) continue;
+    for (double v : nt.tensor.to_vector())
+      if (!std::isfinite(v)) return false;
+  }
+  return true;
+}
+
+TEST_CASE("cli: a diverging run stops with exit 1 naming a checkpoint whose parameters are all finite") {
   TempDir tmp;
   Result r = metafew("meta-train " + std::string(kSmall) +
                          " --algo maml --optimizer sgd --outer-lr 1e30 --inner-lr 1e30 --iterations 50 --out " +
                          (tmp.path / "r").string(),
                      tmp.path);
   expect_error(r, 1, "diverged");
+  // Issue 25, item 4: runs that saved NaN as good. MAML with a huge SGD step and a checkpoint every iteration;
+  // ProtoNets whose loss stays ln 5 while its parameters turn NaN (it used to exit 0).
+  for (const std::string& flags : {std::string("--algo maml --optimizer sgd --outer-lr 100 --meta-batch 2 --checkpoint-every 1"),
+                                   std::string("--algo protonet --outer-lr 1e30 --val-every 2 --val-episodes 5")}) {
+    CAPTURE(flags);
+    const fs::path run = tmp.path / "nan";
+    fs::remove_all(run);
+    Result d = metafew("meta-train --data builtin:glyphs --filters 16 --queries 5 --iterations 10 --threads 2 " + flags +
+                           " --out " + run.string(),
+                       tmp.path);
+    expect_error(d, 1, "diverged");
+    CHECK(d.err.find("NaN or infinite") != std::string::npos);
+    CHECK(d.err.find((run / "last").string()) != std::string::npos);
+    CHECK(d.err.find("every parameter finite") != std::string::npos);
+    for (const char* name : {"last", "best"}) {
+      CAPTURE(name);
+      if (!fs::exists(run / name)) continue;
+      CHECK(all_finite(run / name));
+      // and it evaluates: not refused as diverged.
+      Result ev = metafew("eval --checkpoint " + (run / name).string() + " --episodes 5", tmp.path);
+      INFO(ev.err);
+      CHECK(ev.code == 0);
+    }
+  }
+  // A file with NaN parameters (an older metafew could write one) is refused, naming the parameter.
+  const fs::path ok = tmp.path / "ok";
+  REQUIRE(metafew("meta-train " + std::string(kSmall) + " --algo protonet --iterations 2 --out " + ok.string(), tmp.path).code == 0);
+  io::Checkpoint ck = io::load_checkpoint((ok / "last").string());
+  for (io::NamedTensor& nt : ck.tensors)
+    if (nt.name == "param/block1.conv.weight") nt.tensor.data<float>()[3] = NAN;
+  io::save_checkpoint((tmp.path / "nan.mfck").string(), ck);
+  expect_error(metafew("eval --checkpoint " + (tmp.path / "nan.mfck").string(), tmp.path), 1,
+               "parameter block1.conv.weight: 1 of");
 }
 
 }  // namespace

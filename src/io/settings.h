@@ -1,0 +1,45 @@
+#pragma once
+// The meta-train settings, each declared once: key, generic default, help, and what a valid value is. The
+// command line (flags built from these declarations), config files, run folders and checkpoint headers are
+// all checked by validate_settings, so a value gets the same message wherever it comes from
+// (Note [One check for every source] in settings.cpp).
+#include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace metafew::io {
+
+struct Setting {
+  std::string key;               // config key; its flag is --key with '-' for '_'
+  nlohmann::json default_value;  // its JSON type is the setting's type
+  std::string help;
+  // Integers and numbers: the valid range, inclusive. Numbers must also be finite.
+  double min = 0, max = 0;
+  // Strings with a fixed set of values: throws a usage error naming the accepted values (the owner's own
+  // parser, e.g. nn::parse_bn_mode, so the list of values lives in one place). Empty: any string.
+  std::function<void(const std::string&)> check_choice;
+};
+
+// Every setting of meta-train, in the order --help lists them.
+const std::vector<Setting>& settings();
+const Setting* find_setting(const std::string& key);
+// {key: generic default} for every setting: the schema io::validate_config checks files and flags against.
+nlohmann::json settings_defaults();
+
+// "--key" for a config key.
+std::string flag_of(const std::string& key);
+
+// Checks a fully resolved configuration: every declared key present with its type and a value in range
+// (plus the checks that involve several keys). `where` names the source for messages about a stored
+// configuration ("checkpoint runs/x/last"); empty for the command line. Throws a usage error:
+//   "[where: setting "filters": ]--filters must be positive (at most 4096), got 0".
+void validate_settings(const nlohmann::json& cfg, const std::string& where);
+
+// The bytes one batch of `tasks` episodes of images holds (support and query images, float32), saturating
+// at UINT64_MAX instead of overflowing.
+uint64_t episode_batch_bytes(int64_t tasks, int64_t ways, int64_t shots, int64_t queries, int64_t channels,
+                             int64_t image_size);
+
+}  // namespace metafew::io

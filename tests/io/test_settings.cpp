@@ -1,0 +1,131 @@
+// Every setting is checked the same way wherever it comes from (Note [One check for every source]): here
+// a checkpoint header, edited and saved with a valid checksum, gets the message a flag would get, naming the
+// file and the key, for each bad value: zero, negative, out of range, absurdly large, wrong type.
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+#include "cli/common.h"
+#include "core/error.h"
+#include "core/rng.h"
+#include "io/checkpoint.h"
+#include "io/settings.h"
+#include "support/temp_dir.h"
+
+namespace metafew::testing {
+namespace {
+
+using nlohmann::json;
+
+// A small valid training checkpoint (conv4, 8 filters, 5-way MAML) made in memory.
+io::Checkpoint small_checkpoint() {
+  json cfg = cli::resolve_config(json::object(), json{{"filters", 8}, {"ways", 5}});
+  core::Rng rng(1);
+  auto algo = meta::make_algorithm(nn::Model(cli::model_config(cfg, 5)), cli::algo_config(cfg), rng);
+  auto opt = cli::make_optimizer(cfg);
+  json extra{{"preprocessing", {{"channels", 1}, {"height", 28}, {"width", 28}, {"invert", false}}}};
+  return cli::training_checkpoint(cfg, *algo, *opt, 0, extra);
+}
+
+// Saves `ck` with `edit` applied to its config and loads it back as eval, adapt and resume do.
+std::string load_error(const io::Checkpoint& ck, const std::string& key, const json& value, const TempDir& tmp) {
+  io::Checkpoint bad = ck;
+  bad.header["config"][key] = value;
+  const std::string path = (tmp.path() / "edited.mfck").string();
+  io::save_checkpoint(path, bad);
+  try {
+    io::Checkpoint loaded = io::load_checkpoint(path);
+    cli::algorithm_from_checkpoint(loaded);
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::usage);
+    return e.what();
+  }
+  return "";
+}
+
+TEST_CASE("settings: a checkpoint header with a bad value is refused with the flag's message, naming file and key") {
+  TempDir tmp;
+  const io::Checkpoint ck = small_checkpoint();
+  const json valid = ck.header["config"];
+  int integer_settings = 0;
+  for (const io::Setting& s : io::settings()) {
+    CAPTURE(s.key);
+    const json& def = s.default_value;
+    std::vector<json> bad;
+    if (def.is_number_integer()) {
+      ++integer_settings;
+      bad = {json(static_cast<int64_t>(s.min) - 1), json(static_cast<int64_t>(s.max) + 1),
+             json(std::numeric_limits<int64_t>::max()), json(std::numeric_limits<uint64_t>::max()),
+             json(std::int64_t{1} << 62), json(std::numeric_limits<int64_t>::min()), json("x"), json(1.5),
+             json(nullptr)};
+      if (s.min > 0) bad.push_back(json(0));
+    } else if (def.is_number()) {
+      bad = {json(-1.0), json(-1e300), json("0.1"), json(true)};
+    } else if (def.is_boolean()) {
+      bad = {json(1), json("true"), json(nullptr)};
+    } else {
+      bad = {json(7), json::array()};
+      if (s.check_choice) bad.push_back(json("no-such-value"));
+    }
+    for (const json& v : bad) {
+      CAPTURE(v.dump());
+      const std::string msg = load_error(ck, s.key, v, tmp);
+      CHECK(msg.find("edited.mfck") != std::string::npos);
+      CHECK(msg.find("\"" + s.key + "\"") != std::string::npos);
+      if (s.key != "algo") CHECK(msg.find(io::flag_of(s.key)) != std::string::npos);
+    }
+  }
+  CHECK(integer_settings > 15);
+  // The header before editing loads.
+  CHECK(load_error(ck, "filters", valid["filters"], tmp).empty());
+  // The reproductions of issue 25, with their exact messages.
+  CHECK(load_error(ck, "filters", std::numeric_limits<int64_t>::max(), tmp).find(
+            "--filters must be positive and at most 4096, got 9223372036854775807") != std::string::npos);
+  CHECK(load_error(ck, "checkpoint_every", 0, tmp).find("--checkpoint-every must be positive") != std::string::npos);
+  CHECK(load_error(ck, "log_every", 0, tmp).find("--log-every must be positive") != std::string::npos);
+  CHECK(load_error(ck, "ways", "five", tmp).find("--ways must be an integer, got \"five\"") != std::string::npos);
+}
+
+TEST_CASE("settings: a header without a setting, or with fields that size things, is refused by name") {
+  TempDir tmp;
+  const std::string path = (tmp.path() / "h.mfck").string();
+  auto error_of = [&](const io::Checkpoint& c) -> std::string {
+    io::save_checkpoint(path, c);
+    try {
+      cli::algorithm_from_checkpoint(io::load_checkpoint(path));
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  io::Checkpoint ck = small_checkpoint();
+  io::Checkpoint missing = ck;
+  missing.header["config"].erase("filters");
+  CHECK(error_of(missing).find("setting \"filters\" is missing") != std::string::npos);
+  io::Checkpoint it = ck;
+  it.header["iteration"] = -3;
+  CHECK(error_of(it).find("header field \"iteration\" must be an integer from 0 to") != std::string::npos);
+  io::Checkpoint pre = ck;
+  pre.header["preprocessing"]["height"] = std::numeric_limits<int64_t>::max();
+  CHECK(error_of(pre).find("header field \"preprocessing\"") != std::string::npos);
+  io::Checkpoint kind = ck;
+  kind.header["kind"] = 3;
+  CHECK(error_of(kind).find("header field \"kind\"") != std::string::npos);
+}
+
+TEST_CASE("settings: one meta-batch larger than the machine's memory is refused before anything is allocated") {
+  CHECK(io::episode_batch_bytes(100000, 10000, 10000, 10000, 3, 1024) == std::numeric_limits<uint64_t>::max());
+  CHECK(io::episode_batch_bytes(32, 5, 1, 15, 1, 28) == 32ull * 5 * 16 * 28 * 28 * 4);
+  try {
+    cli::resolve_config(json::object(), json{{"meta_batch", 100000}, {"ways", 10000}, {"image_size", 1024}});
+    FAIL("accepted");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("more than this machine's memory") != std::string::npos);
+    CHECK(std::string(e.what()).find("--meta-batch 100000") != std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace metafew::testing
