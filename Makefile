@@ -33,7 +33,7 @@ build: $(BUILD)/Makefile
 RUN_DIR ?= runs/glyphs-protonet-5w1s
 run: deps build
 	./$(BUILD)/metafew meta-train --data builtin:glyphs --algo protonet --ways 5 --shots 1 --queries 15 \
-	  --iterations 1000 --val-every 500 --log-every 100 --out $(RUN_DIR)
+	  --iterations 1000 --val-every 500 --log-every 100 --overwrite --out $(RUN_DIR)
 	./$(BUILD)/metafew eval --checkpoint $(RUN_DIR) --split test --episodes 600
 
 # Tests run one process at a time: each uses every core through OpenMP, and two at once oversubscribe the

@@ -60,6 +60,7 @@ int run_meta_train(int argc, char** argv) {
                           cxxopts::value<std::string>()->default_value("runs/latest"))(
       "config", "JSON file of settings (defaults < file < flags)", cxxopts::value<std::string>())(
       "resume", "continue the run in this folder from its last checkpoint", cxxopts::value<std::string>())(
+      "overwrite", "start over in a --out folder that already holds a run (its checkpoints and metrics are deleted)")(
       "json", "print the final summary as JSON")("h,help", "show this help");
   add_config_options(opts, defaults, "settings");
   cxxopts::ParseResult args = parse_options(opts, argc, argv, "meta-train");
@@ -73,8 +74,14 @@ int run_meta_train(int argc, char** argv) {
   std::string out;
   io::Checkpoint resume_from;
   const bool resuming = args.count("resume") > 0;
+  std::unique_ptr<io::RunDir> run_holder;
   if (resuming) {
+    MF_USAGE_CHECK(!args.count("out") && !args.count("config") && !args.count("overwrite"),
+                   "meta-train --resume continues the run in its own folder with its own settings; --out, --config "
+                   "and --overwrite cannot be given with it");
     out = args["resume"].as<std::string>();
+    run_holder = std::make_unique<io::RunDir>(out, false);
+    run_holder->lock();  // before reading `last`: no other process may be writing it
     resume_from = io::load_checkpoint((std::filesystem::path(out) / "last").string());
     cfg = checkpoint_config(resume_from);
     MF_USAGE_CHECK(!resume_from.header.contains("exported_from"), "meta-train --resume: ", out,
@@ -92,6 +99,11 @@ int run_meta_train(int argc, char** argv) {
     json file = args.count("config") ? io::read_config_file(args["config"].as<std::string>()) : json::object();
     cfg = resolve_config(file, flags);
     out = args["out"].as<std::string>();
+    run_holder = std::make_unique<io::RunDir>(out, true);
+    run_holder->lock();
+    MF_USAGE_CHECK(!run_holder->holds_run() || args.count("overwrite"), "meta-train: ", out,
+                   " already holds a run (config.json, metrics.jsonl or checkpoints); continue it with --resume ",
+                   out, ", start over with --overwrite (deletes its checkpoints and metrics), or choose another --out");
   }
   if (cfg["threads"].get<int64_t>() > 0) omp_set_num_threads(static_cast<int>(cfg["threads"].get<int64_t>()));
 
@@ -129,7 +141,14 @@ int run_meta_train(int argc, char** argv) {
     algo = meta::make_algorithm(nn::Model(model_config(cfg, outputs)), algo_config(cfg), init);
   }
 
-  io::RunDir run(out, true);
+  io::RunDir& run = *run_holder;
+  if (!resuming) run.clear_run();  // --overwrite: the old run goes only now that the new one is ready to start
+  if (resuming) {
+    const int64_t dropped = run.trim_metrics(start);
+    if (dropped > 0)
+      std::fprintf(stderr, "meta-train: dropped %lld metrics lines logged after iteration %lld (or incomplete)\n",
+                   static_cast<long long>(dropped), static_cast<long long>(start));
+  }
   run.write_json("config.json", cfg);
   json extra{{"preprocessing", ds ? preprocessing_of(*ds) : json{{"kind", "sinusoid"}}}};
   int64_t last_saved = start;  // the iteration RUN/last holds

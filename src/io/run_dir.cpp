@@ -1,10 +1,14 @@
 #include "io/run_dir.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <vector>
 #include <memory>
 #include <system_error>
 #include <utility>
@@ -180,6 +184,101 @@ void RunDir::append_metrics(const nlohmann::json& line) const {
     throw Error(
         metafew::detail::concat("run directory ", path_, ": cannot append to ", target, ": ", os_error(err)));
   }
+}
+
+// Note [One writer per run folder]: two processes writing one run folder mix their checkpoints and
+// interleave their metrics (a second run with the same --out, or a resume while the first still runs). The
+// first to open the folder takes an exclusive flock() on RUN/.lock and writes its host and pid there; the
+// lock lives as long as the process holds the descriptor, so a crashed or killed run never leaves a stale
+// lock behind (the file stays; the lock does not). flock works across processes on one machine; on NFS it
+// is emulated with POSIX locks by Linux, which also covers clients of one server.
+void RunDir::lock() {
+  const std::string lock_path = file(".lock");
+  const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    const int err = errno;
+    throw Error(metafew::detail::concat("run directory ", path_, ": cannot open ", lock_path, ": ", os_error(err)));
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    std::string holder;
+    char buf[256] = {};
+    const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+    if (n > 0) holder.assign(buf, static_cast<size_t>(n));
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == '\0')) holder.pop_back();
+    ::close(fd);
+    if (err == EWOULDBLOCK)
+      throw Error(metafew::detail::concat("run directory ", path_, " is in use by another metafew process (",
+                                          holder.empty() ? "holder unknown" : holder,
+                                          "); wait for it to finish, stop it, or choose another --out"));
+    throw Error(metafew::detail::concat("run directory ", path_, ": cannot lock ", lock_path, ": ", os_error(err)));
+  }
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  const std::string me = metafew::detail::concat("host ", host, ", pid ", ::getpid());
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, me.data(), me.size(), 0) != static_cast<ssize_t>(me.size())) {
+    // The lock holds without the note; only the refusal message of another process loses the holder's name.
+  }
+  lock_ = std::shared_ptr<void>(reinterpret_cast<void*>(static_cast<intptr_t>(fd) + 1),
+                                [](void* p) { ::close(static_cast<int>(reinterpret_cast<intptr_t>(p) - 1)); });
+  // We alone write here now: temporaries of earlier writers are leftovers of a crash or a kill.
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(path_, ec)) {
+    const std::string name = e.path().filename().string();
+    for (const char* ours : {"config.json", "metrics.jsonl", "last", "best"}) {
+      const std::string prefix = std::string(ours) + ".tmp.";
+      if (name.size() > prefix.size() && name.compare(0, prefix.size(), prefix) == 0 &&
+          name.find_first_not_of("0123456789", prefix.size()) == std::string::npos)
+        fs::remove(e.path(), ec);
+    }
+  }
+}
+
+bool RunDir::holds_run() const {
+  std::error_code ec;
+  for (const char* name : {"config.json", "metrics.jsonl", "last", "best"})
+    if (fs::exists(fs::path(path_) / name, ec)) return true;
+  return false;
+}
+
+void RunDir::clear_run() const {
+  MF_CHECK(lock_ != nullptr, "run directory ", path_, ": clear_run without the lock");
+  for (const char* name : {"config.json", "metrics.jsonl", "last", "best"}) {
+    std::error_code ec;
+    fs::remove(fs::path(path_) / name, ec);
+    MF_CHECK(!ec, "run directory ", path_, ": cannot remove ", name, ": ", ec.message());
+  }
+}
+
+int64_t RunDir::trim_metrics(int64_t iteration) const {
+  const std::string target = file("metrics.jsonl");
+  std::ifstream in(target, std::ios::binary);
+  if (!in) return 0;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string text = ss.str();
+  std::string kept;
+  int64_t dropped = 0;
+  size_t begin = 0;
+  while (begin < text.size()) {
+    const size_t end = text.find('\n', begin);
+    if (end == std::string::npos) {  // an incomplete last line (the disk filled, or the writer was killed)
+      ++dropped;
+      break;
+    }
+    const std::string line = text.substr(begin, end - begin);
+    begin = end + 1;
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    const bool later = !j.is_discarded() && j.is_object() && j.contains("iteration") &&
+                       j["iteration"].is_number_integer() && j["iteration"].get<int64_t>() > iteration;
+    if (j.is_discarded() || later) {
+      ++dropped;
+      continue;
+    }
+    kept += line + "\n";
+  }
+  if (dropped > 0) write_file_atomic(target, kept, "run directory " + path_);
+  return dropped;
 }
 
 }  // namespace metafew::io

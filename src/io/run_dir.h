@@ -3,6 +3,7 @@
 // writing that every file metafew leaves behind goes through (ARCHITECTURE.md, decision 5: nothing lost).
 #include <cstddef>
 #include <cstdio>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -69,6 +70,18 @@ class RunDir {
   std::string file(const std::string& name) const;
   // Writes `j` pretty-printed (2-space indent, trailing newline) to path/name, atomically.
   void write_json(const std::string& name, const nlohmann::json& j) const;
+  // Takes the folder for this process alone (Note [One writer per run folder] in run_dir.cpp): an exclusive
+  // lock on path/.lock, held until this RunDir and its copies are gone (the OS drops it when the process
+  // dies, even by SIGKILL). Throws metafew::Error naming the holder's host and pid when another process holds
+  // it. Then removes temporary files (*.tmp.<pid>) that a killed writer left behind.
+  void lock();
+  // Whether the folder already holds a run: config.json, metrics.jsonl, last or best.
+  bool holds_run() const;
+  // Removes a previous run's files (those of holds_run, and temporaries). Requires lock().
+  void clear_run() const;
+  // Drops metrics lines of iterations after `iteration` (logged after the checkpoint a resume starts from)
+  // and any incomplete last line, rewriting metrics.jsonl atomically; returns how many lines were dropped.
+  int64_t trim_metrics(int64_t iteration) const;
   // Appends `line` as one compact JSON line to path/metrics.jsonl and flushes it to the OS before returning,
   // so a crash loses no logged line. NaN and infinities become null (JSON has no spelling for them); invalid
   // UTF-8 in strings is replaced by U+FFFD.
@@ -76,6 +89,7 @@ class RunDir {
 
  private:
   std::string path_;
+  std::shared_ptr<void> lock_;  // the open, locked path/.lock (closing it releases the lock)
 };
 
 }  // namespace metafew::io

@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -308,6 +309,98 @@ void check_same_bits(const std::vector<tensor::Tensor>& pa, const std::vector<te
                       static_cast<size_t>(pa[i].numel()) * tensor::dtype_size(pa[i].dtype())) == 0);
   }
 }
+
+// The iterations of metrics.jsonl's lines, in file order (every line must be a JSON object).
+std::vector<int64_t> metric_iterations(const fs::path& run) {
+  std::vector<int64_t> its;
+  std::ifstream f(run / "metrics.jsonl");
+  for (std::string line; std::getline(f, line);) {
+    json j = json::parse(line, nullptr, false);
+    INFO("line: ", line);
+    REQUIRE(!j.is_discarded());
+    its.push_back(j["iteration"].get<int64_t>());
+  }
+  return its;
+}
+
+// Issue 25, item 5: one writer per run folder, and no new run over an old one unless asked.
+TEST_CASE("cli: a run folder has one writer at a time; a new run into a finished one needs --resume or --overwrite") {
+  TempDir tmp;
+  const fs::path d = tmp.path / "run";
+  const std::string common = std::string(kSmall) + " --algo protonet --val-split '' --checkpoint-every 10";
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    const std::string cmd = std::string(METAFEW_BINARY) + " meta-train " + common + " --iterations 1000000 --out " +
+                            d.string() + " > /dev/null 2> " + (tmp.path / "long.err").string();
+    execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  for (int i = 0; i < 600 && !fs::exists(d / "last"); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  REQUIRE(fs::exists(d / "last"));
+  const std::string holder = "pid " + std::to_string(pid);
+  // A second run with the same --out, with or without --overwrite, and a resume: each refused, naming the holder.
+  for (const std::string& args : {"meta-train " + common + " --iterations 5 --out " + d.string(),
+                                  "meta-train " + common + " --iterations 5 --overwrite --out " + d.string(),
+                                  "meta-train --resume " + d.string() + " --iterations 2000000"}) {
+    CAPTURE(args);
+    Result r = metafew(args, tmp.path);
+    CHECK(r.code == 1);
+    CHECK(r.err.find("is in use by another metafew process") != std::string::npos);
+    CHECK(r.err.find(holder) != std::string::npos);
+  }
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 130);
+  // The holder's metrics are its own: iterations strictly increasing.
+  std::vector<int64_t> its = metric_iterations(d);
+  CHECK(std::is_sorted(its.begin(), its.end()));
+  CHECK(std::adjacent_find(its.begin(), its.end()) == its.end());
+
+  // Now the folder is free but holds a run: a new run there is refused, pointing to --resume and --overwrite.
+  expect_error(metafew("meta-train " + common + " --iterations 5 --out " + d.string(), tmp.path), 2,
+               "already holds a run");
+  Result over = metafew("meta-train " + std::string(kSmall) + " --algo maml --val-split '' --iterations 5 --overwrite --out " +
+                            d.string(),
+                        tmp.path);
+  INFO(over.err);
+  REQUIRE(over.code == 0);
+  // Nothing of the old run is left to be mistaken for the new one.
+  CHECK(io::load_checkpoint((d / "best").string()).header["config"]["algo"] == "maml");
+  CHECK(io::load_checkpoint((d / "last").string()).header["config"]["algo"] == "maml");
+  CHECK(metric_iterations(d) == std::vector<int64_t>{5});
+  // --resume with --out or --config is refused rather than silently ignored.
+  expect_error(metafew("meta-train --resume " + d.string() + " --out elsewhere --iterations 9", tmp.path), 2,
+               "cannot be given with it");
+}
+
+// Issue 25, item 6: a resume after a kill or a full disk drops the metrics lines logged after the checkpoint
+// and an incomplete last line, and removes the temporaries the killed writer left.
+TEST_CASE("cli: resume trims metrics to the checkpoint and removes a killed writer's temporaries") {
+  TempDir tmp;
+  const std::string common = std::string(kSmall) + " --algo protonet --val-every 10 --val-episodes 5 --log-every 5";
+  const fs::path whole = tmp.path / "whole", cut = tmp.path / "cut", part = tmp.path / "part";
+  REQUIRE(metafew("meta-train " + common + " --iterations 20 --out " + whole.string(), tmp.path).code == 0);
+  REQUIRE(metafew("meta-train " + common + " --iterations 20 --out " + cut.string(), tmp.path).code == 0);
+  REQUIRE(metafew("meta-train " + common + " --iterations 10 --out " + part.string(), tmp.path).code == 0);
+  // `cut` as a SIGKILL at iteration ~17 leaves it: last from iteration 10, metrics past it, a half-written line
+  // and a temporary checkpoint.
+  fs::copy_file(part / "last", cut / "last", fs::copy_options::overwrite_existing);
+  std::ofstream(cut / "metrics.jsonl", std::ios::app) << R"({"iteration": 17, "loss")";
+  std::ofstream(cut / "last.tmp.4242") << "partial checkpoint";
+  std::ofstream(cut / "notes.tmp.txt") << "the user's own file";
+  Result r = metafew("meta-train --resume " + cut.string() + " --iterations 20", tmp.path);
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  CHECK(r.err.find("dropped") != std::string::npos);
+  CHECK(metric_iterations(cut) == metric_iterations(whole));
+  CHECK(!fs::exists(cut / "last.tmp.4242"));
+  CHECK(fs::exists(cut / "notes.tmp.txt"));
+  check_same_bits(params_of(cut / "last"), params_of(whole / "last"));
+}
+
 
 TEST_CASE("cli: an interrupted run resumes to the same parameters, bit for bit") {
   TempDir tmp;
