@@ -1,0 +1,61 @@
+// Note [PNG chunk checksums]: a damaged PNG is refused by its chunk CRCs, never decoded into a wrong image.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <vector>
+
+#include "core/error.h"
+#include "data/data_support.h"
+#include "data/image.h"
+
+namespace metafew::testing {
+namespace {
+
+std::vector<uint8_t> read_bytes(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+TEST_CASE("data: every single-bit flip inside a PNG's chunks is refused, naming the chunk") {
+  TempDir tmp("png-crc");
+  write_test_image(tmp / "a.png", 20, 20, 3, 1);
+  const std::vector<uint8_t> good = read_bytes(tmp / "a.png");
+  const data::DecodedImage ref = data::decode_image(good.data(), good.size(), 1, "a.png");
+  REQUIRE(ref.hwc.size() == 400);
+  // Every bit after the 8-byte signature (chunk lengths, types, data, CRCs): either refused with a message
+  // naming the file, or (never, with the CRCs checked) decoded into other pixels.
+  int refused = 0, decoded_wrong = 0;
+  for (size_t byte = 8; byte < good.size(); ++byte) {
+    for (int bit = 0; bit < 8; ++bit) {
+      std::vector<uint8_t> bad = good;
+      bad[byte] ^= static_cast<uint8_t>(1u << bit);
+      try {
+        const data::DecodedImage img = data::decode_image(bad.data(), bad.size(), 1, "a.png");
+        decoded_wrong += img.hwc != ref.hwc;
+      } catch (const Error& e) {
+        ++refused;
+        CHECK(std::string(e.what()).find("'a.png'") != std::string::npos);
+      }
+    }
+  }
+  CHECK(decoded_wrong == 0);
+  CHECK(refused > 0);
+  // A flip inside the IDAT data is named as a CRC failure of that chunk.
+  std::vector<uint8_t> bad = good;
+  size_t idat = 8;
+  while (std::string(reinterpret_cast<const char*>(&bad[idat + 4]), 4) != "IDAT")
+    idat += 12 + ((size_t{bad[idat]} << 24) | (size_t{bad[idat + 1]} << 16) | (size_t{bad[idat + 2]} << 8) | bad[idat + 3]);
+  bad[idat + 8 + 3] ^= 0x04;
+  CHECK_THROWS_WITH_AS(data::decode_image(bad.data(), bad.size(), 1, "a.png"),
+                       doctest::Contains("PNG chunk IDAT at byte"), Error);
+  // A chunk length past the end of the file.
+  bad = good;
+  bad[idat] = 0x7F;
+  CHECK_THROWS_WITH_AS(data::decode_image(bad.data(), bad.size(), 1, "a.png"), doctest::Contains("past the end"),
+                       Error);
+}
+
+}  // namespace
+}  // namespace metafew::testing
