@@ -43,10 +43,100 @@ std::string flag_name(const std::string& key) {
 }
 }  // namespace
 
+namespace {
+
+// Levenshtein distance, for "did you mean".
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+struct FlagInfo {
+  std::string name;
+  bool container = false;
+  std::string default_value;  // as cxxopts shows it; "" when none
+};
+
+std::vector<FlagInfo> flags_of(const cxxopts::Options& opts) {
+  std::vector<FlagInfo> flags;
+  for (const std::string& g : opts.groups())
+    for (const auto& o : opts.group_help(g).options)
+      for (const std::string& l : o.l) flags.push_back({l, o.is_container, o.has_default ? o.default_value : ""});
+  return flags;
+}
+
+// The flag of a command-line word: "--ways=5" and "--ways" give "ways"; anything else "".
+std::string flag_in(const std::string& word) {
+  if (word.size() < 3 || word.compare(0, 2, "--") != 0) return "";
+  return word.substr(2, word.find('=') == std::string::npos ? std::string::npos : word.find('=') - 2);
+}
+
+// What a flag's value must be, from its setting's declaration when it has one, else from its default.
+std::string expected_value(const std::string& flag, const std::vector<FlagInfo>& known) {
+  std::string key = flag;
+  for (char& c : key)
+    if (c == '-') c = '_';
+  if (const io::Setting* s = io::find_setting(key)) {
+    if (s->default_value.is_boolean()) return "true or false (after '=')";
+    if (s->default_value.is_number_integer()) return "an integer";
+    if (s->default_value.is_number()) return "a finite number";
+  }
+  for (const FlagInfo& k : known) {
+    if (k.name != flag || k.default_value.empty()) continue;
+    const json d = json::parse(k.default_value, nullptr, false);
+    if (d.is_number_integer()) return "an integer";
+    if (d.is_number()) return "a number";
+  }
+  return "another kind of value";
+}
+
+}  // namespace
+
 cxxopts::ParseResult parse_options(cxxopts::Options& opts, int argc, char** argv, const char* who) {
+  const std::vector<FlagInfo> known = flags_of(opts);
   cxxopts::ParseResult args;
   try {
     args = opts.parse(argc, argv);
+  } catch (const cxxopts::exceptions::no_such_option&) {
+    // Name the unknown flag and the nearest known one (cxxopts names it without the dashes' context).
+    for (int i = 1; i < argc; ++i) {
+      const std::string f = flag_in(argv[i]);
+      if (f.empty() || std::any_of(known.begin(), known.end(), [&](const FlagInfo& k) { return k.name == f; }))
+        continue;
+      std::string best;
+      size_t best_d = std::max<size_t>(2, f.size() / 3) + 1;
+      for (const FlagInfo& k : known) {
+        const size_t d = edit_distance(f, k.name);
+        if (d < best_d) best_d = d, best = k.name;
+      }
+      throw Error(detail::concat(who, ": unknown flag --", f, best.empty() ? "" : " (did you mean --" + best + "?)"),
+                  ErrorKind::usage);
+    }
+    throw;
+  } catch (const cxxopts::exceptions::incorrect_argument_type& e) {
+    // Find the flag whose value failed: "--ways five" or "--ways=five".
+    for (int i = 1; i < argc; ++i) {
+      const std::string word = argv[i], f = flag_in(word);
+      if (f.empty()) continue;
+      std::string value;
+      if (word.find('=') != std::string::npos)
+        value = word.substr(word.find('=') + 1);
+      else if (i + 1 < argc)
+        value = argv[i + 1];
+      if (std::string(e.what()).find("'" + value + "'") == std::string::npos &&
+          std::string(e.what()).find("\u2018" + value) == std::string::npos)
+        continue;
+      throw Error(detail::concat(who, ": --", f, " expects ", expected_value(f, known), ", got '", value, "'"),
+                  ErrorKind::usage);
+    }
+    throw Error(detail::concat(who, ": ", e.what()), ErrorKind::usage);
   } catch (const cxxopts::exceptions::exception& e) {
     throw Error(detail::concat(who, ": ", e.what()), ErrorKind::usage);
   }
@@ -58,6 +148,10 @@ cxxopts::ParseResult parse_options(cxxopts::Options& opts, int argc, char** argv
                                boolean ? " (a boolean flag takes its value after '=', e.g. --max-pool=false)" : ""),
                 ErrorKind::usage);
   }
+  // A flag given twice would silently take its last value.
+  for (const FlagInfo& k : known)
+    MF_USAGE_CHECK(k.container || args.count(k.name) <= 1, who, ": --", k.name, " is given ", args.count(k.name),
+                   " times; give it once");
   return args;
 }
 

@@ -77,7 +77,11 @@ int run_eval(int argc, char** argv) {
   MF_USAGE_CHECK(shots >= 1, "eval: --shots must be >= 1, got ", shots);
   MF_USAGE_CHECK(queries >= 1, "eval: --queries must be >= 1, got ", queries);
   MF_USAGE_CHECK(steps >= 0, "eval: --steps must be >= 0, got ", steps);
-  MF_USAGE_CHECK(episodes >= 1, "eval: --episodes must be >= 1, got ", episodes);
+  // Each episode's score is kept for the interval: 10^8 episodes are 800 MB of scores and days of work.
+  MF_USAGE_CHECK(episodes >= 1 && episodes <= 100000000, "eval: --episodes must be positive and at most 100000000, got ",
+                 episodes);
+  for (const auto& [flag, v] : {std::pair{"--ways", ways}, {"--shots", shots}, {"--queries", queries}})
+    MF_USAGE_CHECK(v <= 10000, "eval: ", flag, " must be at most 10000, got ", v);
   if (meta::algorithm_uses_head(cfg["algo"]) && !regression)
     MF_USAGE_CHECK(ways == cfg["ways"].get<int64_t>(), "eval: this ", cfg["algo"].get<std::string>(),
                    " checkpoint has a ", cfg["ways"].get<int64_t>(), "-way head; --ways ", ways, " does not fit it");

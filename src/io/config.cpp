@@ -206,10 +206,17 @@ json merge_config(const json& defaults, const json& file, const json& flags) {
 json read_config_file(const std::string& path) {
   const std::string ctx = "config file " + path + ": ";
   MF_CHECK(!require_existing_path(path, ctx), ctx, "is a folder, expected a JSON file");
+  // A device or pipe (/dev/zero) would be read until memory runs out; a settings file is a few kB.
+  constexpr size_t kMaxBytes = size_t{1} << 20;
+  std::error_code ec;
+  MF_CHECK(fs::is_regular_file(path, ec), ctx, "is not a regular file (a device, pipe or socket); expected a JSON file");
   std::ifstream in(path, std::ios::binary);
   MF_CHECK(in.good(), ctx, "cannot open it for reading");
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string text(kMaxBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
   MF_CHECK(!in.bad(), ctx, "cannot read it");
+  text.resize(static_cast<size_t>(in.gcount()));
+  MF_CHECK(text.size() <= kMaxBytes, ctx, "is larger than 1 MiB; a settings file is a small JSON object");
   MF_CHECK(text.find_first_not_of(" \t\r\n") != std::string::npos, ctx, "is empty, expected a JSON object");
 
   // nlohmann keeps the last of repeated keys silently; in a config file a repeat is a mistake.

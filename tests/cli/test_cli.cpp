@@ -545,7 +545,17 @@ TEST_CASE("cli: bad input gets a clear message and the documented exit code") {
   expect_error(metafew("meta-train --ways", d), 2, "ways");
   expect_error(metafew("meta-train --ways 0 --out " + (d / "r").string(), d), 2, "--ways must be positive");
   expect_error(metafew("meta-train --shots -1 --out " + (d / "r").string(), d), 2, "--shots must be positive");
-  expect_error(metafew("meta-train --inner-lr nan --out " + (d / "r").string(), d), 2, "failed to parse");
+  expect_error(metafew("meta-train --inner-lr nan --out " + (d / "r").string(), d), 2,
+               "--inner-lr expects a finite number, got 'nan'");
+  // Issue 25 item 8 and issue 30 item 5: parse errors name the flag; typos get the nearest flag; the hint is
+  // the subcommand's help; a repeated flag is refused instead of taking its last value.
+  expect_error(metafew("meta-train --ways five --out " + (d / "r").string(), d), 2, "--ways expects an integer, got 'five'");
+  expect_error(metafew("eval --checkpoint x --episodes=1e12", d), 2, "--episodes expects an integer, got '1e12'");
+  expect_error(metafew("meta-train --iteration 5 --out " + (d / "r").string(), d), 2,
+               "unknown flag --iteration (did you mean --iterations?)");
+  expect_error(metafew("meta-train --iteration 5", d), 2, "hint: run 'metafew meta-train --help'");
+  expect_error(metafew("meta-train --ways 5 --ways 7 --out " + (d / "r").string(), d), 2, "--ways is given 2 times");
+  expect_error(metafew("meta-train --config /dev/zero --out " + (d / "r").string(), d), 1, "is not a regular file");
   expect_error(metafew("meta-train --inner-lr -1 --out " + (d / "r").string(), d), 2, "--inner-lr must be");
   expect_error(metafew("meta-train --algo nope --out " + (d / "r").string(), d), 2, "unknown --algo 'nope'");
   expect_error(metafew("meta-train --ways 5000 --out " + (d / "r").string(), d), 2, "5000");
@@ -630,6 +640,8 @@ TEST_CASE("cli: bad input gets a clear message and the documented exit code") {
   const fs::path maml = d / "maml";
   REQUIRE(metafew("meta-train " + std::string(kSmall) + " --algo maml --iterations 2 --out " + maml.string(), d).code == 0);
   expect_error(metafew("eval --checkpoint " + maml.string() + " --ways 3", d), 2, "5-way head");
+  expect_error(metafew("eval --checkpoint " + maml.string() + " --episodes 1000000000000", d), 2,
+               "--episodes must be positive and at most 100000000");
   expect_error(metafew("eval --checkpoint " + maml.string() + " --bn none", d), 2,
                "--bn must be transductive, support or nontransductive, got 'none'");
 }
