@@ -378,6 +378,10 @@ json checkpoint_config(const io::Checkpoint& ck) {
   header_int("adapt_steps", 0, 100000);
   MF_USAGE_CHECK(ck.header["kind"] == "training" || ck.header["kind"] == "adapted", where,
                  ": header field \"kind\" must be \"training\" or \"adapted\", got ", ck.header["kind"].dump());
+  for (const char* flag : {"validation_pending"})
+    if (ck.header.contains(flag))
+      MF_USAGE_CHECK(ck.header[flag].is_boolean(), where, ": header field \"", flag, "\" must be true or false, got ",
+                     ck.header[flag].dump().substr(0, 60));
   if (ck.header.contains("best_score"))
     MF_USAGE_CHECK(ck.header["best_score"].is_null() || ck.header["best_score"].is_number(), where,
                    ": header field \"best_score\" must be a number or null");

@@ -152,12 +152,15 @@ int run_meta_train(int argc, char** argv) {
   run.write_json("config.json", cfg);
   json extra{{"preprocessing", ds ? preprocessing_of(*ds) : json{{"kind", "sinusoid"}}}};
   int64_t last_saved = start;  // the iteration RUN/last holds
+  // Set when a signal cut the validation of `last`'s iteration short (see `validate` below).
+  bool validation_pending = resuming && resume_from.header.value("validation_pending", false);
   auto save = [&](const std::string& name, int64_t iteration) {
     // Never write a non-finite value (Note [No NaN in a checkpoint] in src/meta/trainer.cpp).
     const std::string bad = meta::first_non_finite(*algo);
     MF_CHECK(bad.empty(), "meta-train: not saving ", run.file(name), " at iteration ", iteration, ": ", bad);
     if (name == "last") last_saved = iteration;
     json e = extra;
+    e["validation_pending"] = name == "last" && validation_pending;
     e["best_score"] = std::isfinite(best_acc) ? json(best_acc) : json(nullptr);
     io::save_checkpoint(run.file(name), training_checkpoint(cfg, *algo, *opt, iteration, e));
   };
@@ -183,10 +186,43 @@ int run_meta_train(int argc, char** argv) {
   auto t_window = std::chrono::steady_clock::now();
   int64_t it = start;
   bool interrupted = false;
-  while (it < iterations) {
+  // A validation, logged and kept as `best` when it improves; false when a signal cut it short, which saves
+  // `last` marked so that a resume runs this validation first (the run then continues exactly as if never
+  // stopped, `best` included).
+  auto validate = [&](int64_t at) {
+    last_val.result = meta::evaluate(*algo, val, val_episodes, eval_steps, [] { return g_signal.load() != 0; });
+    if (last_val.result.cancelled) {
+      validation_pending = true;
+      save("last", at);
+      return false;
+    }
+    validation_pending = false;
+    last_val.ran = true;
+    json line{{"iteration", at},
+              {"split", val_split},
+              {regression ? "val_neg_mse" : "val_accuracy", last_val.result.mean},
+              {"val_ci95", last_val.result.ci95},
+              {"val_episodes", val_episodes}};
+    run.append_metrics(line);
+    progress.log(line.dump());
+    if (last_val.result.mean > best_acc) {
+      best_acc = last_val.result.mean;
+      save("best", at);
+    }
+    return true;
+  };
+  if (validation_pending && val && !validate(it)) interrupted = true;
+  while (it < iterations && !interrupted) {
     std::vector<meta::Task> tasks;
     tasks.reserve(static_cast<size_t>(meta_batch));
-    for (int64_t b = 0; b < meta_batch; ++b) tasks.push_back(train(static_cast<uint64_t>(it * meta_batch + b)));
+    // A signal while the batch is drawn (a large meta-batch takes a while) stops before the step.
+    for (int64_t b = 0; b < meta_batch && g_signal.load() == 0; ++b)
+      tasks.push_back(train(static_cast<uint64_t>(it * meta_batch + b)));
+    if (g_signal.load() != 0) {
+      interrupted = true;
+      save("last", it);
+      break;
+    }
     meta::StepResult r = meta::meta_step(*algo, tasks, *opt);
     std::string diverged = std::isfinite(r.loss) ? meta::first_non_finite(*algo)
                                                  : detail::concat("the meta-loss became ", r.loss);
@@ -214,20 +250,9 @@ int run_meta_train(int argc, char** argv) {
       window = 0;
       t_window = std::chrono::steady_clock::now();
     }
-    if (val && (it % val_every == 0 || it == iterations)) {
-      last_val.result = meta::evaluate(*algo, val, val_episodes, eval_steps);
-      last_val.ran = true;
-      json line{{"iteration", it},
-                {"split", val_split},
-                {regression ? "val_neg_mse" : "val_accuracy", last_val.result.mean},
-                {"val_ci95", last_val.result.ci95},
-                {"val_episodes", val_episodes}};
-      run.append_metrics(line);
-      progress.log(line.dump());
-      if (last_val.result.mean > best_acc) {
-        best_acc = last_val.result.mean;
-        save("best", it);
-      }
+    if (val && (it % val_every == 0 || it == iterations) && !validate(it)) {
+      interrupted = true;
+      break;
     }
     if (it % ckpt_every == 0 || it == iterations) save("last", it);
     if (g_signal.load() != 0) {

@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <atomic>
 #include <cmath>
 #include <exception>
 
@@ -123,14 +124,21 @@ EvalResult summarize(const std::vector<double>& scores) {
 }
 
 EvalResult evaluate(const Algorithm& algo, const std::function<Task(uint64_t)>& task_at, int64_t episodes,
-                    int64_t steps) {
+                    int64_t steps, const std::function<bool()>& stop) {
   MF_CHECK(episodes > 0, "evaluate: the number of episodes must be positive, got ", episodes);
   std::vector<double> scores(static_cast<size_t>(episodes));
+  std::atomic<bool> cancelled{false};
   parallel_tasks(episodes, [&](int64_t i) {
+    if (cancelled.load(std::memory_order_relaxed) || (stop && stop())) {
+      cancelled.store(true, std::memory_order_relaxed);
+      return;
+    }
     Task t = task_at(static_cast<uint64_t>(i));
     scores[static_cast<size_t>(i)] = Algorithm::score(algo.predict(t, steps), t.query_y, t.regression());
   });
-  return summarize(scores);
+  EvalResult r = summarize(scores);
+  r.cancelled = cancelled.load();
+  return r;
 }
 
 }  // namespace metafew::meta

@@ -38,12 +38,15 @@ struct EvalResult {
   double ci95 = 0;    // 1.96 * std / sqrt(episodes), std over episodes (population, as MAML's code computes it)
   double stddev = 0;
   int64_t episodes = 0;
+  bool cancelled = false;
 };
 
 // Runs `episodes` tasks (task_at(i) must be a pure function of i), adapting with `steps` inner steps, and
 // reports the mean score with its 95% interval. Episodes run in parallel; the result does not depend on it.
+// `stop` (optional) is polled before each episode; once it returns true the remaining episodes are skipped
+// and the result has `cancelled` set (its figures are then of a partial run and must not be used).
 EvalResult evaluate(const Algorithm& algo, const std::function<Task(uint64_t)>& task_at, int64_t episodes,
-                    int64_t steps);
+                    int64_t steps, const std::function<bool()>& stop = {});
 
 // mean and 95% interval of a list of scores.
 EvalResult summarize(const std::vector<double>& scores);

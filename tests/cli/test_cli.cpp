@@ -67,6 +67,17 @@ const char* kSmall =
     "--data builtin:glyphs --ways 5 --shots 1 --queries 5 --meta-batch 4 --filters 16 --inner-lr 0.4 "
     "--eval-steps 5 --val-episodes 20 --log-every 20 --threads 2";
 
+// kSmall with `extra` appended; a flag of kSmall that `extra` sets again is left out (a flag given twice is
+// refused).
+std::string small(const std::string& extra) {
+  std::istringstream words(kSmall);
+  std::string out, flag, value;
+  while (words >> flag >> value)
+    if (extra.find(flag + " ") == std::string::npos && extra.find(flag + "=") == std::string::npos)
+      out += flag + " " + value + " ";
+  return out + extra;
+}
+
 void write_png(const fs::path& file, const float* pixels, int side) {
   std::vector<unsigned char> bytes(static_cast<size_t>(side * side));
   // Glyph images are strokes 1.0 on 0.0, stored as they are (no inversion for the built-in dataset).
@@ -97,7 +108,7 @@ void write_task_folders(const fs::path& dir) {
 TEST_CASE("cli: meta-train, eval, adapt and predict on builtin:glyphs, with JSON outputs") {
   TempDir tmp;
   const fs::path run = tmp.path / "run";
-  Result train = metafew("meta-train " + std::string(kSmall) + " --algo maml --iterations 200 --val-every 100 --out " +
+  Result train = metafew("meta-train " + small(" --algo maml --iterations 200 --val-every 100 --out ") +
                              run.string() + " --json",
                          tmp.path);
   INFO(train.err);
@@ -327,7 +338,7 @@ std::vector<int64_t> metric_iterations(const fs::path& run) {
 TEST_CASE("cli: a run folder has one writer at a time; a new run into a finished one needs --resume or --overwrite") {
   TempDir tmp;
   const fs::path d = tmp.path / "run";
-  const std::string common = std::string(kSmall) + " --algo protonet --val-split '' --checkpoint-every 10";
+  const std::string common = small(" --algo protonet --val-split '' --checkpoint-every 10");
   const pid_t pid = fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
@@ -362,7 +373,7 @@ TEST_CASE("cli: a run folder has one writer at a time; a new run into a finished
   // Now the folder is free but holds a run: a new run there is refused, pointing to --resume and --overwrite.
   expect_error(metafew("meta-train " + common + " --iterations 5 --out " + d.string(), tmp.path), 2,
                "already holds a run");
-  Result over = metafew("meta-train " + std::string(kSmall) + " --algo maml --val-split '' --iterations 5 --overwrite --out " +
+  Result over = metafew("meta-train " + small(" --algo maml --val-split '' --iterations 5 --overwrite --out ") +
                             d.string(),
                         tmp.path);
   INFO(over.err);
@@ -376,11 +387,51 @@ TEST_CASE("cli: a run folder has one writer at a time; a new run into a finished
                "cannot be given with it");
 }
 
+// Issue 25, item 11: a signal during a long validation stops at once (the rest of the episodes are skipped);
+// the resume runs that validation first, so `best`, `last` and the metrics equal an uninterrupted run's.
+TEST_CASE("cli: SIGINT during validation stops promptly and the resume equals an uninterrupted run") {
+  TempDir tmp;
+  const std::string common = small(" --algo maml --iterations 20 --log-every 10 --val-every 10 "
+                                                   "--val-episodes 3000 --checkpoint-every 1000");
+  const fs::path whole = tmp.path / "whole", cut = tmp.path / "cut";
+  REQUIRE(metafew("meta-train " + common + " --out " + whole.string(), tmp.path).code == 0);
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    const std::string cmd = std::string(METAFEW_BINARY) + " meta-train " + common + " --out " + cut.string() +
+                            " > /dev/null 2> " + (tmp.path / "cut.err").string();
+    execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // The iteration-10 log line is written just before the validation starts.
+  for (int i = 0; i < 1200 && !(fs::exists(cut / "metrics.jsonl") && fs::file_size(cut / "metrics.jsonl") > 0); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ::kill(pid, SIGINT);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  INFO(slurp(tmp.path / "cut.err"));
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 130);
+  io::Checkpoint mid = io::load_checkpoint((cut / "last").string());
+  CHECK(mid.header["iteration"] == 10);
+  CHECK(mid.header["validation_pending"] == true);
+  CHECK(metric_iterations(cut) == std::vector<int64_t>{10});  // no partial validation line
+  Result r = metafew("meta-train --resume " + cut.string(), tmp.path);
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  CHECK(metric_iterations(cut) == metric_iterations(whole));
+  check_same_bits(params_of(cut / "last"), params_of(whole / "last"));
+  check_same_bits(params_of(cut / "best"), params_of(whole / "best"));
+  CHECK(io::load_checkpoint((cut / "best").string()).header["iteration"] ==
+        io::load_checkpoint((whole / "best").string()).header["iteration"]);
+}
+
 // Issue 25, item 6: a resume after a kill or a full disk drops the metrics lines logged after the checkpoint
 // and an incomplete last line, and removes the temporaries the killed writer left.
 TEST_CASE("cli: resume trims metrics to the checkpoint and removes a killed writer's temporaries") {
   TempDir tmp;
-  const std::string common = std::string(kSmall) + " --algo protonet --val-every 10 --val-episodes 5 --log-every 5";
+  const std::string common = small(" --algo protonet --val-every 10 --val-episodes 5 --log-every 5");
   const fs::path whole = tmp.path / "whole", cut = tmp.path / "cut", part = tmp.path / "part";
   REQUIRE(metafew("meta-train " + common + " --iterations 20 --out " + whole.string(), tmp.path).code == 0);
   REQUIRE(metafew("meta-train " + common + " --iterations 20 --out " + cut.string(), tmp.path).code == 0);
@@ -405,16 +456,15 @@ TEST_CASE("cli: resume trims metrics to the checkpoint and removes a killed writ
 TEST_CASE("cli: an interrupted run resumes to the same parameters, bit for bit") {
   TempDir tmp;
   run_whole_and_interrupted(
-      std::string(kSmall) + " --algo maml --iterations 120 --val-every 60 --checkpoint-every 1000", tmp);
+      small(" --algo maml --iterations 120 --val-every 60 --checkpoint-every 1000"), tmp);
   check_same_bits(params_of(tmp.path / "a" / "last"), params_of(tmp.path / "b" / "last"));
 }
 
 TEST_CASE("cli: Reptile's carried inner state survives export and an interrupted run, bit for bit") {
   TempDir tmp;
   run_whole_and_interrupted(
-      std::string(kSmall) +
-          " --algo reptile --inner-lr 0.001 --inner-steps 2 --iterations 120 --val-every 60 "
-          "--checkpoint-every 1000",
+      small(" --algo reptile --inner-lr 0.001 --inner-steps 2 --iterations 120 --val-every 60 "
+          "--checkpoint-every 1000"),
       tmp);
   const fs::path a = tmp.path / "a" / "last";
   check_same_bits(params_of(a), params_of(tmp.path / "b" / "last"));
@@ -470,8 +520,7 @@ TEST_CASE("cli: Reptile's carried inner state survives export and an interrupted
 TEST_CASE("cli: eval --matching-attention overrides the run's attention; at 1 shot both predict alike") {
   TempDir tmp;
   const fs::path run = tmp.path / "run";
-  Result train = metafew("meta-train " + std::string(kSmall) +
-                             " --algo matchingnet --matching-attention supnorm --iterations 60 --val-every 30 --out " +
+  Result train = metafew("meta-train " + small(" --algo matchingnet --matching-attention supnorm --iterations 60 --val-every 30 --out ") +
                              run.string(),
                          tmp.path);
   INFO(train.err);
@@ -490,7 +539,7 @@ TEST_CASE("cli: eval --matching-attention overrides the run's attention; at 1 sh
   expect_error(metafew("eval --checkpoint " + run.string() + " --matching-attention dot", tmp.path), 2,
                "--matching-attention must be cosine or supnorm, got 'dot'");
   const fs::path proto = tmp.path / "proto";
-  REQUIRE(metafew("meta-train " + std::string(kSmall) + " --algo protonet --iterations 2 --out " + proto.string(),
+  REQUIRE(metafew("meta-train " + small(" --algo protonet --iterations 2 --out ") + proto.string(),
                   tmp.path)
               .code == 0);
   expect_error(metafew("eval --checkpoint " + proto.string() + " --matching-attention cosine", tmp.path), 2,
@@ -500,8 +549,7 @@ TEST_CASE("cli: eval --matching-attention overrides the run's attention; at 1 sh
 TEST_CASE("cli: --bn-scale false trains without batch-norm scales; its checkpoint refuses a model with them") {
   TempDir tmp;
   const fs::path run = tmp.path / "run";
-  Result train = metafew("meta-train " + std::string(kSmall) +
-                             " --algo anil --bn-scale=false --iterations 40 --val-every 20 --out " + run.string(),
+  Result train = metafew("meta-train " + small(" --algo anil --bn-scale=false --iterations 40 --val-every 20 --out ") + run.string(),
                          tmp.path);
   INFO(train.err);
   REQUIRE(train.code == 0);
@@ -526,7 +574,7 @@ TEST_CASE("cli: --bn-scale false trains without batch-norm scales; its checkpoin
                "param/block1.bn.weight");
   // A model with scales under a header claiming none: refused, naming the parameter it does not have.
   const fs::path with = tmp.path / "with";
-  REQUIRE(metafew("meta-train " + std::string(kSmall) + " --algo anil --iterations 1 --out " + with.string(),
+  REQUIRE(metafew("meta-train " + small(" --algo anil --iterations 1 --out ") + with.string(),
                   tmp.path)
               .code == 0);
   io::Checkpoint scaled = io::load_checkpoint((with / "last").string());
@@ -576,7 +624,7 @@ TEST_CASE("cli: bad input gets a clear message and the documented exit code") {
 
   // A trained checkpoint to damage.
   const fs::path run = d / "run";
-  REQUIRE(metafew("meta-train " + std::string(kSmall) + " --algo protonet --iterations 5 --out " + run.string(), d)
+  REQUIRE(metafew("meta-train " + small(" --algo protonet --iterations 5 --out ") + run.string(), d)
               .code == 0);
   // Resuming a ProtoNets run as another algorithm is refused.
   expect_error(metafew("meta-train --resume " + run.string() + " --algo maml", d), 2, "--algo differs");
@@ -638,7 +686,7 @@ TEST_CASE("cli: bad input gets a clear message and the documented exit code") {
                "not an adapted model");
   // A MAML checkpoint has a 5-way head: a 3-way evaluation does not fit it.
   const fs::path maml = d / "maml";
-  REQUIRE(metafew("meta-train " + std::string(kSmall) + " --algo maml --iterations 2 --out " + maml.string(), d).code == 0);
+  REQUIRE(metafew("meta-train " + small(" --algo maml --iterations 2 --out ") + maml.string(), d).code == 0);
   expect_error(metafew("eval --checkpoint " + maml.string() + " --ways 3", d), 2, "5-way head");
   expect_error(metafew("eval --checkpoint " + maml.string() + " --episodes 1000000000000", d), 2,
                "--episodes must be positive and at most 100000000");
@@ -658,8 +706,7 @@ bool all_finite(const fs::path& ckpt) {
 
 TEST_CASE("cli: a diverging run stops with exit 1 naming a checkpoint whose parameters are all finite") {
   TempDir tmp;
-  Result r = metafew("meta-train " + std::string(kSmall) +
-                         " --algo maml --optimizer sgd --outer-lr 1e30 --inner-lr 1e30 --iterations 50 --out " +
+  Result r = metafew("meta-train " + small(" --algo maml --optimizer sgd --outer-lr 1e30 --inner-lr 1e30 --iterations 50 --out ") +
                          (tmp.path / "r").string(),
                      tmp.path);
   expect_error(r, 1, "diverged");
@@ -689,7 +736,7 @@ TEST_CASE("cli: a diverging run stops with exit 1 naming a checkpoint whose para
   }
   // A file with NaN parameters (an older metafew could write one) is refused, naming the parameter.
   const fs::path ok = tmp.path / "ok";
-  REQUIRE(metafew("meta-train " + std::string(kSmall) + " --algo protonet --iterations 2 --out " + ok.string(), tmp.path).code == 0);
+  REQUIRE(metafew("meta-train " + small(" --algo protonet --iterations 2 --out ") + ok.string(), tmp.path).code == 0);
   io::Checkpoint ck = io::load_checkpoint((ok / "last").string());
   for (io::NamedTensor& nt : ck.tensors)
     if (nt.name == "param/block1.conv.weight") nt.tensor.data<float>()[3] = NAN;
