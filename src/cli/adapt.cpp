@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "cli/common.h"
 #include "data/image.h"
@@ -57,6 +58,19 @@ std::string set_query_bn(io::Checkpoint& ck, const cxxopts::ParseResult& args, c
   return mode;
 }
 
+// A file or class name for the one-line-per-image text output: control characters (a newline in a folder
+// name would start a fake line) are written as \n, \t or \xHH. JSON output escapes them itself.
+std::string printable(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c == '\n') out += "\\n";
+    else if (c == '\t') out += "\\t";
+    else if (c < 0x20 || c == 0x7F) out += detail::concat("\\x", "0123456789abcdef"[c >> 4], "0123456789abcdef"[c & 15]);
+    else out += static_cast<char>(c);
+  }
+  return out;
+}
+
 std::vector<std::string> image_files_in(const fs::path& dir) {
   std::vector<std::string> files;
   for (const auto& e : fs::directory_iterator(dir))
@@ -83,11 +97,11 @@ struct Queries {
   std::vector<std::string> true_class;  // empty when unknown
 };
 
-Queries collect_queries(const std::vector<std::string>& paths) {
+Queries collect_queries(const std::vector<std::string>& paths, const std::string& who) {
   Queries q;
   for (const std::string& p : paths) {
     std::error_code ec;
-    MF_USAGE_CHECK(fs::exists(p, ec), "adapt: query path ", p, " does not exist");
+    MF_USAGE_CHECK(fs::exists(p, ec), who, ": query path ", p, " does not exist");
     if (fs::is_directory(p, ec)) {
       std::vector<fs::path> subdirs;
       for (const auto& e : fs::directory_iterator(p))
@@ -103,20 +117,29 @@ Queries collect_queries(const std::vector<std::string>& paths) {
           q.true_class.push_back(d.filename().string());
         }
     } else {
-      MF_USAGE_CHECK(data::has_image_extension(p), "adapt: query file ", p,
+      MF_USAGE_CHECK(data::has_image_extension(p), who, ": query file ", p,
                      " is not an image (expected .png, .jpg, .jpeg, .bmp, .pgm or .ppm)");
       q.files.push_back(p);
       q.true_class.push_back("");
     }
   }
-  MF_USAGE_CHECK(!q.files.empty(), "adapt: no query images found in ", paths.empty() ? "" : paths[0]);
+  MF_USAGE_CHECK(!q.files.empty(), who, ": no query images found in ", paths.empty() ? "" : paths[0]);
   return q;
 }
 
 int label_queries(const meta::Algorithm& algo, const meta::Adapted& adapted, const std::vector<std::string>& classes,
                   const Preprocess& pre, const std::vector<std::string>& query_paths, const std::string& bn,
-                  bool as_json, const std::string& out_file) {
-  Queries q = collect_queries(query_paths);
+                  bool as_json, const std::string& out_file, const std::string& who) {
+  Queries q = collect_queries(query_paths, who);
+  // Query class folders that name no support class cannot be scored: warned once each and left out of the
+  // accuracy (they used to count as wrong without a word).
+  std::map<std::string, int64_t> unmatched;
+  for (const std::string& t : q.true_class)
+    if (!t.empty() && std::find(classes.begin(), classes.end(), t) == classes.end()) ++unmatched[t];
+  for (const auto& [name, n] : unmatched)
+    std::fprintf(stderr, "%s: warning: query class folder '%s' matches no support class; its %lld images are labelled "
+                 "but not counted in the accuracy\n",
+                 who.c_str(), printable(name).c_str(), static_cast<long long>(n));
   tensor::Tensor logits = algo.predict_adapted(adapted, load_images(q.files, pre));
   const int64_t n = logits.shape()[0], c = logits.shape()[1];
   std::vector<double> l = logits.to_vector();
@@ -137,13 +160,13 @@ int label_queries(const meta::Algorithm& algo, const meta::Adapted& adapted, con
       if (p[k] > p[best]) best = k;
     }
     json row{{"file", q.files[i]}, {"label", classes[best]}, {"probabilities", probs}};
-    if (!q.true_class[i].empty()) {
+    if (!q.true_class[i].empty() && !unmatched.count(q.true_class[i])) {
       row["true_label"] = q.true_class[i];
       ++known;
       correct += q.true_class[i] == classes[best];
     }
     preds.push_back(row);
-    text += detail::concat(q.files[i], "\t", classes[best], "\t", p[best], "\n");
+    text += detail::concat(printable(q.files[i]), "\t", printable(classes[best]), "\t", p[best], "\n");
   }
   json result{{"predictions", preds},
               {"accuracy", known > 0 ? json(static_cast<double>(correct) / known) : json(nullptr)},
@@ -151,7 +174,7 @@ int label_queries(const meta::Algorithm& algo, const meta::Adapted& adapted, con
   if (known > 0) text += detail::concat("accuracy ", static_cast<double>(correct) / known, " (", correct, "/", known, ")\n");
   const std::string rendered = as_json ? result.dump(2) + "\n" : text;
   if (!out_file.empty())
-    io::write_file_atomic(out_file, rendered, "adapt --out");
+    io::write_file_atomic(out_file, rendered, who + " --out");
   else
     std::fputs(rendered.c_str(), stdout);
   return 0;
@@ -255,7 +278,7 @@ int run_adapt(int argc, char** argv) {
   }
   if (!args.count("query")) return 0;
   return label_queries(*algo, adapted, classes, pre, args["query"].as<std::vector<std::string>>(), bn,
-                       args.count("json") > 0, args.count("out") ? args["out"].as<std::string>() : "");
+                       args.count("json") > 0, args.count("out") ? args["out"].as<std::string>() : "", "adapt");
 }
 
 int run_predict(int argc, char** argv) {
@@ -293,7 +316,7 @@ int run_predict(int argc, char** argv) {
   adapted.ways = ck.header["ways"];
   std::vector<std::string> classes = ck.header["class_names"];
   return label_queries(*algo, adapted, classes, preprocess_from(ck), args["query"].as<std::vector<std::string>>(), bn,
-                       args.count("json") > 0, args.count("out") ? args["out"].as<std::string>() : "");
+                       args.count("json") > 0, args.count("out") ? args["out"].as<std::string>() : "", "predict");
 }
 
 }  // namespace metafew::cli

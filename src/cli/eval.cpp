@@ -66,14 +66,21 @@ int run_eval(int argc, char** argv) {
   }
   json cfg = checkpoint_config(ck);
   auto algo = algorithm_from_checkpoint(ck);
-  if (args.count("data")) cfg["data"] = args["data"].as<std::string>();
+  if (args.count("data")) {
+    const bool model_regression = is_regression(cfg);
+    cfg["data"] = args["data"].as<std::string>();
+    MF_USAGE_CHECK(is_regression(cfg) == model_regression, "eval: --data ", cfg["data"].get<std::string>(), " is ",
+                   is_regression(cfg) ? "a regression dataset" : "an image dataset", "; this checkpoint is ",
+                   model_regression ? "a regression (sinusoid) model" : "an image classifier");
+  }
   const bool regression = is_regression(cfg);
   const int64_t ways = args.count("ways") ? args["ways"].as<int64_t>() : cfg["test_ways"].get<int64_t>();
   const int64_t shots = args.count("shots") ? args["shots"].as<int64_t>() : cfg["test_shots"].get<int64_t>();
   const int64_t queries = args.count("queries") ? args["queries"].as<int64_t>() : cfg["test_queries"].get<int64_t>();
   const int64_t steps = args.count("steps") ? args["steps"].as<int64_t>() : cfg["eval_steps"].get<int64_t>();
   const int64_t episodes = args["episodes"].as<int64_t>();
-  MF_USAGE_CHECK(regression || ways >= 1, "eval: --ways must be >= 1, got ", ways);
+  MF_USAGE_CHECK(regression || ways >= 2, "eval: --ways must be at least 2 (a 1-way task is always 100% correct), got ",
+                 ways);
   MF_USAGE_CHECK(shots >= 1, "eval: --shots must be >= 1, got ", shots);
   MF_USAGE_CHECK(queries >= 1, "eval: --queries must be >= 1, got ", queries);
   MF_USAGE_CHECK(steps >= 0, "eval: --steps must be >= 0, got ", steps);
@@ -104,22 +111,29 @@ int run_eval(int argc, char** argv) {
            {"episodes", r.episodes},
            {"seed", args["seed"].as<uint64_t>()},
            {regression ? "neg_mse" : "accuracy", r.mean},
-           {"ci95", r.ci95},
+           {"ci95", r.episodes > 1 ? json(r.ci95) : json(nullptr)},  // one episode gives no interval
            {"std", r.stddev},
            {"seconds", secs}};
   if (regression) out["mse"] = -r.mean;
   if (cfg["algo"] == "matchingnet") out["matching_attention"] = cfg["matching_attention"];
   if (args.count("json")) {
     std::printf("%s\n", out.dump().c_str());
-  } else if (regression) {
-    std::printf("%s %s, %lld-shot, %lld episodes, %lld steps: MSE %.4f +- %.4f (95%%)\n",
-                cfg["algo"].get<std::string>().c_str(), split.c_str(), static_cast<long long>(shots),
-                static_cast<long long>(episodes), static_cast<long long>(steps), -r.mean, r.ci95);
   } else {
-    std::printf("%s %s, %lld-way %lld-shot, %lld episodes, %lld steps, %s batch norm: accuracy %.2f%% +- %.2f%% (95%%)\n",
-                cfg["algo"].get<std::string>().c_str(), split.c_str(), static_cast<long long>(ways),
-                static_cast<long long>(shots), static_cast<long long>(episodes), static_cast<long long>(steps),
-                cfg["bn"].get<std::string>().c_str(), 100 * r.mean, 100 * r.ci95);
+    char ci[64];
+    std::snprintf(ci, sizeof ci, regression ? " +- %.4f (95%%)" : " +- %.2f%% (95%%)",
+                  regression ? r.ci95 : 100 * r.ci95);
+    const std::string interval = r.episodes > 1 ? ci : " (no interval from one episode)";
+    char value[64];
+    std::snprintf(value, sizeof value, regression ? "MSE %.4f" : "accuracy %.2f%%", regression ? -r.mean : 100 * r.mean);
+    if (regression)
+      std::printf("%s %s, %lld-shot, %lld episodes, %lld steps: %s%s\n", cfg["algo"].get<std::string>().c_str(),
+                  split.c_str(), static_cast<long long>(shots), static_cast<long long>(episodes),
+                  static_cast<long long>(steps), value, interval.c_str());
+    else
+      std::printf("%s %s, %lld-way %lld-shot, %lld episodes, %lld steps, %s batch norm: %s%s\n",
+                  cfg["algo"].get<std::string>().c_str(), split.c_str(), static_cast<long long>(ways),
+                  static_cast<long long>(shots), static_cast<long long>(episodes), static_cast<long long>(steps),
+                  cfg["bn"].get<std::string>().c_str(), value, interval.c_str());
   }
   return 0;
 }

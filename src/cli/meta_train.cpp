@@ -84,6 +84,9 @@ int run_meta_train(int argc, char** argv) {
     run_holder->lock();  // before reading `last`: no other process may be writing it
     resume_from = io::load_checkpoint((std::filesystem::path(out) / "last").string());
     cfg = checkpoint_config(resume_from);
+    MF_USAGE_CHECK(resume_from.header["kind"] == "training", "meta-train --resume: ", out,
+                   "/last is an adapted model (made by adapt --save-adapted), not a training checkpoint; resume "
+                   "the run it was adapted from");
     MF_USAGE_CHECK(!resume_from.header.contains("exported_from"), "meta-train --resume: ", out,
                    "/last was written by metafew export without the optimizer state, so the run cannot continue "
                    "exactly; resume from the run's own last checkpoint");

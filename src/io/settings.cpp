@@ -176,7 +176,11 @@ uint64_t physical_memory_bytes() {
 
 void check_combination(const json& cfg) {
   const bool regression = cfg["data"] == "builtin:sinusoid";
-  MF_USAGE_CHECK(regression || cfg["ways"].get<int64_t>() >= 1, "--ways must be positive, got ", cfg["ways"]);
+  // A 1-way task is classified correctly whatever the model: it would report 100%.
+  MF_USAGE_CHECK(regression || cfg["ways"].get<int64_t>() >= 2,
+                 "--ways must be at least 2 (a 1-way task is always 100% correct), got ", cfg["ways"]);
+  MF_USAGE_CHECK(regression || cfg["test_ways"].get<int64_t>() != 1,
+                 "--test-ways must be 0 (same as --ways) or at least 2 (a 1-way task is always 100% correct), got 1");
   MF_USAGE_CHECK(cfg["channels"] == 1 || cfg["channels"] == 3, "--channels must be 1 or 3, got ", cfg["channels"]);
   const std::string model = cfg["model"];
   MF_USAGE_CHECK(regression == (model == "mlp"), "--model ", model, " does not fit --data ",

@@ -591,7 +591,8 @@ TEST_CASE("cli: bad input gets a clear message and the documented exit code") {
   expect_error(metafew("meta-train --bn-scale false --out " + (d / "r").string(), d), 2,
                "a boolean flag takes its value after '='");
   expect_error(metafew("meta-train --ways", d), 2, "ways");
-  expect_error(metafew("meta-train --ways 0 --out " + (d / "r").string(), d), 2, "--ways must be positive");
+  expect_error(metafew("meta-train --ways 0 --out " + (d / "r").string(), d), 2, "--ways must be at least 2");
+  expect_error(metafew("meta-train --ways 1 --out " + (d / "r").string(), d), 2, "a 1-way task is always 100% correct");
   expect_error(metafew("meta-train --shots -1 --out " + (d / "r").string(), d), 2, "--shots must be positive");
   expect_error(metafew("meta-train --inner-lr nan --out " + (d / "r").string(), d), 2,
                "--inner-lr expects a finite number, got 'nan'");
@@ -690,6 +691,49 @@ TEST_CASE("cli: bad input gets a clear message and the documented exit code") {
   expect_error(metafew("eval --checkpoint " + maml.string() + " --ways 3", d), 2, "5-way head");
   expect_error(metafew("eval --checkpoint " + maml.string() + " --episodes 1000000000000", d), 2,
                "--episodes must be positive and at most 100000000");
+  expect_error(metafew("eval --checkpoint " + maml.string() + " --ways 1", d), 2, "a 1-way task is always 100% correct");
+  expect_error(metafew("eval --checkpoint " + maml.string() + " --data builtin:sinusoid", d), 2,
+               "builtin:sinusoid is a regression dataset; this checkpoint is an image classifier");
+  // One episode has no interval: null in JSON, said in words in text (it used to print +- 0.00%).
+  Result one = metafew("eval --checkpoint " + maml.string() + " --episodes 1 --json", d);
+  REQUIRE(one.code == 0);
+  CHECK(json::parse(one.out)["ci95"].is_null());
+  Result one_text = metafew("eval --checkpoint " + maml.string() + " --episodes 1", d);
+  CHECK(one_text.out.find("no interval from one episode") != std::string::npos);
+  Result two_text = metafew("eval --checkpoint " + maml.string() + " --episodes 4", d);
+  CHECK(two_text.out.find("% (95%)") != std::string::npos);
+  // An adapted model given to --resume is named as such.
+  const fs::path adapted_run = d / "adapted_run";
+  fs::create_directories(adapted_run);
+  REQUIRE(metafew("adapt --checkpoint " + maml.string() + " --support " + (d / "support").string() +
+                      " --save-adapted " + (adapted_run / "last").string(),
+                  d)
+              .code == 0);
+  expect_error(metafew("meta-train --resume " + adapted_run.string() + " --iterations 9", d), 2,
+               "is an adapted model (made by adapt --save-adapted), not a training checkpoint");
+  // predict's errors are predict's.
+  expect_error(metafew("predict --model " + (adapted_run / "last").string() + " --query " + (d / "nowhere").string(), d),
+               2, "error: predict: query path");
+  // A query class folder that matches no support class: warned, labelled, not counted.
+  fs::create_directories(d / "query" / "stranger");
+  fs::copy_file(d / "query" / "class0" / "0.png", d / "query" / "stranger" / "0.png");
+  Result un = metafew("predict --model " + (adapted_run / "last").string() + " --query " + (d / "query").string() + " --json", d);
+  INFO(un.err);
+  REQUIRE(un.code == 0);
+  CHECK(un.err.find("warning: query class folder 'stranger' matches no support class") != std::string::npos);
+  const json unj = json::parse(un.out);
+  CHECK(unj["predictions"].size() == 16);
+  int counted = 0;
+  for (const auto& p : unj["predictions"]) counted += p.contains("true_label");
+  CHECK(counted == 15);
+  // A class name with a newline cannot forge a line of the text output.
+  fs::rename(d / "query" / "stranger", d / "query" / "two\nlines");
+  Result nl = metafew("predict --model " + (adapted_run / "last").string() + " --query '" +
+                          (d / "query" / "two\nlines" / "0.png").string() + "'",
+                      d);
+  REQUIRE(nl.code == 0);
+  CHECK(nl.out.find("two\\nlines") != std::string::npos);
+  CHECK(std::count(nl.out.begin(), nl.out.end(), '\n') == 1);
   expect_error(metafew("eval --checkpoint " + maml.string() + " --bn none", d), 2,
                "--bn must be transductive, support or nontransductive, got 'none'");
 }
