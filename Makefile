@@ -1,10 +1,12 @@
 # Entry points for people and CI. The build itself is CMake; this file only orders the steps.
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+SAN_BUILD  ?= build-san
+CLANGXX    := $(shell command -v clang++ 2>/dev/null)
 JOBS       ?= $(shell nproc)
 PACKAGES   := cmake g++ libdnnl-dev libcxxopts-dev nlohmann-json3-dev doctest-dev libstb-dev
 
-.PHONY: all deps build run test asan bench clean format
+.PHONY: all deps build run test asan sanitize fuzz bench clean format
 
 all: build
 
@@ -40,6 +42,25 @@ run: deps build
 # machine (spinning OpenMP barriers then slow both by an order of magnitude).
 test: build
 	cd $(BUILD) && ctest --output-on-failure
+	@if [ -n "$(CLANGXX)" ]; then $(MAKE) --no-print-directory sanitize; \
+	else echo "make test: clang++ not found, so the sanitizer tests and fuzz runs were skipped (.ci/run installs clang)"; fi
+
+# The io, data and cli tests (the code that reads what users and files give it) under AddressSanitizer and
+# UndefinedBehaviorSanitizer, built with clang, then a bounded run of each libFuzzer target on its committed
+# corpus (tests/fuzz/README.md).
+$(SAN_BUILD)/Makefile:
+	CC=clang CXX=clang++ cmake -S . -B $(SAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMETAFEW_SANITIZE=ON -DMETAFEW_FUZZ=ON
+
+sanitize: $(SAN_BUILD)/Makefile
+	cmake --build $(SAN_BUILD) -j $(JOBS) --target metafew metafew_tests fuzz_checkpoint fuzz_config fuzz_image fuzz_scan
+	cd $(SAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -R '^(io|data|cli|settings): |^fuzz_'
+
+# Each fuzz target for 10^6 inputs (FUZZ_RUNS) under ASan + UBSan; counts in bench/results/reliability.md.
+FUZZ_RUNS ?= 1000000
+fuzz: $(SAN_BUILD)/Makefile
+	cmake --build $(SAN_BUILD) -j $(JOBS) --target fuzz_checkpoint fuzz_config fuzz_image fuzz_scan
+	for t in checkpoint config image scan; do \
+	  tests/fuzz/run.sh $(SAN_BUILD)/fuzz_$$t tests/fuzz/corpus/$$t long $(FUZZ_RUNS) || exit 1; done
 
 asan:
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMETAFEW_SANITIZE=ON
@@ -53,4 +74,4 @@ format:
 	clang-format -i $$(git ls-files '*.h' '*.cpp')
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(SAN_BUILD)

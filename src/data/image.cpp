@@ -101,6 +101,46 @@ void check_png_chunks(const uint8_t* bytes, size_t size, const std::string& name
   // No IEND: stb decides whether the image data are complete (it reports a truncated file itself).
 }
 
+// Note [JPEG Huffman tables]: stb_image 2.27 (Debian 12's libstb) reads a DHT segment's symbol counts and then
+// that many symbols into a table of 256 without checking the sum (16 counts of up to 255 each): a crafted
+// JPEG writes past the table (found by tests/fuzz/fuzz_image under UBSan; stb 2.28 added the check). Until
+// Debian ships the fix, every DHT segment is checked here before stb sees the file. DHT segments may follow
+// a scan (progressive JPEG), so entropy-coded data are skipped to the next marker.
+bool is_jpeg(const uint8_t* bytes, size_t size) { return size >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8; }
+
+void check_jpeg_tables(const uint8_t* bytes, size_t size, const std::string& name) {
+  size_t at = 2;
+  while (at + 4 <= size) {
+    if (bytes[at] != 0xFF) {  // entropy-coded data after a scan: skip to the next real marker
+      ++at;
+      continue;
+    }
+    const uint8_t marker = bytes[at + 1];
+    if (marker == 0xFF || marker == 0x00 || (marker >= 0xD0 && marker <= 0xD7) || marker == 0x01) {
+      at += marker == 0xFF ? 1 : 2;  // fill byte, stuffed zero, restart marker, TEM: no length
+      continue;
+    }
+    if (marker == 0xD9) return;  // EOI
+    const size_t length = (size_t{bytes[at + 2]} << 8) | bytes[at + 3];
+    MF_CHECK(length >= 2, "decode_image: '", name, "' is damaged: JPEG segment 0xFF", std::hex, int{marker},
+             std::dec, " at byte ", at, " has length ", length);
+    if (marker == 0xC4) {
+      // As stb reads it: tables while the segment has bytes left, a table's counts read even across the
+      // segment's end (bytes past the file's end read as 0).
+      size_t p = at + 4;
+      const size_t end = at + 2 + length;
+      while (p < end && p < size) {
+        size_t symbols = 0;
+        for (size_t i = 1; i <= 16; ++i) symbols += p + i < size ? bytes[p + i] : 0;
+        MF_CHECK(symbols <= 256, "decode_image: '", name, "' is damaged: a JPEG Huffman table at byte ", p,
+                 " declares ", symbols, " symbols (at most 256)");
+        p += 17 + symbols;
+      }
+    }
+    at += 2 + length;
+  }
+}
+
 }  // namespace
 
 DecodedImage decode_image(const uint8_t* bytes, size_t size, int64_t channels, const std::string& name) {
@@ -109,6 +149,7 @@ DecodedImage decode_image(const uint8_t* bytes, size_t size, int64_t channels, c
   MF_CHECK(size <= static_cast<size_t>(INT32_MAX), "decode_image: '", name, "' is too large (", size,
            " bytes)");
   if (is_png(bytes, size)) check_png_chunks(bytes, size, name);
+  if (is_jpeg(bytes, size)) check_jpeg_tables(bytes, size, name);
   int w = 0, h = 0, n = 0;
   stbi_uc* px = stbi_load_from_memory(bytes, static_cast<int>(size), &w, &h, &n, static_cast<int>(channels));
   MF_CHECK(px != nullptr, "decode_image: cannot decode '", name, "' (", stbi_failure_reason(),

@@ -210,13 +210,14 @@ json read_config_file(const std::string& path) {
   constexpr size_t kMaxBytes = size_t{1} << 20;
   std::error_code ec;
   MF_CHECK(fs::is_regular_file(path, ec), ctx, "is not a regular file (a device, pipe or socket); expected a JSON file");
+  const uintmax_t bytes = fs::file_size(path, ec);
+  MF_CHECK(!ec && bytes <= kMaxBytes, ctx, "is larger than 1 MiB; a settings file is a small JSON object");
   std::ifstream in(path, std::ios::binary);
   MF_CHECK(in.good(), ctx, "cannot open it for reading");
-  std::string text(kMaxBytes + 1, '\0');
+  std::string text(static_cast<size_t>(bytes), '\0');
   in.read(text.data(), static_cast<std::streamsize>(text.size()));
   MF_CHECK(!in.bad(), ctx, "cannot read it");
-  text.resize(static_cast<size_t>(in.gcount()));
-  MF_CHECK(text.size() <= kMaxBytes, ctx, "is larger than 1 MiB; a settings file is a small JSON object");
+  text.resize(static_cast<size_t>(in.gcount()));  // a file that shrank meanwhile
   MF_CHECK(text.find_first_not_of(" \t\r\n") != std::string::npos, ctx, "is empty, expected a JSON object");
 
   // nlohmann keeps the last of repeated keys silently; in a config file a repeat is a mistake.
@@ -248,6 +249,10 @@ json read_config_file(const std::string& path) {
     const auto [line, column] = line_column(text, e.byte > 0 ? e.byte - 1 : 0);
     throw Error(metafew::detail::concat(ctx, "is not valid JSON: line ", line, ", column ", column, ": ",
                                         parse_reason(e)));
+  } catch (const json::out_of_range& e) {
+    // A number too large for a double ("1E999"): nlohmann reports it as out_of_range, without a position.
+    const std::string what = e.what();
+    throw Error(metafew::detail::concat(ctx, "is not valid JSON: ", what.substr(what.find("] ") + 2)));
   }
   MF_CHECK(j.is_object(), ctx, "expected a JSON object of settings at the top level, got ", a_type(j));
   return j;

@@ -92,15 +92,35 @@ constexpr Mask high_mask(std::index_sequence<C...>) {
   return Mask{((C & D) ? static_cast<int32_t>(kB + C) : static_cast<int32_t>(C + D))...};
 }
 
+#if defined(__clang__)
+// clang (the fuzz and sanitizer builds) has no __builtin_shuffle; its __builtin_shufflevector takes the same
+// indices as constants.
+template <int D, std::size_t... C>
+inline Vec shuffle_low(const Vec& x, const Vec& y, std::index_sequence<C...>) {
+  return __builtin_shufflevector(x, y, ((C & D) ? static_cast<int>(kB + C - D) : static_cast<int>(C))...);
+}
+template <int D, std::size_t... C>
+inline Vec shuffle_high(const Vec& x, const Vec& y, std::index_sequence<C...>) {
+  return __builtin_shufflevector(x, y, ((C & D) ? static_cast<int>(kB + C) : static_cast<int>(C + D))...);
+}
+#endif
+
 template <int D>
 inline void butterfly(Vec (&r)[kB]) {
+#if !defined(__clang__)
   constexpr Mask lo = low_mask<D>(std::make_index_sequence<kB>{});
   constexpr Mask hi = high_mask<D>(std::make_index_sequence<kB>{});
+#endif
   for (int a = 0; a < kB; ++a) {
     if (a & D) continue;
     const Vec x = r[a], y = r[a + D];
+#if defined(__clang__)
+    r[a] = shuffle_low<D>(x, y, std::make_index_sequence<kB>{});
+    r[a + D] = shuffle_high<D>(x, y, std::make_index_sequence<kB>{});
+#else
     r[a] = __builtin_shuffle(x, y, lo);
     r[a + D] = __builtin_shuffle(x, y, hi);
+#endif
   }
 }
 

@@ -186,7 +186,7 @@ void unfold_image(const float* x_image, int64_t channels, const Geometry& g, con
       for (int64_t j = j_begin, phase = j_begin % phases; j < j_end;
            ++j, phase = phase + 1 == phases ? 0 : phase + 1) {
         const float* from = copy + u.base[static_cast<size_t>(j)];
-        const Vec picked = __builtin_shuffle(load(from), load(from + kLanes), pats[phase].index);
+        const Vec picked = vec16::shuffle(load(from), load(from + kLanes), pats[phase].index);
         *reinterpret_cast<Vec*>(row + j * kLanes) = pats[phase].valid ? picked : Vec{};
       }
       // Lanes past r (channels past the last) drew on the zeros after the copy or on the next vector's
@@ -202,7 +202,7 @@ void unfold_image(const float* x_image, int64_t channels, const Geometry& g, con
     const Vec v = load(copy + c * plane);
     float* out = rows + c * taps;
     for (int64_t p = 0; p < pixels; ++p, out += stride) {
-      const Vec picked = __builtin_shuffle(v, u.pixel[static_cast<size_t>(p)].index);
+      const Vec picked = vec16::shuffle(v, u.pixel[static_cast<size_t>(p)].index);
       store(out, u.pixel[static_cast<size_t>(p)].valid ? picked : Vec{});
     }
   }

@@ -739,7 +739,9 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
     T* ps = is.data<T>();
     const bool par = may_parallelize(x.numel());
     parallel_for(c, par, [&](int64_t ch) {
-      const auto [scale, shift] = channel_affine(px, pg, pb, n, c, hw, ch, eps, pm, ps);
+      // Named copies, not a structured binding: clang 14 cannot capture bindings into the simd region.
+      const std::pair<T, T> affine = channel_affine(px, pg, pb, n, c, hw, ch, eps, pm, ps);
+      const T scale = affine.first, shift = affine.second;
       for (int64_t i = 0; i < n; ++i) {
         const T* p = px + (i * c + ch) * hw;
         T* q = py + (i * c + ch) * hw;
@@ -791,7 +793,8 @@ std::pair<Tensor, Tensor> batch_norm_max_pool(const Tensor& x, const Tensor& gam
     T* ps = is.data<T>();
     const bool par = may_parallelize(x.numel());
     parallel_for(c, par, [&](int64_t ch) {
-      const auto [scale, shift] = channel_affine(px, pg, pb, n, c, hw, ch, eps, pm, ps);  // as batch_norm
+      const std::pair<T, T> affine = channel_affine(px, pg, pb, n, c, hw, ch, eps, pm, ps);  // as batch_norm
+      const T scale = affine.first, shift = affine.second;
       for (int64_t i = 0; i < n; ++i) {
         const int64_t plane = i * c + ch;
         pool2x2_plane<true>(px + plane * hw, w, corners.data(), oh * ow, scale, shift, py + plane * oh * ow,

@@ -45,6 +45,31 @@ inline IVec load(const int32_t* p) {
 }
 inline void store(int32_t* p, const IVec& v) { std::memcpy(p, &v, sizeof v); }
 
+// Lanes picked by a run-time index vector: shuffle(a, idx)[i] = a[idx[i] mod 16]; shuffle(a, b, idx)[i] =
+// (a ++ b)[idx[i] mod 32]. GCC's __builtin_shuffle; clang (the sanitizer and fuzz builds only) has no
+// run-time form of it, so there a plain loop gives the same lanes.
+inline Vec shuffle(const Vec& a, const IVec& idx) {
+#if defined(__clang__)
+  Vec r;
+  for (int i = 0; i < kLanes; ++i) r[i] = a[idx[i] & static_cast<int>(kLanes - 1)];
+  return r;
+#else
+  return __builtin_shuffle(a, idx);
+#endif
+}
+inline Vec shuffle(const Vec& a, const Vec& b, const IVec& idx) {
+#if defined(__clang__)
+  Vec r;
+  for (int i = 0; i < kLanes; ++i) {
+    const int k = idx[i] & static_cast<int>(2 * kLanes - 1);
+    r[i] = k < kLanes ? a[k] : b[k - kLanes];
+  }
+  return r;
+#else
+  return __builtin_shuffle(a, b, idx);
+#endif
+}
+
 // f in every lane. Written out: `Vec{} + f` costs a scalar add of +0 before the broadcast, and the broadcast
 // then comes from a register instead of straight from memory.
 inline Vec splat(float f) { return Vec{f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f}; }

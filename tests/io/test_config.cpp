@@ -175,6 +175,10 @@ TEST_CASE("io: config files: comments allowed, and missing, malformed, repeated 
   write_text(bad, "[{\"a\": 1}, {\"a\": 2}]");  // the same key in two objects is fine, the array is not
   CHECK(error_of([&] { (void)io::read_config_file(bad); }) ==
         "config file " + bad + ": expected a JSON object of settings at the top level, got an array");
+  // A number beyond a double (found by tests/fuzz/fuzz_config): named, not a raw library error.
+  write_text(bad, "{\"filters\": 92032E2334576871807}");
+  CHECK(error_of([&] { (void)io::read_config_file(bad); }) ==
+        "config file " + bad + ": is not valid JSON: number overflow parsing '92032E2334576871807'");
   write_text(bad, " \n");
   CHECK(error_of([&] { (void)io::read_config_file(bad); }) ==
         "config file " + bad + ": is empty, expected a JSON object");

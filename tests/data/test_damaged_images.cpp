@@ -1,4 +1,5 @@
-// Note [PNG chunk checksums]: a damaged PNG is refused by its chunk CRCs, never decoded into a wrong image.
+// Damaged images are refused with a message, never decoded into wrong pixels or past a buffer:
+// Note [PNG chunk checksums] and Note [JPEG Huffman tables] in src/data/image.cpp.
 #include <doctest/doctest.h>
 
 #include <filesystem>
@@ -55,6 +56,25 @@ TEST_CASE("data: every single-bit flip inside a PNG's chunks is refused, naming 
   bad[idat] = 0x7F;
   CHECK_THROWS_WITH_AS(data::decode_image(bad.data(), bad.size(), 1, "a.png"), doctest::Contains("past the end"),
                        Error);
+}
+
+TEST_CASE("data: a JPEG Huffman table of more than 256 symbols is refused before stb reads it") {
+  // The input tests/fuzz/fuzz_image found: stb_image 2.27 writes such a table's symbols past its 256 slots.
+  const std::vector<uint8_t> good = read_bytes(std::filesystem::path(METAFEW_SOURCE_DIR) / "tests/fuzz/corpus/image/jpg_rgb");
+  REQUIRE(good.size() > 100);
+  const std::vector<uint8_t> jpeg(good.begin() + 1, good.end());  // the corpus's first byte picks the channels
+  CHECK(data::decode_image(jpeg.data(), jpeg.size(), 3, "ok.jpg").hwc.size() == 6 * 5 * 3);
+  size_t dht = 2;
+  while (!(jpeg[dht] == 0xFF && jpeg[dht + 1] == 0xC4)) dht += 2 + ((size_t{jpeg[dht + 2]} << 8) | jpeg[dht + 3]);
+  std::vector<uint8_t> bad = jpeg;
+  for (size_t i = 0; i < 16; ++i) bad[dht + 5 + i] = 0xFF;  // 16 x 255 symbols declared
+  CHECK_THROWS_WITH_AS(data::decode_image(bad.data(), bad.size(), 3, "bad.jpg"),
+                       doctest::Contains("'bad.jpg' is damaged: a JPEG Huffman table at byte"), Error);
+  // The fuzzer's own input: the table's counts start inside the segment and run past its end.
+  const std::vector<uint8_t> found = read_bytes(std::filesystem::path(METAFEW_SOURCE_DIR) /
+                                                "tests/fuzz/corpus/image/regression_jpeg_dht_across_segment");
+  CHECK_THROWS_WITH_AS(data::decode_image(found.data() + 1, found.size() - 1, 3, "found.jpg"),
+                       doctest::Contains("declares 646 symbols (at most 256)"), Error);
 }
 
 }  // namespace
