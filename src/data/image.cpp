@@ -104,40 +104,67 @@ void check_png_chunks(const uint8_t* bytes, size_t size, const std::string& name
 // Note [JPEG Huffman tables]: stb_image 2.27 (Debian 12's libstb) reads a DHT segment's symbol counts and then
 // that many symbols into a table of 256 without checking the sum (16 counts of up to 255 each): a crafted
 // JPEG writes past the table (found by tests/fuzz/fuzz_image under UBSan; stb 2.28 added the check). Until
-// Debian ships the fix, every DHT segment is checked here before stb sees the file. DHT segments may follow
-// a scan (progressive JPEG), so entropy-coded data are skipped to the next marker.
-bool is_jpeg(const uint8_t* bytes, size_t size) { return size >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8; }
+// Debian ships the fix, every DHT segment is checked here before stb sees the file.
+// stb takes a file for a JPEG when, after any run of FF fill bytes, D8 follows (found by the fuzzer too).
+bool is_jpeg(const uint8_t* bytes, size_t size) {
+  size_t at = 0;
+  while (at < size && bytes[at] == 0xFF) ++at;
+  return at >= 1 && at < size && bytes[at] == 0xD8;
+}
 
 void check_jpeg_tables(const uint8_t* bytes, size_t size, const std::string& name) {
-  size_t at = 2;
-  while (at + 4 <= size) {
-    if (bytes[at] != 0xFF) {  // entropy-coded data after a scan: skip to the next real marker
-      ++at;
-      continue;
-    }
-    const uint8_t marker = bytes[at + 1];
-    if (marker == 0xFF || marker == 0x00 || (marker >= 0xD0 && marker <= 0xD7) || marker == 0x01) {
-      at += marker == 0xFF ? 1 : 2;  // fill byte, stuffed zero, restart marker, TEM: no length
-      continue;
-    }
-    if (marker == 0xD9) return;  // EOI
+  // Every FF C4 in the file is read as a DHT segment, wherever it stands: following stb's own segment walk
+  // (which accepts repeated SOI markers, fill bytes, segments after scans...) would have to copy its
+  // quirks exactly, and a walk that desynchronised would miss the table stb reads. Inside valid scan data FF
+  // is always followed by 00 or a restart marker, so this only reads tables stb may read.
+  for (size_t at = 0; at + 4 <= size; ++at) {
+    if (bytes[at] != 0xFF || bytes[at + 1] != 0xC4) continue;
     const size_t length = (size_t{bytes[at + 2]} << 8) | bytes[at + 3];
-    MF_CHECK(length >= 2, "decode_image: '", name, "' is damaged: JPEG segment 0xFF", std::hex, int{marker},
-             std::dec, " at byte ", at, " has length ", length);
-    if (marker == 0xC4) {
-      // As stb reads it: tables while the segment has bytes left, a table's counts read even across the
-      // segment's end (bytes past the file's end read as 0).
-      size_t p = at + 4;
-      const size_t end = at + 2 + length;
-      while (p < end && p < size) {
-        size_t symbols = 0;
-        for (size_t i = 1; i <= 16; ++i) symbols += p + i < size ? bytes[p + i] : 0;
-        MF_CHECK(symbols <= 256, "decode_image: '", name, "' is damaged: a JPEG Huffman table at byte ", p,
-                 " declares ", symbols, " symbols (at most 256)");
-        p += 17 + symbols;
-      }
+    // As stb reads it: tables while the segment has bytes left, a table's counts read even across the
+    // segment's end (bytes past the file's end read as 0).
+    size_t p = at + 4;
+    const size_t end = at + 2 + length;
+    while (p < end && p < size) {
+      size_t symbols = 0;
+      for (size_t i = 1; i <= 16; ++i) symbols += p + i < size ? bytes[p + i] : 0;
+      MF_CHECK(symbols <= 256, "decode_image: '", name, "' is damaged: a JPEG Huffman table at byte ", p,
+               " declares ", symbols, " symbols (at most 256)");
+      p += 17 + symbols;
     }
-    at += 2 + length;
+  }
+}
+
+// stb_image 2.27 reads a PGM/PPM header's numbers into an int without an overflow check (signed overflow,
+// found by tests/fuzz/fuzz_image under UBSan; stb 2.28 added the check). The header (width, height, maxval,
+// with whitespace and # comments between) is read here first; a number of more than 9 digits is refused.
+bool is_pnm(const uint8_t* bytes, size_t size) {
+  return size >= 2 && bytes[0] == 'P' && (bytes[1] == '5' || bytes[1] == '6');
+}
+
+void check_pnm_header(const uint8_t* bytes, size_t size, const std::string& name) {
+  size_t at = 2;
+  for (const char* field : {"width", "height", "maximum value"}) {
+    for (;;) {  // whitespace and comments, as stb skips them
+      while (at < size && std::isspace(bytes[at])) ++at;
+      if (at < size && bytes[at] == '#') {
+        while (at < size && bytes[at] != '\n' && bytes[at] != '\r') ++at;
+        continue;
+      }
+      break;
+    }
+    size_t digits = 0;
+    int64_t value = 0;
+    while (at < size && std::isdigit(bytes[at])) {
+      if (digits < 18) value = value * 10 + (bytes[at] - '0');
+      ++at, ++digits;
+    }
+    MF_CHECK(digits <= 9, "decode_image: '", name, "' is damaged: its PGM/PPM ", field, " has ", digits,
+             " digits");
+    // 16-bit samples: stb 2.27 converts them to 8 bits past the end of its buffer (an ASan report of
+    // fuzz_image), so they are refused until Debian's stb has the fix.
+    if (std::string(field) == "maximum value")
+      MF_CHECK(value <= 255, "decode_image: '", name, "': 16-bit PGM/PPM (maximum value ", value,
+               ") is not supported; convert it to 8 bits or PNG");
   }
 }
 
@@ -150,6 +177,7 @@ DecodedImage decode_image(const uint8_t* bytes, size_t size, int64_t channels, c
            " bytes)");
   if (is_png(bytes, size)) check_png_chunks(bytes, size, name);
   if (is_jpeg(bytes, size)) check_jpeg_tables(bytes, size, name);
+  if (is_pnm(bytes, size)) check_pnm_header(bytes, size, name);
   int w = 0, h = 0, n = 0;
   stbi_uc* px = stbi_load_from_memory(bytes, static_cast<int>(size), &w, &h, &n, static_cast<int>(channels));
   MF_CHECK(px != nullptr, "decode_image: cannot decode '", name, "' (", stbi_failure_reason(),

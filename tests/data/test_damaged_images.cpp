@@ -77,5 +77,14 @@ TEST_CASE("data: a JPEG Huffman table of more than 256 symbols is refused before
                        doctest::Contains("declares 646 symbols (at most 256)"), Error);
 }
 
+TEST_CASE("data: a PGM header number too long for an int is refused before stb reads it") {
+  const std::string ok = "P5\n2 2\n255\n" + std::string("\x01\x02\x03\x04", 4);
+  CHECK(data::decode_image(reinterpret_cast<const uint8_t*>(ok.data()), ok.size(), 1, "ok.pgm").hwc.size() == 4);
+  // Found by tests/fuzz/fuzz_image: stb 2.27 multiplies the digits into an int until it overflows.
+  const std::string bad = "P5\n6 # comment\n55666666666666 255\n" + std::string(8, '\x10');
+  CHECK_THROWS_WITH_AS(data::decode_image(reinterpret_cast<const uint8_t*>(bad.data()), bad.size(), 1, "bad.pgm"),
+                       doctest::Contains("'bad.pgm' is damaged: its PGM/PPM height has 14 digits"), Error);
+}
+
 }  // namespace
 }  // namespace metafew::testing

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one libFuzzer target on its committed seed corpus: `run.sh TARGET CORPUS bounded` (the test suite's
-# short run: 20 s) or `run.sh TARGET CORPUS long [RUNS]` (make fuzz: 10^6 inputs by default). New inputs go
+# short run: 10 s) or `run.sh TARGET CORPUS long [RUNS]` (make fuzz: 10^6 inputs by default). New inputs go
 # to a scratch corpus, never into the committed one; a crash leaves its input in the current folder
 # (crash-*, leak-*, timeout-*) and fails the run.
 set -euo pipefail
@@ -11,7 +11,7 @@ trap 'rm -rf "$scratch"' EXIT
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
 common=(-rss_limit_mb=2048 -timeout=10 -max_len=65536 -print_final_stats=1)
 if [[ "$mode" == bounded ]]; then
-  exec "$target" "${common[@]}" -max_total_time=20 "$scratch" "$corpus"
+  exec "$target" "${common[@]}" -max_total_time=10 "$scratch" "$corpus"
 else
   exec "$target" "${common[@]}" -runs="$runs" "$scratch" "$corpus"
 fi

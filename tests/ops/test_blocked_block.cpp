@@ -62,7 +62,8 @@ const std::vector<std::tuple<Shape, int64_t, uint32_t>> kShapes{{{20, 64, 14, 14
 // f64 reference's 0.
 TEST_CASE("blocked conv block: values and first-order gradients as accurate as the composition it replaces") {
   for (const auto& [xs, oc, seed] : kShapes) {
-    CAPTURE(tensor::to_string(xs));
+    const std::string shape_text = tensor::to_string(xs);  // clang 14 cannot capture a binding in CAPTURE
+    CAPTURE(shape_text);
     for (bool relu : {false, true}) {
       CAPTURE(relu);
       const Block k = random_block(xs, oc, seed);
@@ -94,7 +95,8 @@ std::vector<Tensor> second_order(const Block& k, DType dtype, bool fused) {
 TEST_CASE("blocked conv block: second derivatives as accurate as the composition it replaces") {
   for (const auto& [xs, oc, seed] : kShapes) {
     if (xs[0] > 10) continue;  // the f64 reference's second order is slow at the largest shape
-    CAPTURE(tensor::to_string(xs));
+    const std::string shape_text = tensor::to_string(xs);  // clang 14 cannot capture a binding in CAPTURE
+    CAPTURE(shape_text);
     const Block k = random_block(xs, oc, seed + 10);
     const auto ref = second_order(k, DType::f64, false);
     check_as_accurate(relative_errors(second_order(k, DType::f32, true), ref),
