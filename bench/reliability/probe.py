@@ -210,19 +210,23 @@ record("one run folder, two writers or an old run", "refused, naming the holder 
 
 # 8. interruptions: SIGINT, SIGTERM, SIGKILL at random moments, then resume; bit-identical to never stopping
 whole = os.path.join(work, "whole")
-common = SMALL + ["--algo", "maml", "--iterations", "60", "--val-every", "20", "--checkpoint-every", "3"]
+common = SMALL + ["--algo", "maml", "--iterations", "200", "--val-every", "50", "--checkpoint-every", "7"]
+t0 = time.time()
 code, _, err = run(["meta-train"] + common + ["--out", whole])
 assert code == 0, err
+whole_seconds = time.time() - t0
 res = []
+stopped = 0  # trials where the signal arrived before the run finished
 for trial in range(n(45, 6)):
     sig = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)[trial % 3]
     d = os.path.join(work, "cut")
     shutil.rmtree(d, ignore_errors=True)
     p = subprocess.Popen([MF, "meta-train"] + common + ["--out", d], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, cwd=work)
-    time.sleep(RNG.uniform(0.2, 1.2))
+    time.sleep(RNG.uniform(0.1, 0.9) * whole_seconds)
     p.send_signal(sig)
     p.wait()
+    stopped += p.returncode != 0
     code, _, err = run(["meta-train", "--resume", d]) if os.path.exists(os.path.join(d, "last")) else \
         run(["meta-train"] + common + ["--out", d, "--overwrite"])
     leftovers = [f for f in os.listdir(d) if ".tmp." in f]
@@ -232,7 +236,8 @@ for trial in range(n(45, 6)):
     res.append((same and not leftovers and lines == want,
                 f"{signal.Signals(sig).name}: resume exit {code}, same last {same}, temporaries {leftovers}, "
                 f"metrics {'same' if lines == want else 'differ'}"))
-record("interrupted training, resumed", "last, metrics bit-identical to an uninterrupted run; no temporaries", res)
+record(f"interrupted training, resumed ({stopped} stopped mid-run)",
+       "last, metrics bit-identical to an uninterrupted run; no temporaries", res)
 
 # 9. damaged decoded-image caches: rebuilt, same episodes
 data_dir = os.path.join(work, "folders")
@@ -246,7 +251,7 @@ for c in range(10):
             chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
         open(os.path.join(data_dir, f"class{c}", f"{i}.png"), "wb").write(png)
 cache = os.path.join(work, "cache")
-code, ref, err = run(["data", data_dir, "--cache-dir", cache, "--json"])
+code, ref, err = run(["data", "--data", data_dir, "--cache-dir", cache, "--json"])
 assert code == 0, err
 res = []
 cache_files = [os.path.join(r, f) for r, _, fs in os.walk(cache) for f in fs]
@@ -259,9 +264,11 @@ for trial in range(n(21, 5)):
             elif len(b):
                 b[RNG.randrange(len(b))] ^= 1 << RNG.randrange(8)
             open(f, "wb").write(bytes(b))
-    code, out, err = run(["data", data_dir, "--cache-dir", cache, "--json"])
-    res.append((code == 0 and json.loads(out).get("classes") == json.loads(ref).get("classes"),
-                f"exit {code}: {err.strip()[:120]}"))
+    code, out, err = run(["data", "--data", data_dir, "--cache-dir", cache, "--json"])
+    now = json.loads(out) if code == 0 else {}
+    same = code == 0 and all(now[k] == json.loads(ref)[k] for k in ("base", "splits", "split_order"))
+    res.append((same and now["cache"]["state"].startswith("rebuilt"),
+                f"exit {code}, cache {now.get('cache', {}).get('state')}: {err.strip()[:120]}"))
 record("damaged image cache", "rebuilt, same dataset", res)
 
 # 10. single-bit flips inside PNG image data

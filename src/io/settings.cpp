@@ -174,14 +174,24 @@ uint64_t physical_memory_bytes() {
                                : std::numeric_limits<uint64_t>::max();
 }
 
-void check_combination(const json& cfg) {
+// The rules of one setting that depend on another (the dataset's kind): checked with the setting, so that a
+// stored configuration's message names the key.
+void check_related(const Setting& s, const json& cfg) {
   const bool regression = cfg["data"] == "builtin:sinusoid";
   // A 1-way task is classified correctly whatever the model: it would report 100%.
-  MF_USAGE_CHECK(regression || cfg["ways"].get<int64_t>() >= 2,
-                 "--ways must be at least 2 (a 1-way task is always 100% correct), got ", cfg["ways"]);
-  MF_USAGE_CHECK(regression || cfg["test_ways"].get<int64_t>() != 1,
-                 "--test-ways must be 0 (same as --ways) or at least 2 (a 1-way task is always 100% correct), got 1");
-  MF_USAGE_CHECK(cfg["channels"] == 1 || cfg["channels"] == 3, "--channels must be 1 or 3, got ", cfg["channels"]);
+  if (s.key == "ways")
+    MF_USAGE_CHECK(regression || cfg["ways"].get<int64_t>() >= 2,
+                   "--ways must be at least 2 (a 1-way task is always 100% correct), got ", cfg["ways"]);
+  if (s.key == "test_ways")
+    MF_USAGE_CHECK(regression || cfg["test_ways"].get<int64_t>() != 1,
+                   "--test-ways must be 0 (same as --ways) or at least 2 (a 1-way task is always 100% correct), "
+                   "got 1");
+  if (s.key == "channels")
+    MF_USAGE_CHECK(cfg["channels"] == 1 || cfg["channels"] == 3, "--channels must be 1 or 3, got ", cfg["channels"]);
+}
+
+void check_combination(const json& cfg) {
+  const bool regression = cfg["data"] == "builtin:sinusoid";
   const std::string model = cfg["model"];
   MF_USAGE_CHECK(regression == (model == "mlp"), "--model ", model, " does not fit --data ",
                  cfg["data"].get<std::string>(), " (builtin:sinusoid uses mlp, image datasets conv4)");
@@ -232,6 +242,7 @@ void validate_settings(const json& cfg, const std::string& where) {
     MF_USAGE_CHECK(cfg.contains(s.key), prefix, "setting \"", s.key, "\" is missing");
     try {
       check_one(s, cfg[s.key]);
+      if (cfg.contains("data") && cfg["data"].is_string()) check_related(s, cfg);
     } catch (const Error& e) {
       if (where.empty()) throw;
       throw Error(detail::concat(prefix, "setting \"", s.key, "\": ", e.what()), ErrorKind::usage);
