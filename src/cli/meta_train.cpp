@@ -214,7 +214,12 @@ int run_meta_train(int argc, char** argv) {
     }
     return true;
   };
-  if (validation_pending && val && !validate(it)) interrupted = true;
+  if (validation_pending && val) {
+    if (validate(it))
+      save("last", it);  // clears the mark (a run stopped in its final validation has no later save)
+    else
+      interrupted = true;
+  }
   while (it < iterations && !interrupted) {
     std::vector<meta::Task> tasks;
     tasks.reserve(static_cast<size_t>(meta_batch));

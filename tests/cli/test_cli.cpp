@@ -391,10 +391,12 @@ TEST_CASE("cli: a run folder has one writer at a time; a new run into a finished
 
 // Issue 25, item 11: a signal during a long validation stops at once (the rest of the episodes are skipped);
 // the resume runs that validation first, so `best`, `last` and the metrics equal an uninterrupted run's.
-TEST_CASE("cli: SIGINT during validation stops promptly and the resume equals an uninterrupted run") {
+// `iterations` 20: stopped in the validation of iteration 10; 10: in the final validation.
+void sigint_during_validation(int iterations) {
+  CAPTURE(iterations);
   TempDir tmp;
-  const std::string common = small(" --algo maml --iterations 20 --log-every 10 --val-every 10 "
-                                                   "--val-episodes 3000 --checkpoint-every 1000");
+  const std::string common = small(" --algo maml --log-every 10 --val-every 10 --val-episodes 3000 --checkpoint-every 1000") +
+                             " --iterations " + std::to_string(iterations);
   const fs::path whole = tmp.path / "whole", cut = tmp.path / "cut";
   REQUIRE(metafew("meta-train " + common + " --out " + whole.string(), tmp.path).code == 0);
   const pid_t pid = fork();
@@ -427,6 +429,12 @@ TEST_CASE("cli: SIGINT during validation stops promptly and the resume equals an
   check_same_bits(params_of(cut / "best"), params_of(whole / "best"));
   CHECK(io::load_checkpoint((cut / "best").string()).header["iteration"] ==
         io::load_checkpoint((whole / "best").string()).header["iteration"]);
+  CHECK(slurp(cut / "last") == slurp(whole / "last"));  // the pending mark is cleared too
+}
+
+TEST_CASE("cli: SIGINT during validation stops promptly and the resume equals an uninterrupted run") {
+  sigint_during_validation(20);
+  sigint_during_validation(10);
 }
 
 // Issue 25, item 6: a resume after a kill or a full disk drops the metrics lines logged after the checkpoint
