@@ -207,7 +207,11 @@ int run_meta_train(int argc, char** argv) {
               {"val_ci95", last_val.result.ci95},
               {"val_episodes", val_episodes}};
     run.append_metrics(line);
-    progress.log(line.dump());
+    char summary[96];
+    std::snprintf(summary, sizeof summary, regression ? "val -MSE %.4f +- %.4f @%lld" : "val %.2f%% +- %.2f @%lld",
+                  regression ? last_val.result.mean : 100 * last_val.result.mean,
+                  regression ? last_val.result.ci95 : 100 * last_val.result.ci95, static_cast<long long>(at));
+    progress.metrics(line.dump(), summary);
     if (last_val.result.mean > best_acc) {
       best_acc = last_val.result.mean;
       save("best", at);
@@ -253,7 +257,7 @@ int run_meta_train(int argc, char** argv) {
                 {"lr", opt->current_lr()},
                 {"rss_mb", resident_mb()}};
       run.append_metrics(line);
-      progress.log(line.dump());
+      progress.metrics(line.dump(), "");  // the live line shows the loss already
       window_loss = window_acc = 0;
       window = 0;
       t_window = std::chrono::steady_clock::now();

@@ -23,7 +23,7 @@ void Progress::update(int64_t done, const std::string& status) {
                static_cast<long long>(done), static_cast<long long>(total_),
                total_ > 0 ? 100.0 * static_cast<double>(done) / static_cast<double>(total_) : 100.0, rate,
                static_cast<int>(eta / 3600), static_cast<int>(eta / 60) % 60, static_cast<int>(eta) % 60,
-               status.c_str());
+               (summary_.empty() ? status : status + "  " + summary_).c_str());
   std::fflush(stderr);
   drawn_ = true;
 }
@@ -32,6 +32,14 @@ void Progress::log(const std::string& line) {
   if (tty_ && drawn_) std::fprintf(stderr, "\r\033[K");
   std::fprintf(stderr, "%s\n", line.c_str());
   drawn_ = false;
+}
+
+void Progress::metrics(const std::string& json_line, const std::string& summary) {
+  if (!tty_) {
+    log(json_line);
+    return;
+  }
+  if (!summary.empty()) summary_ = summary;
 }
 
 void Progress::finish() {

@@ -13,6 +13,10 @@ class Progress {
   void update(int64_t done, const std::string& status);
   // A log line: printed above the live line on a terminal, as is otherwise.
   void log(const std::string& line);
+  // A metrics line (also written to the run's metrics.jsonl): printed as is without a terminal; on a
+  // terminal only `summary` is kept, shown at the end of the live line (raw JSON lines between redraws made
+  // the terminal unreadable).
+  void metrics(const std::string& json_line, const std::string& summary);
   void finish();
 
  private:
@@ -20,6 +24,7 @@ class Progress {
   int64_t total_, start_, done_ = 0;
   bool tty_;
   bool drawn_ = false;
+  std::string summary_;
   std::chrono::steady_clock::time_point t0_, last_draw_;
 };
 

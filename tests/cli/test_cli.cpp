@@ -437,6 +437,28 @@ TEST_CASE("cli: SIGINT during validation stops promptly and the resume equals an
   sigint_during_validation(10);
 }
 
+// Issue 30, item 5: on a terminal the live line alone (the latest validation folded into it), the metrics in
+// metrics.jsonl; without a terminal the metrics lines on stderr as before. util-linux's `script` gives the
+// run a pseudo-terminal (Debian's bsdutils, an essential package).
+TEST_CASE("cli: on a terminal meta-train shows the progress line, not raw metrics lines") {
+  TempDir tmp;
+  REQUIRE(fs::exists("/usr/bin/script"));
+  const fs::path run = tmp.path / "tty";
+  const std::string cmd = "/usr/bin/script -qc \"" + std::string(METAFEW_BINARY) + " meta-train " +
+                          small("--algo protonet --iterations 40 --val-every 20 --log-every 10 --out " + run.string()) +
+                          "\" /dev/null > " + (tmp.path / "tty.txt").string() + " 2>&1";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  const std::string screen = slurp(tmp.path / "tty.txt");
+  CHECK(screen.find("{\"iteration\"") == std::string::npos);
+  CHECK(screen.find("ETA") != std::string::npos);
+  CHECK(screen.find("val ") != std::string::npos);
+  CHECK(metric_iterations(run) == std::vector<int64_t>{10, 20, 20, 30, 40, 40});
+  Result piped = metafew("meta-train " + small("--algo protonet --iterations 20 --log-every 10 --out " +
+                                               (tmp.path / "piped").string()),
+                         tmp.path);
+  CHECK(piped.err.find("{\"accuracy\"") != std::string::npos);
+}
+
 // Issue 25, item 6: a resume after a kill or a full disk drops the metrics lines logged after the checkpoint
 // and an incomplete last line, and removes the temporaries the killed writer left.
 TEST_CASE("cli: resume trims metrics to the checkpoint and removes a killed writer's temporaries") {
