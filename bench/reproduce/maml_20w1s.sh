@@ -21,6 +21,10 @@
 #   train maml_20w1s_noscale --data "$OMNIGLOT" --algo maml --max-pool=false --bn-scale=false --inner-bn=false \
 #     --ways 20 --shots 1 --queries 1 --meta-batch 16 --inner-steps 5 --inner-lr 0.1 --outer-lr 0.001 \
 #     --eval-steps 10 --val-episodes 500
+# Session 16: the row's own run (these settings) restarted toward the published 60,000 iterations
+# (`ITERATIONS=published`), through the wip/ mechanism (bench/results/omniglot/wip/README.md). Decided before
+# training and before any test: when it reaches 60,000 iterations, the script's evaluate step (its best
+# checkpoint on the validation split) becomes the row, whatever it reads: issue 29's "full schedule run".
 source "$(dirname "$0")/lib.sh"
 iterations 60000 800
 train maml_20w1s --data "$OMNIGLOT" --algo maml --max-pool=false --ways 20 --shots 1 --queries 1 \
