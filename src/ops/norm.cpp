@@ -246,7 +246,8 @@ namespace {
 // Between a oneDNN convolution computing in nChw16c and batch_norm_max_pool, the composition reorders the
 // convolution's output to NCHW and, backwards, the gradient to nChw16c, twice (backward data and backward
 // weights each reorder it), and the input once more for backward weights: passes over full-size tensors
-// that were ~7% of a MAML 5-way 1-shot iteration (perf, session 8). Here the block keeps the convolution's
+// that were a measurable share of a MAML 5-way 1-shot iteration (perf: bench/results/speed.md, "the 64-channel
+// blocks in oneDNN's blocked layout"). Here the block keeps the convolution's
 // output yb and its gradient gyb in nChw16c and runs batch norm, pooling and ReLU on that layout (Note
 // [Blocked batch norm and pooling], tensor/bn_pool_blocked.cpp); it keeps the blocked copy of its input from
 // the forward for backward weights. Only the block's input and output (a quarter of yb) and the input's

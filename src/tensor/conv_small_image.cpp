@@ -17,8 +17,8 @@ namespace metafew::tensor {
 // Note [Small-image weight gradient]
 // The last conv-4 layer sees 3x3 pixels. oneDNN's backward-weights primitive wants its operands in the
 // 16-channel-blocked layouts and writes a blocked weight gradient, so through the engine it runs between
-// three reorders: at batch 5 the 147 KB weight gradient alone costs ~5 us of reorder beside ~26 us of
-// convolution (bench/results/conv.md, session 4), which left the engine at 0.79-0.80 of the bare primitive.
+// three reorders, and at small batches the reorder of the weight gradient alone is a large share of the
+// convolution's time (figures in bench/results/conv.md), which held the engine well below the bare primitive.
 // Here the gradient is one matrix product that reads NCHW and writes OIHW as they are:
 //   rows    k = (n, p): every output pixel p of every image n, K = N * OH * OW of them;
 //   columns r = (c, t): input channel c and kernel tap t, R = C * KH * KW: exactly the order of OIHW's row;

@@ -45,10 +45,8 @@ namespace metafew::backend::dnnl_backend {
 // (Note [Single-channel convolution] in tensor/conv_single_channel.cpp), faster than either oneDNN path and
 // than the bare blocked primitive (bench/results/conv.md). And backward weights on images of at most 16
 // pixels runs metafew's direct kernel (Note [Small-image weight gradient] in tensor/conv_small_image.cpp):
-// on conv-4's last layer (3x3 pixels; session 5, Intel Xeon VM, training runs paused) it reached 0.97-1.00
-// of the bare primitive's speed at batch 5 where the blocked path with its reorders reached 0.74-0.78,
-// 1.00-1.07 against 0.90-0.95 at batch 80 and 0.82-0.98 against 0.86-0.89 at batch 2560 (1 thread; at 2
-// threads 0.81-0.89 / 0.69, 1.01-1.05 / 0.82-0.88, 0.86-0.90 / 0.88-1.00).
+// on conv-4's last layer (3x3 pixels) it runs at about the bare primitive's speed at small and medium batches,
+// where the blocked path loses a quarter to its reorders (figures in bench/results/conv.md).
 // Nothing is timed at run time: the choice depends on the shape only, so results are reproducible.
 
 // Note [Conv threads]
