@@ -45,19 +45,6 @@ std::string flag_name(const std::string& key) {
 
 namespace {
 
-// Levenshtein distance, for "did you mean".
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j)
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
-    std::swap(prev, cur);
-  }
-  return prev[b.size()];
-}
-
 struct FlagInfo {
   std::string name;
   bool container = false;
@@ -113,7 +100,7 @@ cxxopts::ParseResult parse_options(cxxopts::Options& opts, int argc, char** argv
       std::string best;
       size_t best_d = std::max<size_t>(2, f.size() / 3) + 1;
       for (const FlagInfo& k : known) {
-        const size_t d = edit_distance(f, k.name);
+        const size_t d = io::key_distance(f, k.name);
         if (d < best_d) best_d = d, best = k.name;
       }
       throw Error(detail::concat(who, ": unknown flag --", f, best.empty() ? "" : " (did you mean --" + best + "?)"),

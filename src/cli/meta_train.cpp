@@ -145,8 +145,9 @@ int run_meta_train(int argc, char** argv) {
   }
 
   io::RunDir& run = *run_holder;
-  if (!resuming) run.clear_run();  // --overwrite: the old run goes only now that the new one is ready to start
-  if (resuming) {
+  if (!resuming) {
+    run.clear_run();  // --overwrite: the old run goes only now that the new one is ready to start
+  } else {
     const int64_t dropped = run.trim_metrics(start);
     if (dropped > 0)
       std::fprintf(stderr, "meta-train: dropped %lld metrics lines logged after iteration %lld (or incomplete)\n",

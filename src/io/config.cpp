@@ -71,24 +71,6 @@ std::string short_dump(const json& j) {
   return s;
 }
 
-// Levenshtein distance after folding case and '-' to '_' (so "Inner-LR" is 0 from "inner_lr").
-size_t key_distance(const std::string& a, const std::string& b) {
-  auto fold = [](char c) {
-    return c == '-' ? '_' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  };
-  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t subst = prev[j - 1] + (fold(a[i - 1]) == fold(b[j - 1]) ? 0 : 1);
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, subst});
-    }
-    std::swap(prev, cur);
-  }
-  return prev[b.size()];
-}
-
 [[noreturn]] void unknown_key(const std::string& key, const std::string& full_key, const json& known,
                               const std::string& prefix, const std::string& source) {
   std::string suggestion, list;
@@ -201,6 +183,24 @@ json merge_config(const json& defaults, const json& file, const json& flags) {
   if (file.is_object()) merge_into(out, file);
   if (flags.is_object()) merge_into(out, flags);
   return out;
+}
+
+// Levenshtein distance after folding case and '-' to '_' (so "Inner-LR" is 0 from "inner_lr").
+size_t key_distance(const std::string& a, const std::string& b) {
+  auto fold = [](char c) {
+    return c == '-' ? '_' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  };
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t subst = prev[j - 1] + (fold(a[i - 1]) == fold(b[j - 1]) ? 0 : 1);
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, subst});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
 }
 
 json read_config_file(const std::string& path) {

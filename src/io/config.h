@@ -38,4 +38,8 @@ nlohmann::json read_config_file(const std::string& path);
 // settings that have no default. Only a null default accepts null.
 void validate_config(const nlohmann::json& config, const nlohmann::json& defaults, const std::string& source);
 
+// Levenshtein distance after folding case and '-' to '_' ("Inner-LR" is 0 from "inner_lr"): the measure of
+// "did you mean" for config keys and command-line flags.
+size_t key_distance(const std::string& a, const std::string& b);
+
 }  // namespace metafew::io
