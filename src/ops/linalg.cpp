@@ -1,11 +1,13 @@
 #include "ops/detail.h"
 
+#include "backend/dnnl/matmul.h"
+
 namespace metafew::ops {
 
 using detail::make_result;
 
 Variable matmul(const Variable& a, const Variable& b, bool trans_a, bool trans_b) {
-  return make_result(tensor::matmul(a.data(), b.data(), trans_a, trans_b), "matmul", {a, b}, MF_BACKWARD {
+  return make_result(backend::dnnl_backend::matmul(a.data(), b.data(), trans_a, trans_b), "matmul", {a, b}, MF_BACKWARD {
     // C = op(A) op(B); each case writes dA and dB as products with g, transposes folded into the flags.
     const Variable& A = in[0];
     const Variable& B = in[1];

@@ -1,4 +1,6 @@
 #pragma once
+// Note [Kernels by concern]: elementwise.cpp, shape_kernels.cpp, pool_softmax.cpp and batch_norm.cpp implement
+// what this header declares; tensor/ holds no oneDNN call (matrix products are in backend/dnnl/matmul.h).
 // Raw kernels on tensors: no gradients here. Floating kernels accept f32 and f64 (f64 exists for gradient
 // checks); inputs must share a dtype. Element-wise work is split across OpenMP threads when large enough and
 // not already inside a parallel region (ARCHITECTURE.md, decision 3); reductions run in a fixed order, so
@@ -34,8 +36,7 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t axis);
 Tensor index_select(const Tensor& x, int64_t axis, const Tensor& index);
 Tensor index_add(const Tensor& g, int64_t axis, const Tensor& index, int64_t size);
 
-// op(a) @ op(b) for 2-D tensors, op = transpose when the flag is set. f32 runs oneDNN's sgemm.
-Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+// Matrix products are backend::dnnl_backend::matmul (backend/dnnl/matmul.h): f32 runs oneDNN's sgemm.
 
 // Max pooling of NCHW with a square window, no padding; returns (y, i32 argmax within each input plane).
 std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, int64_t kernel, int64_t stride);
