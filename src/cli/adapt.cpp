@@ -10,6 +10,8 @@
 #include <map>
 
 #include "cli/common.h"
+#include "data/options.h"
+#include "meta/registry.h"
 #include "data/image.h"
 #include "io/run_dir.h"
 
@@ -240,7 +242,7 @@ int run_adapt(int argc, char** argv) {
     files.insert(files.end(), imgs.begin(), imgs.end());
   }
   const int64_t ways = static_cast<int64_t>(classes.size());
-  if (meta::algorithm_uses_head(cfg["algo"]))
+  if (meta::find_algorithm(cfg["algo"]).uses_head)
     MF_USAGE_CHECK(ways == cfg["ways"].get<int64_t>(), "adapt: the support folder has ", ways,
                    " classes but this ", cfg["algo"].get<std::string>(), " checkpoint has a ", cfg["ways"].get<int64_t>(),
                    "-way head");

@@ -18,7 +18,10 @@
 #include "cli/common.h"
 #include "core/peak.h"
 #include "core/version.h"
+#include "io/settings.h"
+#include "meta/registry.h"
 #include "meta/trainer.h"
+#include "optim/options.h"
 #include "tensor/storage.h"
 
 namespace metafew::cli {
@@ -32,39 +35,37 @@ struct Setting {
 };
 
 // The table of issue 6 (PyTorch reference measured on this machine): 5-way 1-shot, 15 queries, meta-batch 32,
-// 1 inner step at lr 0.4; 20-way 1-shot, 5 queries, meta-batch 16, 5 inner steps at lr 0.1; Reptile with
-// meta-batch 5 and 5 inner Adam steps on batches of 10 drawn from 10 shots per class.
+// 1 inner step at lr 0.4 (the generic defaults); 20-way 1-shot, 5 queries, meta-batch 16, 5 inner steps at lr
+// 0.1. An algorithm with its own recipe (Reptile: meta-batch 5, 5 inner Adam steps on batches of 10 drawn from
+// 10 shots per class) keeps it at both widths, with 1 query (its meta-gradient uses none).
 std::vector<Setting> standard_matrix(const std::vector<std::string>& algos) {
+  const json d = io::settings_defaults();
   std::vector<Setting> rows;
   for (int wide = 0; wide < 2; ++wide)
     for (const std::string& a : algos) {
-      if (a == "reptile")
-        rows.push_back({a, wide ? 20 : 5, 10, 1, 5, 5, 0.001});
-      else if (wide)
+      const meta::AlgorithmEntry& entry = meta::find_algorithm(a);
+      if (entry.own_bench_recipe) {
+        json r = d;
+        r.update(entry.defaults);
+        rows.push_back({a, wide ? 20 : 5, r["shots"], 1, r["meta_batch"], r["inner_steps"], r["inner_lr"]});
+      } else if (wide) {
         rows.push_back({a, 20, 1, 5, 16, 5, 0.1});
-      else
-        rows.push_back({a, 5, 1, 15, 32, 1, 0.4});
+      } else {
+        rows.push_back({a, d["ways"], d["shots"], d["queries"], d["meta_batch"], d["inner_steps"], d["inner_lr"]});
+      }
     }
   return rows;
 }
 
-// Analytic FLOP of one meta-iteration, counted as the PyTorch reference counts them (1 MAC = 2 FLOP; a
-// backward costs two forwards; the outer pass of second-order MAML through an inner step costs 6 forwards;
-// element-wise work is not counted). f = forward FLOP of one image; S, Q support and query images; k steps.
-double analytic_gflop(const Setting& s, const nn::Model& model) {
-  const double f = 2.0 * model.forward_macs(1);
-  const double S = static_cast<double>(s.ways * s.shots), Q = static_cast<double>(s.ways * s.queries);
-  const double k = static_cast<double>(s.inner_steps);
-  double per_task = 0;
-  if (s.algo == "maml" || s.algo == "metasgd")
-    per_task = 9 * k * S * f + 3 * Q * f;
-  else if (s.algo == "fomaml")
-    per_task = 3 * k * S * f + 3 * Q * f;
-  else if (s.algo == "reptile")
-    per_task = 3 * k * 10 * f;
-  else
-    per_task = 3 * (S + Q) * f;
-  return per_task * static_cast<double>(s.meta_batch) / 1e9;
+// Analytic FLOP of one meta-iteration: the algorithm's count per task (meta/registry.cpp) times the tasks.
+double analytic_gflop(const Setting& s, const nn::Model& model, int64_t inner_batch) {
+  meta::FlopShape shape;
+  shape.forward = 2.0 * model.forward_macs(1);
+  shape.support = static_cast<double>(s.ways * s.shots);
+  shape.query = static_cast<double>(s.ways * s.queries);
+  shape.steps = static_cast<double>(s.inner_steps);
+  shape.inner_batch = static_cast<double>(inner_batch);
+  return meta::find_algorithm(s.algo).task_flop(shape) * static_cast<double>(s.meta_batch) / 1e9;
 }
 
 double median(std::vector<double> v) {
@@ -107,15 +108,14 @@ int run_bench(int argc, char** argv) {
   const int max_threads = args["threads"].as<int>() > 0 ? args["threads"].as<int>() : omp_get_num_procs();
   const int warmup = args["warmup"].as<int>(), repeats = args["repeats"].as<int>();
   const int64_t filters = args["filters"].as<int64_t>();
+  const int64_t inner_batch = meta::AlgoConfig{}.inner_batch;
   MF_USAGE_CHECK(warmup >= 0 && repeats >= 1, "bench: --warmup must be >= 0 and --repeats >= 1");
   MF_USAGE_CHECK(filters >= 1, "bench: --filters must be >= 1");
 
   std::vector<Setting> rows;
   if (args.count("algo")) {
     for (const std::string& a : args["algo"].as<std::vector<std::string>>()) {
-      MF_USAGE_CHECK(std::find(meta::algorithm_names().begin(), meta::algorithm_names().end(), a) !=
-                         meta::algorithm_names().end(),
-                     "bench: unknown --algo '", a, "'");
+      meta::find_algorithm(a);  // a usage error naming the algorithms
       // The standard row of this algorithm at this width, then the settings given.
       const int64_t ways = args["ways"].as<int64_t>();
       const std::vector<Setting> standard = standard_matrix({a});
@@ -131,7 +131,10 @@ int run_bench(int argc, char** argv) {
                      "bench: --ways, --shots, --queries, --meta-batch must be >= 1 and --inner-steps >= 0");
     }
   } else {
-    rows = standard_matrix({"maml", "fomaml", "metasgd", "anil", "protonet", "reptile"});
+    std::vector<std::string> standard;
+    for (const meta::AlgorithmEntry& a : meta::algorithms())
+      if (a.standard_bench) standard.push_back(a.name);
+    rows = standard_matrix(standard);
   }
   std::vector<int> thread_counts;
   if (args.count("scaling") || !args.count("algo"))
@@ -157,7 +160,7 @@ int run_bench(int argc, char** argv) {
     std::map<int64_t, double> conv_peak;  // per dominant batch
     for (const Setting& s : rows) {
       // The dominant convolution: 64 -> 64 3x3 at 14x14 on one task's query set, one task per thread.
-      const int64_t n = s.ways * (s.algo == "reptile" ? 10 : s.queries);
+      const int64_t n = s.ways * (meta::find_algorithm(s.algo).own_bench_recipe ? inner_batch : s.queries);
       if (!conv_peak.count(n)) {
         tensor::ConvShape cs{n, filters, 14, 14, filters, 3, 3, 1, 1, 1, 1};
         conv_peak[n] = backend::dnnl_backend::bare_conv_gflops(cs, backend::dnnl_backend::ConvKernel::forward,
@@ -169,7 +172,7 @@ int run_bench(int argc, char** argv) {
       reset_peak_resident();
       nn::ModelConfig mc;
       mc.filters = filters;
-      mc.outputs = meta::algorithm_uses_head(s.algo) ? s.ways : 0;
+      mc.outputs = meta::find_algorithm(s.algo).uses_head ? s.ways : 0;
       meta::AlgoConfig ac;
       ac.algo = s.algo;
       ac.inner_steps = s.inner_steps;
@@ -178,10 +181,10 @@ int run_bench(int argc, char** argv) {
       nn::Model model(mc);
       auto algo = meta::make_algorithm(model, ac, init);
       std::unique_ptr<optim::Optimizer> opt;
-      if (s.algo == "reptile")
-        opt = std::make_unique<optim::Sgd>(1.0);
-      else
-        opt = std::make_unique<optim::Adam>(1e-3);
+      json outer = io::settings_defaults();
+      outer.update(meta::find_algorithm(s.algo).defaults);
+      outer["iterations"] = warmup + repeats;
+      opt = optim::make_optimizer(outer);
       data::EpisodeSampler sampler(ds, "train", {s.ways, s.shots, s.queries}, 1);
       std::vector<std::vector<meta::Task>> batches(static_cast<size_t>(warmup + repeats));
       for (size_t b = 0; b < batches.size(); ++b)
@@ -198,7 +201,7 @@ int run_bench(int argc, char** argv) {
       }
       const double med = median(times);
       const double spread = *std::max_element(times.begin(), times.end()) - *std::min_element(times.begin(), times.end());
-      const double gflop = analytic_gflop(s, model);
+      const double gflop = analytic_gflop(s, model, inner_batch);
       const double gflops = gflop / med;
       json row{{"algo", s.algo},
                {"ways", s.ways},

@@ -8,8 +8,11 @@
 #include "data/episode.h"
 #include "data/sinusoid.h"
 #include "io/config.h"
+#include "data/options.h"
 #include "io/settings.h"
+#include "meta/registry.h"
 #include "meta/trainer.h"
+#include "nn/options.h"
 
 namespace metafew::cli {
 
@@ -178,95 +181,16 @@ json flags_given(const cxxopts::ParseResult& args, const json& defaults) {
   return flags;
 }
 
-// Note [Config precedence]: generic defaults < defaults of the chosen algorithm and dataset < config file <
-// flags. The algorithm and dataset are read from the file and flags first, so that `--algo reptile` brings
-// Reptile's own outer loop (SGD, step size 1 annealed linearly) unless the user sets those keys.
-json resolve_config(const json& file, const json& flags) {
-  json base = meta_train_defaults();
-  io::validate_config(file, base, "config file");
-  io::validate_config(flags, base, "command line");
-  json chosen = io::merge_config(base, file, flags);
-  const std::string algo = chosen["algo"];
-  const std::string data = chosen["data"];
-  json specific = json::object();
-  if (algo == "reptile") {
-    specific = {{"optimizer", "sgd"}, {"outer_lr", 1.0},      {"schedule", "linear"}, {"inner_steps", 5},
-                {"inner_lr", 0.001},  {"meta_batch", 5},      {"eval_steps", 50},     {"shots", 10},
-                {"queries", 5},       {"test_shots", 1},      {"test_queries", 15}};
-  } else if (algo == "protonet" || algo == "matchingnet" || algo == "paramnet") {
-    specific = {{"meta_batch", 1}, {"eval_steps", 0}};
-  }
-  if (data == "builtin:sinusoid") {
-    specific.update(json{{"model", "mlp"}, {"ways", 0}, {"shots", 10}, {"queries", 10}, {"meta_batch", 25},
-                         {"inner_lr", 0.01}, {"eval_steps", 1}, {"val_split", "val"}});
-    if (algo == "reptile") specific.update(json{{"test_shots", 10}, {"test_queries", 10}});
-  }
-  json resolved = io::merge_config(io::merge_config(base, specific, json::object()), file, flags);
+json resolve_config(const json& file, const json& flags) { return io::resolve_settings(file, flags); }
 
-  io::validate_settings(resolved, "");  // ranges, choices and combinations (Note [One check for every source])
-  for (const char* k : {"test_ways", "test_shots", "test_queries"}) {
-    const std::string train_key = std::string(k).substr(5);
-    if (resolved[k].get<int64_t>() == 0) resolved[k] = resolved[train_key];
-  }
-  return resolved;
-}
-
-bool is_regression(const json& cfg) { return cfg["data"] == "builtin:sinusoid"; }
-
-nn::ModelConfig model_config(const json& cfg, int64_t outputs) {
-  nn::ModelConfig m;
-  m.arch = cfg["model"];
-  if (m.arch == "mlp") {
-    m.in_features = 1;
-    m.hidden = {40, 40};
-  } else {
-    m.in_channels = cfg["channels"];
-    m.height = m.width = cfg["image_size"];
-    m.filters = cfg["filters"];
-    m.max_pool = cfg["max_pool"];
-    m.features = nn::parse_features(cfg["features"]);
-    m.bn_scale = cfg["bn_scale"];
-  }
-  m.bn = nn::parse_bn_mode(cfg["bn"]);
-  m.head_init = nn::parse_head_init(cfg["head_init"]);
-  m.outputs = outputs;
-  return m;
-}
-
-meta::AlgoConfig algo_config(const json& cfg) {
-  meta::AlgoConfig a;
-  a.algo = cfg["algo"];
-  a.inner_steps = cfg["inner_steps"];
-  a.inner_lr = cfg["inner_lr"];
-  a.first_order = cfg["first_order"];
-  a.inner_bn = cfg["inner_bn"];
-  a.inner_batch = cfg["inner_batch"];
-  a.inner_optimizer = cfg["inner_optimizer"];
-  a.carry_inner_state = cfg["inner_state"] == "carry";
-  a.refine_steps = cfg["refine_steps"];
-  a.matching_attention = meta::parse_matching_attention(cfg["matching_attention"]);
-  return a;
-}
-
-std::unique_ptr<optim::Optimizer> make_optimizer(const json& cfg) {
-  optim::Schedule s;
-  s.kind = cfg["schedule"];
-  s.step_size = cfg["schedule_step"];
-  s.gamma = cfg["schedule_gamma"];
-  s.total = cfg["iterations"];
-  if (cfg["optimizer"] == "sgd") return std::make_unique<optim::Sgd>(cfg["outer_lr"].get<double>(), s);
-  return std::make_unique<optim::Adam>(cfg["outer_lr"].get<double>(), s);
+int64_t head_outputs(const json& cfg) {
+  if (!meta::find_algorithm(cfg["algo"]).uses_head) return 0;
+  return data::is_regression(cfg) ? 1 : cfg["ways"].get<int64_t>();
 }
 
 std::shared_ptr<const data::Dataset> open_data(const json& cfg) {
-  if (is_regression(cfg)) return nullptr;
-  data::OpenOptions o;
-  o.layout = data::parse_layout(cfg["layout"]);
-  o.image.channels = cfg["channels"];
-  o.image.height = o.image.width = cfg["image_size"];
-  o.cache_dir = cfg["cache_dir"];
-  o.split_seed = 1;  // the documented split seed of the built-in and Omniglot splits, independent of --seed
-  return data::open_dataset(cfg["data"], o);
+  if (data::is_regression(cfg)) return nullptr;
+  return data::open_dataset(cfg["data"], data::open_options(cfg));
 }
 
 meta::Task to_task(const data::Episode& e, int64_t ways, uint64_t seed) {
@@ -282,7 +206,7 @@ meta::Task to_task(const data::Episode& e, int64_t ways, uint64_t seed) {
 
 TaskSource task_source(const json& cfg, const std::shared_ptr<const data::Dataset>& ds, const std::string& split,
                        int64_t ways, int64_t shots, int64_t queries, uint64_t seed) {
-  if (is_regression(cfg)) {
+  if (data::is_regression(cfg)) {
     return [=](uint64_t i) {
       data::RegressionTask r = data::sinusoid_task(seed, split, i, shots, queries);
       meta::Task t;
@@ -391,9 +315,8 @@ json checkpoint_config(const io::Checkpoint& ck) {
 
 std::unique_ptr<meta::Algorithm> algorithm_from_checkpoint(const io::Checkpoint& ck) {
   json cfg = checkpoint_config(ck);
-  const int64_t outputs = meta::algorithm_uses_head(cfg["algo"]) ? (is_regression(cfg) ? 1 : cfg["ways"].get<int64_t>()) : 0;
   core::Rng rng(0);
-  auto algo = meta::make_algorithm(nn::Model(model_config(cfg, outputs)), algo_config(cfg), rng);
+  auto algo = meta::make_algorithm(nn::Model(nn::model_config(cfg, head_outputs(cfg))), meta::algo_config(cfg), rng);
   const auto& names = algo->parameter_names();
   for (size_t i = 0; i < names.size(); ++i) {
     const tensor::Tensor& t = io::find_tensor(ck, "param/" + names[i]);

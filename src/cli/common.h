@@ -40,10 +40,9 @@ json flags_given(const cxxopts::ParseResult& args, const json& defaults);
 json resolve_config(const json& file, const json& flags);
 
 // ---- building blocks from a resolved configuration ----
-bool is_regression(const json& cfg);  // builtin:sinusoid
-nn::ModelConfig model_config(const json& cfg, int64_t outputs);
-meta::AlgoConfig algo_config(const json& cfg);
-std::unique_ptr<optim::Optimizer> make_optimizer(const json& cfg);
+// The model's head outputs for the configured algorithm and data (0: a metric method, no head).
+int64_t head_outputs(const json& cfg);
+// The configured dataset (nullptr for builtin:sinusoid, whose tasks are generated).
 std::shared_ptr<const data::Dataset> open_data(const json& cfg);
 
 // Episode i of `split` as a task: a pure function of (seed, split, i).

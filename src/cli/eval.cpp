@@ -6,6 +6,8 @@
 #include <cstdio>
 
 #include "cli/common.h"
+#include "data/options.h"
+#include "meta/registry.h"
 #include "meta/trainer.h"
 
 namespace metafew::cli {
@@ -67,13 +69,13 @@ int run_eval(int argc, char** argv) {
   json cfg = checkpoint_config(ck);
   auto algo = algorithm_from_checkpoint(ck);
   if (args.count("data")) {
-    const bool model_regression = is_regression(cfg);
+    const bool model_regression = data::is_regression(cfg);
     cfg["data"] = args["data"].as<std::string>();
-    MF_USAGE_CHECK(is_regression(cfg) == model_regression, "eval: --data ", cfg["data"].get<std::string>(), " is ",
-                   is_regression(cfg) ? "a regression dataset" : "an image dataset", "; this checkpoint is ",
+    MF_USAGE_CHECK(data::is_regression(cfg) == model_regression, "eval: --data ", cfg["data"].get<std::string>(), " is ",
+                   data::is_regression(cfg) ? "a regression dataset" : "an image dataset", "; this checkpoint is ",
                    model_regression ? "a regression (sinusoid) model" : "an image classifier");
   }
-  const bool regression = is_regression(cfg);
+  const bool regression = data::is_regression(cfg);
   const int64_t ways = args.count("ways") ? args["ways"].as<int64_t>() : cfg["test_ways"].get<int64_t>();
   const int64_t shots = args.count("shots") ? args["shots"].as<int64_t>() : cfg["test_shots"].get<int64_t>();
   const int64_t queries = args.count("queries") ? args["queries"].as<int64_t>() : cfg["test_queries"].get<int64_t>();
@@ -89,7 +91,7 @@ int run_eval(int argc, char** argv) {
                  episodes);
   for (const auto& [flag, v] : {std::pair{"--ways", ways}, {"--shots", shots}, {"--queries", queries}})
     MF_USAGE_CHECK(v <= 10000, "eval: ", flag, " must be at most 10000, got ", v);
-  if (meta::algorithm_uses_head(cfg["algo"]) && !regression)
+  if (meta::find_algorithm(cfg["algo"]).uses_head && !regression)
     MF_USAGE_CHECK(ways == cfg["ways"].get<int64_t>(), "eval: this ", cfg["algo"].get<std::string>(),
                    " checkpoint has a ", cfg["ways"].get<int64_t>(), "-way head; --ways ", ways, " does not fit it");
 

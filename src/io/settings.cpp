@@ -6,10 +6,14 @@
 #include <limits>
 
 #include "core/error.h"
-#include "data/dataset.h"
-#include "meta/algorithm.h"
-#include "nn/model.h"
-#include "optim/optimizer.h"
+#include "data/options.h"
+#include "io/config.h"
+#include "meta/options.h"
+#include "meta/registry.h"
+#include "meta/training.h"
+#include "nn/backbone.h"
+#include "nn/options.h"
+#include "optim/options.h"
 
 // Note [One check for every source]: a setting's valid values are declared beside its default, and one
 // function checks a resolved configuration wherever it came from: flags and config files (after merging),
@@ -25,112 +29,6 @@ namespace metafew::io {
 using nlohmann::json;
 
 namespace {
-
-constexpr double kInf = std::numeric_limits<double>::infinity();
-constexpr double kMaxCount = 1e9;  // iterations, intervals
-constexpr double kMaxSeed = 1e18;
-
-Setting integer(const char* key, int64_t def, double min, double max, const char* help) {
-  return Setting{key, def, help, min, max, {}};
-}
-Setting number(const char* key, double def, const char* help) { return Setting{key, def, help, 0, kInf, {}}; }
-Setting boolean(const char* key, bool def, const char* help) { return Setting{key, def, help, 0, 0, {}}; }
-Setting text(const char* key, const char* def, const char* help,
-             std::function<void(const std::string&)> check = {}) {
-  return Setting{key, def, help, 0, 0, std::move(check)};
-}
-
-void one_of(const std::string& flag, const std::string& value, std::initializer_list<const char*> accepted) {
-  std::string list;
-  size_t i = 0;
-  for (const char* a : accepted) {
-    if (value == a) return;
-    list += (i == 0 ? "" : (i + 1 == accepted.size() ? " or " : ", ")) + std::string(a);
-    ++i;
-  }
-  throw Error(detail::concat(flag, " must be ", list, ", got '", value, "'"), ErrorKind::usage);
-}
-
-std::vector<Setting> declare() {
-  return {
-      text("data", "builtin:glyphs",
-           "dataset: a folder (Omniglot or class-per-folder layout), builtin:glyphs or builtin:sinusoid"),
-      text("layout", "auto", "folder layout: auto, omniglot or folder",
-           [](const std::string& v) { data::parse_layout(v); }),
-      text("cache_dir", "", "decoded-image cache folder (empty: $METAFEW_CACHE_DIR or ~/.cache/metafew)"),
-      text("algo", "maml", "maml, fomaml, metasgd, anil, reptile, protonet, matchingnet or paramnet",
-           [](const std::string& v) {
-             std::string names;
-             for (const auto& n : meta::algorithm_names()) {
-               if (n == v) return;
-               names += (names.empty() ? "" : ", ") + n;
-             }
-             throw Error(detail::concat("unknown --algo '", v, "' (expected one of: ", names, ")"),
-                         ErrorKind::usage);
-           }),
-      integer("ways", 5, 0, 10000, "classes per training task (N)"),
-      integer("shots", 1, 1, 10000, "labelled examples per class in a training task (K)"),
-      integer("queries", 15, 1, 10000, "query examples per class in a training task"),
-      integer("test_ways", 0, 0, 10000, "classes per validation/test task (0: same as --ways)"),
-      integer("test_shots", 0, 0, 10000, "shots per validation/test task (0: same as --shots)"),
-      integer("test_queries", 0, 0, 10000, "queries per validation/test task (0: same as --queries)"),
-      integer("meta_batch", 32, 1, 100000, "tasks per meta-iteration"),
-      integer("inner_steps", 1, 0, 100000, "inner-loop steps in meta-training (Reptile: inner iterations)"),
-      number("inner_lr", 0.4,
-             "inner-loop learning rate, a step on the support loss averaged over the support examples "
-             "(cbfinn/maml sums its loss over the classes: its rate r for N-way tasks is N x r here)"),
-      integer("eval_steps", 10, 0, 100000, "inner-loop steps when adapting at validation and test time"),
-      boolean("first_order", false, "drop second-order terms (MAML family, ANIL, ParamNet refinement)"),
-      boolean("inner_bn", true,
-              "MAML family: the inner loop adapts batch-norm parameters too (false: only convolutions and "
-              "head, as MAML's code)"),
-      integer("inner_batch", 10, 1, 100000, "Reptile: inner mini-batch size"),
-      text("inner_optimizer", "adam", "Reptile: inner optimizer, adam (beta1 = 0) or sgd",
-           [](const std::string& v) { one_of("--inner-optimizer", v, {"adam", "sgd"}); }),
-      text("inner_state", "carry",
-           "Reptile: inner Adam state, carry (from task to task, as supervised-reptile) or fresh (per task)",
-           [](const std::string& v) { one_of("--inner-state", v, {"carry", "fresh"}); }),
-      integer("refine_steps", 0, 0, 100000, "ParamNet: inner steps refining the predicted head"),
-      text("matching_attention", "cosine",
-           "Matching Networks: cosine (the paper) or supnorm (q.s/|s|, as the reference code)",
-           [](const std::string& v) { meta::parse_matching_attention(v); }),
-      text("optimizer", "adam", "outer optimizer: adam or sgd",
-           [](const std::string& v) { one_of("--optimizer", v, {"adam", "sgd"}); }),
-      number("outer_lr", 0.001, "outer learning rate (Reptile: meta step size)"),
-      text("schedule", "constant", "outer learning-rate schedule: constant, step, cosine or linear",
-           [](const std::string& v) { optim::Schedule{v, 1, 0.5, 1}.at(1.0, 0); }),  // throws naming the kinds
-      integer("schedule_step", 2000, 1, kMaxCount, "step schedule: iterations between decays"),
-      number("schedule_gamma", 0.5, "step schedule: decay factor"),
-      integer("iterations", 1000, 1, kMaxCount, "meta-iterations"),
-      integer("seed", 1, 0, kMaxSeed, "random seed (initialisation, tasks, splits)"),
-      integer("threads", 0, 0, 4096, "OpenMP threads (0: all cores)"),
-      text("model", "conv4", "backbone: conv4 (mlp for builtin:sinusoid)",
-           [](const std::string& v) { one_of("--model", v, {"conv4", "mlp"}); }),
-      integer("filters", 64, 1, 4096, "conv4 filters per block"),
-      boolean("max_pool", true, "conv4 with 2x2 max-pool (false: MAML's stride-2 convolutions)"),
-      text("features", "flatten",
-           "conv4 head input: flatten (the last block's output) or mean (over its pixels, as MAML's Omniglot "
-           "code)",
-           [](const std::string& v) { nn::parse_features(v); }),
-      text("head_init", "lecun",
-           "head initialisation: lecun (uniform, bound sqrt(3 / inputs)) or normal (N(0, 1), as MAML's "
-           "Omniglot code)",
-           [](const std::string& v) { nn::parse_head_init(v); }),
-      text("bn", "transductive",
-           "batch norm statistics: transductive (query batch), support, or nontransductive (support + 1 query)",
-           [](const std::string& v) { nn::parse_bn_mode(v); }),
-      boolean("bn_scale", true,
-              "conv4 batch norm with a learned scale (false: scale fixed at 1, no parameter, as MAML's code)"),
-      integer("image_size", 28, 1, 1024, "images are resized to image_size x image_size"),
-      integer("channels", 1, 1, 3, "image channels (1 grayscale, 3 RGB)"),
-      text("train_split", "train", "split to meta-train on"),
-      text("val_split", "val", "split to validate on (empty: no validation)"),
-      integer("log_every", 50, 1, kMaxCount, "iterations between log lines"),
-      integer("val_every", 500, 1, kMaxCount, "iterations between validations"),
-      integer("val_episodes", 100, 1, 1e7, "episodes per validation"),
-      integer("checkpoint_every", 500, 1, kMaxCount, "iterations between checkpoints of RUN/last"),
-  };
-}
 
 std::string short_value(const json& v) {
   std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
@@ -177,7 +75,7 @@ uint64_t physical_memory_bytes() {
 // The rules of one setting that depend on another (the dataset's kind): checked with the setting, so that a
 // stored configuration's message names the key.
 void check_related(const Setting& s, const json& cfg) {
-  const bool regression = cfg["data"] == "builtin:sinusoid";
+  const bool regression = data::is_regression(cfg);
   // A 1-way task is classified correctly whatever the model: it would report 100%.
   if (s.key == "ways")
     MF_USAGE_CHECK(regression || cfg["ways"].get<int64_t>() >= 2,
@@ -191,12 +89,13 @@ void check_related(const Setting& s, const json& cfg) {
 }
 
 void check_combination(const json& cfg) {
-  const bool regression = cfg["data"] == "builtin:sinusoid";
+  const bool regression = data::is_regression(cfg);
   const std::string model = cfg["model"];
-  MF_USAGE_CHECK(regression == (model == "mlp"), "--model ", model, " does not fit --data ",
-                 cfg["data"].get<std::string>(), " (builtin:sinusoid uses mlp, image datasets conv4)");
-  MF_USAGE_CHECK(!regression || meta::algorithm_uses_head(cfg["algo"]), "--algo ", cfg["algo"].get<std::string>(),
-                 " is a classification method; builtin:sinusoid is regression");
+  MF_USAGE_CHECK(regression != nn::find_backbone(model).image_input, "--model ", model, " does not fit --data ",
+                 cfg["data"].get<std::string>(), " (builtin:sinusoid takes a vector backbone such as mlp, image ",
+                 "datasets an image backbone such as conv4)");
+  MF_USAGE_CHECK(!regression || meta::find_algorithm(cfg["algo"]).uses_head, "--algo ",
+                 cfg["algo"].get<std::string>(), " is a classification method; builtin:sinusoid is regression");
   if (regression) return;
   // One meta-batch of episodes is held in memory at once; refuse before allocating rather than be killed.
   const uint64_t need = episode_batch_bytes(cfg["meta_batch"], cfg["ways"], cfg["shots"], cfg["queries"],
@@ -212,8 +111,38 @@ void check_combination(const json& cfg) {
 }  // namespace
 
 const std::vector<Setting>& settings() {
-  static const std::vector<Setting> all = declare();
+  // Each layer declares its own (Note [One check for every source]); --help lists them in this order.
+  static const std::vector<Setting> all = [] {
+    std::vector<Setting> v;
+    for (auto part : {data::data_settings(), meta::algorithm_settings(), meta::training_settings(),
+                      optim::optimizer_settings(), nn::model_settings()})
+      v.insert(v.end(), part.begin(), part.end());
+    return v;
+  }();
   return all;
+}
+
+// Note [Config precedence]: generic defaults < defaults of the chosen algorithm (its registry entry) and
+// dataset (data::dataset_defaults) < config file < flags. The algorithm and dataset are read from the file and
+// flags first, so that `--algo reptile` brings Reptile's own outer loop (SGD, step size 1 annealed linearly)
+// unless the user sets those keys.
+json resolve_settings(const json& file, const json& flags) {
+  json base = settings_defaults();
+  validate_config(file, base, "config file");
+  validate_config(flags, base, "command line");
+  json chosen = merge_config(base, file, flags);
+  // The names are checked before their defaults are looked up, with the message a flag gets.
+  for (const char* key : {"algo", "data"}) check_one(*find_setting(key), chosen[key]);
+  json specific = meta::find_algorithm(chosen["algo"]).defaults;
+  specific.update(data::dataset_defaults(chosen["data"]));
+  json resolved = merge_config(merge_config(base, specific, json::object()), file, flags);
+
+  validate_settings(resolved, "");  // ranges, choices and combinations (Note [One check for every source])
+  for (const char* k : {"test_ways", "test_shots", "test_queries"}) {
+    const std::string train_key = std::string(k).substr(5);
+    if (resolved[k].get<int64_t>() == 0) resolved[k] = resolved[train_key];
+  }
+  return resolved;
 }
 
 const Setting* find_setting(const std::string& key) {

@@ -4,29 +4,25 @@
 // all checked by validate_settings, so a value gets the same message wherever it comes from
 // (Note [One check for every source] in settings.cpp).
 #include <cstdint>
-#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "core/setting.h"
+
 namespace metafew::io {
 
-struct Setting {
-  std::string key;               // config key; its flag is --key with '-' for '_'
-  nlohmann::json default_value;  // its JSON type is the setting's type
-  std::string help;
-  // Integers and numbers: the valid range, inclusive. Numbers must also be finite.
-  double min = 0, max = 0;
-  // Strings with a fixed set of values: throws a usage error naming the accepted values (the owner's own
-  // parser, e.g. nn::parse_bn_mode, so the list of values lives in one place). Empty: any string.
-  std::function<void(const std::string&)> check_choice;
-};
+using core::Setting;
 
 // Every setting of meta-train, in the order --help lists them.
 const std::vector<Setting>& settings();
 const Setting* find_setting(const std::string& key);
 // {key: generic default} for every setting: the schema io::validate_config checks files and flags against.
 nlohmann::json settings_defaults();
+
+// defaults < algorithm/dataset defaults < config file < flags (Note [Config precedence]), validated
+// (unknown keys, types, ranges); test_ways/test_shots/test_queries of 0 become the training values.
+nlohmann::json resolve_settings(const nlohmann::json& file, const nlohmann::json& flags);
 
 // "--key" for a config key.
 std::string flag_of(const std::string& key);

@@ -5,37 +5,13 @@
 #include <string>
 #include <vector>
 
+#include "meta/options.h"
 #include "meta/task.h"
 #include "nn/model.h"
 
 namespace metafew::meta {
 
 using autograd::Variable;
-
-// cosine: the paper's cos(q, s); supnorm: q . s / |s| (the query's norm acts as an inverse temperature).
-enum class MatchingAttention { cosine, supnorm };
-// "cosine" / "supnorm"; throws a usage error naming the accepted values for anything else.
-MatchingAttention parse_matching_attention(const std::string& name);
-
-struct AlgoConfig {
-  std::string algo = "maml";  // maml | fomaml | metasgd | anil | reptile | protonet | matchingnet | paramnet
-  int64_t inner_steps = 1;    // inner-loop steps in meta-training
-  double inner_lr = 0.4;
-  bool first_order = false;   // maml/anil/metasgd/paramnet: drop second-order terms (fomaml sets it)
-  // MAML family: the inner loop adapts the batch-norm parameters too, or leaves them to the outer loop (Note
-  // [Batch norm outside the inner loop]).
-  bool inner_bn = true;
-  // Reptile: inner mini-batch size and optimiser (adam with beta1 = 0, as in the paper's code, or sgd).
-  int64_t inner_batch = 10;
-  std::string inner_optimizer = "adam";
-  // Reptile with the adam inner optimiser: carry its state from task to task (Note [Reptile's inner optimiser
-  // state]) or start every task from a fresh optimiser.
-  bool carry_inner_state = true;
-  // ParamNet: inner steps refining the predicted head (0 = prediction only).
-  int64_t refine_steps = 0;
-  // Matching Networks: the attention's similarity (Note [Matching Networks attention]).
-  MatchingAttention matching_attention = MatchingAttention::cosine;
-};
 
 // A model adapted to one support set: what `metafew adapt --save-adapted` stores and `predict` reuses.
 // weights: the adapted parameters (gradient-based methods), or the meta-parameters plus any predicted head
@@ -105,11 +81,8 @@ class Algorithm {
   std::vector<std::string> state_names_;
 };
 
-// The algorithm named by config.algo, with freshly initialised parameters.
+// The algorithm named by config.algo (meta/registry.h), with freshly initialised parameters.
 std::unique_ptr<Algorithm> make_algorithm(const nn::Model& model, const AlgoConfig& config, core::Rng& rng);
-// Whether the algorithm needs a linear head on the model (the metric methods do not).
-bool algorithm_uses_head(const std::string& algo);
-const std::vector<std::string>& algorithm_names();
 
 // Head computations of the metric methods, exposed for hand-checked tests.
 // prototypes: per-class means of support features (ways, D), support labels i32 in [0, ways).

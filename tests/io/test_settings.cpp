@@ -12,6 +12,9 @@
 #include "core/rng.h"
 #include "io/checkpoint.h"
 #include "io/settings.h"
+#include "meta/registry.h"
+#include "nn/options.h"
+#include "optim/options.h"
 #include "support/temp_dir.h"
 
 namespace metafew::testing {
@@ -23,8 +26,8 @@ using nlohmann::json;
 io::Checkpoint small_checkpoint() {
   json cfg = cli::resolve_config(json::object(), json{{"filters", 8}, {"ways", 5}});
   core::Rng rng(1);
-  auto algo = meta::make_algorithm(nn::Model(cli::model_config(cfg, 5)), cli::algo_config(cfg), rng);
-  auto opt = cli::make_optimizer(cfg);
+  auto algo = meta::make_algorithm(nn::Model(nn::model_config(cfg, 5)), meta::algo_config(cfg), rng);
+  auto opt = optim::make_optimizer(cfg);
   json extra{{"preprocessing", {{"channels", 1}, {"height", 28}, {"width", 28}, {"invert", false}}}};
   return cli::training_checkpoint(cfg, *algo, *opt, 0, extra);
 }

@@ -5,6 +5,7 @@
 
 #include <cstring>
 
+#include "meta/registry.h"
 #include "meta/trainer.h"
 #include "support/gradcheck.h"
 
@@ -41,7 +42,7 @@ std::vector<Tensor> meta_grad_with_threads(const std::string& algo, int threads,
   omp_set_num_threads(threads);
   nn::ModelConfig mc;
   mc.filters = 32;
-  mc.outputs = meta::algorithm_uses_head(algo) ? 5 : 0;
+  mc.outputs = meta::find_algorithm(algo).uses_head ? 5 : 0;
   meta::AlgoConfig ac;
   ac.algo = algo;
   ac.inner_steps = 2;

@@ -6,6 +6,7 @@
 #include "data/dataset.h"
 #include "data/episode.h"
 #include "data/sinusoid.h"
+#include "meta/registry.h"
 #include "meta/trainer.h"
 
 namespace metafew::testing {
@@ -30,7 +31,7 @@ meta::Task from_episode(const data::Episode& e, uint64_t seed) {
 double train_and_test(const std::string& algo) {
   nn::ModelConfig mc;
   mc.filters = 16;
-  mc.outputs = meta::algorithm_uses_head(algo) ? 5 : 0;
+  mc.outputs = meta::find_algorithm(algo).uses_head ? 5 : 0;
   meta::AlgoConfig ac;
   ac.algo = algo;
   ac.inner_lr = 0.4;

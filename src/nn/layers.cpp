@@ -1,0 +1,65 @@
+#include "nn/layers.h"
+
+namespace metafew::nn {
+
+namespace {
+
+template <class F>
+Stream each(const Stream& s, F f) {
+  return {f(s.x), s.paired() ? f(s.support) : Variable()};
+}
+
+// Batch norm of hs with its own statistics and of hq with hs's (bn = support), written with ops so that every
+// derivative order exists.
+std::pair<Variable, Variable> bn_support_stats(const Variable& hs, const Variable& hq, const Variable& gamma,
+                                               const Variable& beta) {
+  const std::vector<int64_t> axes = hs.dim() == 4 ? std::vector<int64_t>{0, 2, 3} : std::vector<int64_t>{0};
+  const tensor::Shape bshape = hs.dim() == 4 ? tensor::Shape{1, hs.shape()[1], 1, 1} : tensor::Shape{1, hs.shape()[1]};
+  Variable mu = ops::mean(hs, axes, true);
+  Variable xc = ops::sub(hs, mu);
+  Variable inv = ops::rsqrt(ops::add_scalar(ops::mean(ops::mul(xc, xc), axes, true), kBnEps));
+  Variable scale = ops::mul(inv, ops::reshape(gamma, bshape));
+  Variable shift = ops::reshape(beta, bshape);
+  return {ops::add(ops::mul(xc, scale), shift), ops::add(ops::mul(ops::sub(hq, mu), scale), shift)};
+}
+
+}  // namespace
+
+Stream conv2d(const Stream& s, const Variable& w, const Variable& b, const ops::Conv2dParams& p) {
+  return each(s, [&](const Variable& v) { return ops::conv2d(v, w, b, p); });
+}
+
+Stream linear(const Stream& s, const Variable& w, const Variable& b) {
+  return each(s, [&](const Variable& v) { return ops::linear(v, w, b); });
+}
+
+Stream relu(const Stream& s) { return each(s, [](const Variable& v) { return ops::relu(v); }); }
+
+Stream max_pool2x2(const Stream& s) { return each(s, [](const Variable& v) { return ops::max_pool2d(v, 2, 2); }); }
+
+Stream batch_norm(const Stream& s, const Variable& gamma, const Variable& beta) {
+  if (!s.paired()) return {ops::batch_norm(s.x, gamma, beta, kBnEps), Variable()};
+  auto [ns, nq] = bn_support_stats(s.support, s.x, gamma, beta);
+  return {nq, ns};
+}
+
+Stream conv_bn_pool_relu(const Stream& s, const Variable& w, const Variable& b, const Variable& gamma,
+                         const Variable& beta, const ops::Conv2dParams& p, bool pool) {
+  // Note [Pool before ReLU]: max-pooling commutes with ReLU (both monotone: max of relu = relu of max, and the
+  // gradients agree almost everywhere), so the block computes conv -> BN -> pool -> ReLU, the same function as
+  // the papers' conv -> BN -> ReLU -> pool with the ReLU and its backward on a quarter of the activations.
+  if (!s.paired() && pool) {
+    // Note [Batch norm and max-pool fused]: one op with the convolution and the ReLU, without the full-size
+    // normalised tensor: on a first block from the input's patch moments (Note [First block fused]), on
+    // 64-channel blocks in oneDNN's blocked layout (Note [Blocked conv block]); ops picks by shape.
+    return {ops::conv_bn_max_pool(s.x, w, b, gamma, beta, p, kBnEps, /*relu=*/true), Variable()};
+  }
+  Stream h = batch_norm(conv2d(s, w, b, p), gamma, beta);
+  return relu(pool ? max_pool2x2(h) : h);
+}
+
+Stream spatial_mean(const Stream& s) { return each(s, [](const Variable& v) { return ops::mean(v, {2, 3}, false); }); }
+
+Stream flatten(const Stream& s) { return each(s, [](const Variable& v) { return ops::flatten(v); }); }
+
+}  // namespace metafew::nn

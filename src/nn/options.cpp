@@ -1,0 +1,76 @@
+#include "nn/options.h"
+
+#include "core/error.h"
+#include "nn/backbone.h"
+
+namespace metafew::nn {
+
+BnMode parse_bn_mode(const std::string& name) {
+  if (name == "transductive") return BnMode::transductive;
+  if (name == "support") return BnMode::support;
+  if (name == "nontransductive") return BnMode::nontransductive;
+  throw Error(detail::concat("--bn must be transductive, support or nontransductive, got '", name, "'"),
+              ErrorKind::usage);
+}
+
+ModelConfig::Features parse_features(const std::string& name) {
+  if (name == "flatten") return ModelConfig::Features::flatten;
+  if (name == "mean") return ModelConfig::Features::mean;
+  throw Error(detail::concat("--features must be flatten or mean, got '", name, "'"), ErrorKind::usage);
+}
+
+ModelConfig::HeadInit parse_head_init(const std::string& name) {
+  if (name == "lecun") return ModelConfig::HeadInit::lecun;
+  if (name == "normal") return ModelConfig::HeadInit::normal;
+  throw Error(detail::concat("--head-init must be lecun or normal, got '", name, "'"), ErrorKind::usage);
+}
+
+std::string bn_mode_name(BnMode mode) {
+  return mode == BnMode::transductive ? "transductive" : mode == BnMode::support ? "support" : "nontransductive";
+}
+std::string features_name(ModelConfig::Features f) { return f == ModelConfig::Features::flatten ? "flatten" : "mean"; }
+std::string head_init_name(ModelConfig::HeadInit i) { return i == ModelConfig::HeadInit::lecun ? "lecun" : "normal"; }
+
+std::vector<core::Setting> model_settings() {
+  const ModelConfig d;
+  std::string names;
+  for (const BackboneEntry& b : backbones()) names += (names.empty() ? "" : ", ") + std::string(b.name);
+  return {
+      core::text_setting("model", d.arch, "backbone: " + names + " (image datasets: conv4; builtin:sinusoid: mlp)",
+                         [](const std::string& v) { find_backbone(v); }),
+      core::integer_setting("filters", d.filters, 1, 4096, "conv4 filters per block"),
+      core::boolean_setting("max_pool", d.max_pool, "conv4 with 2x2 max-pool (false: MAML's stride-2 convolutions)"),
+      core::text_setting("features", features_name(d.features),
+                         "conv4 head input: flatten (the last block's output) or mean (over its pixels, as MAML's "
+                         "Omniglot code)",
+                         [](const std::string& v) { parse_features(v); }),
+      core::text_setting("head_init", head_init_name(d.head_init),
+                         "head initialisation: lecun (uniform, bound sqrt(3 / inputs)) or normal (N(0, 1), as "
+                         "MAML's Omniglot code)",
+                         [](const std::string& v) { parse_head_init(v); }),
+      core::text_setting("bn", bn_mode_name(d.bn),
+                         "batch norm statistics: transductive (query batch), support, or nontransductive (support "
+                         "+ 1 query)",
+                         [](const std::string& v) { parse_bn_mode(v); }),
+      core::boolean_setting("bn_scale", d.bn_scale,
+                            "conv4 batch norm with a learned scale (false: scale fixed at 1, no parameter, as "
+                            "MAML's code)"),
+  };
+}
+
+ModelConfig model_config(const nlohmann::json& cfg, int64_t outputs) {
+  ModelConfig m;
+  m.arch = cfg["model"];
+  m.in_channels = cfg["channels"];
+  m.height = m.width = cfg["image_size"];
+  m.filters = cfg["filters"];
+  m.max_pool = cfg["max_pool"];
+  m.features = parse_features(cfg["features"]);
+  m.bn_scale = cfg["bn_scale"];
+  m.bn = parse_bn_mode(cfg["bn"]);
+  m.head_init = parse_head_init(cfg["head_init"]);
+  m.outputs = outputs;
+  return m;
+}
+
+}  // namespace metafew::nn

@@ -1,0 +1,62 @@
+#pragma once
+// The model's settings: the typed options (ModelConfig), their declarations (key, default taken from the
+// struct, help, valid values) and the options of a resolved configuration.
+//
+// Note [Batch norm in meta-learning]: batch norm always uses the statistics of the batch it is given, in
+// meta-training, adaptation and prediction alike (no running averages), as MAML's reference code does. With
+// bn = transductive (the default) the query set is normalised with its own statistics, which makes the
+// prediction of one query depend on the others in its batch (the usual "transductive" setting of the
+// papers). With bn = support the query set is normalised with the support set's statistics at every layer,
+// so each query is classified on its own. With bn = nontransductive each query is forwarded in one batch with
+// the support set (support + that query, statistics over both), so each query is again classified on its own:
+// the non-transductive protocol of supervised-reptile (its default test mode, behind the 95.39% 5-way 1-shot
+// Reptile figure). It costs one forward pass of (support + 1) inputs per query. In the last two modes the
+// support features come from the support set alone. The modes apply to every backbone with batch norm
+// (Note [Batch-norm context] in nn/layers.h); a backbone without it gives the same features in every mode.
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "core/setting.h"
+
+namespace metafew::nn {
+
+enum class BnMode { transductive, support, nontransductive };
+// "transductive", "support", "nontransductive"; throws a usage error naming the accepted values otherwise.
+BnMode parse_bn_mode(const std::string& name);
+
+struct ModelConfig {
+  std::string arch = "conv4";   // a registered backbone (nn/backbone.h): conv4 | mlp
+  int64_t in_channels = 1, height = 28, width = 28;
+  int64_t filters = 64;          // conv4: filters per block
+  bool max_pool = true;          // conv4: 3x3 conv + 2x2 max-pool; false = MAML's stride-2 conv variant
+  // conv4: the head's input (Note [Omniglot head as MAML's code]): the last block's output flattened
+  // (filters x h x w), or its mean over the pixels (filters), as cbfinn/maml's Omniglot model.
+  enum class Features { flatten, mean } features = Features::flatten;
+  // The head's initial weights: LeCun-uniform (bound sqrt(3 / fan_in)), or standard normal as cbfinn/maml's
+  // Omniglot head (tf.random_normal).
+  enum class HeadInit { lecun, normal } head_init = HeadInit::lecun;
+  BnMode bn = BnMode::transductive;
+  // conv4: batch norm with a learned per-channel scale (bn.weight), or without one (scale fixed at 1, no
+  // parameter), as cbfinn/maml's tf.contrib.layers.batch_norm (scale=False). Its shift is always learned.
+  bool bn_scale = true;
+  int64_t outputs = 5;           // head outputs (ways, or 1 for regression); 0 = no head (metric methods)
+  std::vector<int64_t> hidden = {40, 40};  // mlp: hidden widths
+  int64_t in_features = 1;       // mlp: input width
+};
+
+// "flatten" / "mean" and "lecun" / "normal"; throw a usage error naming the accepted values otherwise.
+ModelConfig::Features parse_features(const std::string& name);
+ModelConfig::HeadInit parse_head_init(const std::string& name);
+// The names those parsers accept, for each value.
+std::string bn_mode_name(BnMode mode);
+std::string features_name(ModelConfig::Features features);
+std::string head_init_name(ModelConfig::HeadInit init);
+
+// The model's settings (model, filters, max_pool, features, head_init, bn, bn_scale).
+std::vector<core::Setting> model_settings();
+// The options of a resolved configuration, with a head of `outputs` (0: none). Image size and channels come
+// from the data settings (image_size, channels).
+ModelConfig model_config(const nlohmann::json& cfg, int64_t outputs);
+
+}  // namespace metafew::nn
