@@ -189,16 +189,15 @@ int run_adapt(int argc, char** argv) {
                         "Adapt a meta-trained checkpoint to a new task (DIR/<class>/<K images>) and label query "
                         "images; results on stdout (or --out), one line per image or JSON.");
   opts.set_width(100);
-  opts.add_options()("checkpoint", "checkpoint file or run folder", cxxopts::value<std::string>())(
+  add_shared_flags(opts, {SharedFlag::checkpoint, SharedFlag::threads, SharedFlag::json});
+  opts.add_options()(
       "support", "folder with one sub-folder of K images per class (folder names are the labels)",
       cxxopts::value<std::string>())("query", "query images: a folder, class folders, or image files (repeatable)",
                                      cxxopts::value<std::vector<std::string>>())(
       "steps", "inner steps (default: the run's eval_steps)", cxxopts::value<int64_t>())(
       "save-adapted", "write the adapted model to this file, for `metafew predict`", cxxopts::value<std::string>())(
       "out", "write the predictions to this file instead of stdout", cxxopts::value<std::string>())(
-      "bn", kQueryBnHelp, cxxopts::value<std::string>()->default_value(kQueryBnDefault))(
-      "threads", "OpenMP threads (0: all cores)", cxxopts::value<int>()->default_value("0"))(
-      "json", "JSON output")("h,help", "show this help");
+      "bn", kQueryBnHelp, cxxopts::value<std::string>()->default_value(kQueryBnDefault));
   auto args = parse_options(opts, argc, argv, "adapt");
   if (args.count("help")) {
     std::printf("%s\n", opts.help().c_str());
@@ -207,7 +206,7 @@ int run_adapt(int argc, char** argv) {
   MF_USAGE_CHECK(args.count("checkpoint"), "adapt: --checkpoint is required");
   MF_USAGE_CHECK(args.count("support"), "adapt: --support is required (a folder of class folders)");
   MF_USAGE_CHECK(args.count("query") || args.count("save-adapted"), "adapt: give --query images to label, or --save-adapted");
-  if (args["threads"].as<int>() > 0) omp_set_num_threads(args["threads"].as<int>());
+  apply_threads_flag(args);
 
   const std::string path = resolve_checkpoint_path(args["checkpoint"].as<std::string>());
   io::Checkpoint ck = io::load_checkpoint(path);
@@ -290,9 +289,8 @@ int run_predict(int argc, char** argv) {
       "query", "query images: a folder, class folders, or image files (repeatable)",
       cxxopts::value<std::vector<std::string>>())("out", "write the predictions to this file",
                                                   cxxopts::value<std::string>())(
-      "bn", std::string(kQueryBnHelp) + "; default: the mode adapt used", cxxopts::value<std::string>())(
-      "threads", "OpenMP threads (0: all cores)", cxxopts::value<int>()->default_value("0"))(
-      "json", "JSON output")("h,help", "show this help");
+      "bn", std::string(kQueryBnHelp) + "; default: the mode adapt used", cxxopts::value<std::string>());
+  add_shared_flags(opts, {SharedFlag::threads, SharedFlag::json});
   auto args = parse_options(opts, argc, argv, "predict");
   if (args.count("help")) {
     std::printf("%s\n", opts.help().c_str());
@@ -300,7 +298,7 @@ int run_predict(int argc, char** argv) {
   }
   MF_USAGE_CHECK(args.count("model"), "predict: --model is required (a file written by adapt --save-adapted)");
   MF_USAGE_CHECK(args.count("query"), "predict: --query is required");
-  if (args["threads"].as<int>() > 0) omp_set_num_threads(args["threads"].as<int>());
+  apply_threads_flag(args);
   const std::string path = args["model"].as<std::string>();
   io::Checkpoint ck = io::load_checkpoint(path);
   checkpoint_config(ck);

@@ -94,18 +94,20 @@ int run_bench(int argc, char** argv) {
       "meta-batch", "tasks per meta-iteration (default: standard row)", cxxopts::value<int64_t>())(
       "inner-steps", "inner steps (default: standard row)", cxxopts::value<int64_t>())(
       "inner-lr", "inner learning rate (default: standard row)", cxxopts::value<double>())(
-      "filters", "conv-4 filters", cxxopts::value<int64_t>()->default_value("64"))(
-      "threads", "largest thread count (0: all cores)", cxxopts::value<int>()->default_value("0"))(
+      "filters", "conv-4 filters", cxxopts::value<int64_t>()->default_value(std::to_string(nn::ModelConfig{}.filters)))(
       "scaling", "also measure every thread count from 1 to --threads")(
       "warmup", "untimed meta-iterations first", cxxopts::value<int>()->default_value("2"))(
-      "repeats", "timed meta-iterations", cxxopts::value<int>()->default_value("5"))(
-      "json", "one JSON object per row")("h,help", "show this help");
+      "repeats", "timed meta-iterations", cxxopts::value<int>()->default_value("5"));
+  add_shared_flags(opts, {SharedFlag::threads, SharedFlag::json});
   cxxopts::ParseResult args = parse_options(opts, argc, argv, "bench");
   if (args.count("help")) {
     std::printf("%s\n", opts.help().c_str());
     return 0;
   }
-  const int max_threads = args["threads"].as<int>() > 0 ? args["threads"].as<int>() : omp_get_num_procs();
+  io::check_setting("threads", args["threads"].as<int64_t>());
+  // --threads: the thread count measured, or with --scaling the largest of them.
+  const int max_threads =
+      args["threads"].as<int64_t>() > 0 ? static_cast<int>(args["threads"].as<int64_t>()) : omp_get_num_procs();
   const int warmup = args["warmup"].as<int>(), repeats = args["repeats"].as<int>();
   const int64_t filters = args["filters"].as<int64_t>();
   const int64_t inner_batch = meta::AlgoConfig{}.inner_batch;

@@ -1,5 +1,7 @@
 #include "cli/common.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -143,6 +145,39 @@ cxxopts::ParseResult parse_options(cxxopts::Options& opts, int argc, char** argv
     MF_USAGE_CHECK(k.container || args.count(k.name) <= 1, who, ": --", k.name, " is given ", args.count(k.name),
                    " times; give it once");
   return args;
+}
+
+void add_shared_flags(cxxopts::Options& opts, std::initializer_list<SharedFlag> flags) {
+  auto adder = opts.add_options();
+  for (SharedFlag f : flags) {
+    switch (f) {
+      case SharedFlag::checkpoint:
+        adder("checkpoint", "checkpoint file, or a run folder (its best, else its last)", cxxopts::value<std::string>());
+        break;
+      case SharedFlag::data:
+        adder("data", io::find_setting("data")->help, cxxopts::value<std::string>());
+        break;
+      case SharedFlag::threads: {
+        const io::Setting& t = *io::find_setting("threads");
+        adder("threads", t.help, cxxopts::value<int64_t>()->default_value(t.default_value.dump()));
+        break;
+      }
+      case SharedFlag::json:
+        adder("json", "print the result as JSON");
+        break;
+    }
+  }
+  adder("h,help", "show this help");
+}
+
+void apply_threads_flag(const cxxopts::ParseResult& args) {
+  const json threads = args["threads"].as<int64_t>();
+  io::check_setting("threads", threads);
+  set_threads(threads.get<int64_t>());
+}
+
+void set_threads(int64_t n) {
+  if (n > 0) omp_set_num_threads(static_cast<int>(n));
 }
 
 void add_config_options(cxxopts::Options& opts, const json& defaults, const std::string& group) {

@@ -31,6 +31,16 @@ const std::map<std::string, std::string>& config_help();
 // are left to the caller when --help was given, which then prints the help).
 cxxopts::ParseResult parse_options(cxxopts::Options& opts, int argc, char** argv, const char* who);
 
+// Flags several subcommands share, each declared once here (--threads and --data with the help and default of
+// their setting's declaration), plus -h/--help.
+enum class SharedFlag { checkpoint, data, threads, json };
+void add_shared_flags(cxxopts::Options& opts, std::initializer_list<SharedFlag> flags);
+// Checks --threads as the setting is checked, and applies it (set_threads).
+void apply_threads_flag(const cxxopts::ParseResult& args);
+// OpenMP's thread count for the rest of the process: n > 0 threads, or OpenMP's default (every core, or
+// OMP_NUM_THREADS) for 0. The one place the CLI changes it.
+void set_threads(int64_t n);
+
 // Adds one cxxopts option per key of `defaults` (dashes for underscores), showing its default, in `group`.
 void add_config_options(cxxopts::Options& opts, const json& defaults, const std::string& group);
 // The flags given on the command line, as JSON with the defaults' types (only keys actually given).

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/common.h"
 #include "core/error.h"
 #include "data/dataset.h"
 
@@ -64,8 +65,8 @@ int run_data(int argc, char** argv) {
   DataCmdOptions d;
   cxxopts::Options opts("metafew data",
                         "Show what metafew finds in a dataset: layout, splits, counts, cache");
-  opts.add_options()("data", "dataset folder, builtin:glyphs or builtin:sinusoid",
-                     cxxopts::value<std::string>())("layout", "auto | omniglot | folder",
+  add_shared_flags(opts, {SharedFlag::data, SharedFlag::json});
+  opts.add_options()("layout", "auto | omniglot | folder",
                                                     cxxopts::value<std::string>()->default_value(d.layout))(
       "cache-dir", "cache folder (default $METAFEW_CACHE_DIR, $XDG_CACHE_HOME/metafew, ~/.cache/metafew)",
       cxxopts::value<std::string>()->default_value(d.cache_dir))("no-cache",
@@ -80,8 +81,7 @@ int run_data(int argc, char** argv) {
       "rotate", "splits with 90-degree rotations as classes: default | none | comma list (train,val,test)",
       cxxopts::value<std::string>()->default_value(d.rotate))(
       "glyph-seed", "builtin:glyphs generator seed",
-      cxxopts::value<uint64_t>()->default_value(std::to_string(d.glyph_seed)))(
-      "json", "print one JSON object")("h,help", "show this help");
+      cxxopts::value<uint64_t>()->default_value(std::to_string(d.glyph_seed)));
   cxxopts::ParseResult args;
   try {
     args = opts.parse(argc, argv);

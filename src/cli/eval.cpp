@@ -15,11 +15,10 @@ namespace metafew::cli {
 int run_eval(int argc, char** argv) {
   cxxopts::Options opts("metafew eval",
                         "Evaluate a checkpoint on test episodes: mean accuracy (or -MSE) and its 95% interval "
-                        "(1.96 std / sqrt(episodes)).");
+                        "(1.96 std / sqrt(episodes)). Without --data, the dataset it was trained on.");
   opts.set_width(100);
-  opts.add_options()("checkpoint", "checkpoint file, or a run folder (its best, else its last)",
-                     cxxopts::value<std::string>())(
-      "data", "dataset (default: the one it was trained on)", cxxopts::value<std::string>())(
+  add_shared_flags(opts, {SharedFlag::checkpoint, SharedFlag::data, SharedFlag::threads, SharedFlag::json});
+  opts.add_options()(
       "split", "split to evaluate on", cxxopts::value<std::string>()->default_value("test"))(
       "ways", "classes per episode (default: the run's test ways)", cxxopts::value<int64_t>())(
       "shots", "shots per class (default: the run's test shots)", cxxopts::value<int64_t>())(
@@ -35,16 +34,14 @@ int run_eval(int argc, char** argv) {
       "matching-attention",
       "Matching Networks: test-time attention (default: the run's): cosine or supnorm (at 1 shot both "
       "predict the same labels)",
-      cxxopts::value<std::string>())(
-      "threads", "OpenMP threads (0: all cores)", cxxopts::value<int>()->default_value("0"))(
-      "json", "print the result as JSON")("h,help", "show this help");
+      cxxopts::value<std::string>());
   cxxopts::ParseResult args = parse_options(opts, argc, argv, "eval");
   if (args.count("help")) {
     std::printf("%s\n", opts.help().c_str());
     return 0;
   }
   MF_USAGE_CHECK(args.count("checkpoint"), "eval: --checkpoint is required (a checkpoint file or a run folder)");
-  if (args["threads"].as<int>() > 0) omp_set_num_threads(args["threads"].as<int>());
+  apply_threads_flag(args);
 
   const std::string path = resolve_checkpoint_path(args["checkpoint"].as<std::string>());
   io::Checkpoint ck = io::load_checkpoint(path);
@@ -60,7 +57,7 @@ int run_eval(int argc, char** argv) {
   if (args.count("matching-attention")) {
     // Neither attention has parameters, so either fits any Matching Networks checkpoint (Note [Matching
     // Networks attention] in src/meta/algorithm.cpp says when they predict alike).
-    MF_USAGE_CHECK(ck.header["config"]["algo"] == "matchingnet",
+    MF_USAGE_CHECK(meta::find_algorithm(ck.header["config"]["algo"]).reads("matching_attention"),
                    "eval: --matching-attention applies to Matching Networks checkpoints only; ", path, " is a ",
                    ck.header["config"]["algo"].get<std::string>(), " checkpoint");
     meta::parse_matching_attention(args["matching-attention"].as<std::string>());  // names the accepted values
@@ -117,7 +114,7 @@ int run_eval(int argc, char** argv) {
            {"std", r.stddev},
            {"seconds", secs}};
   if (regression) out["mse"] = -r.mean;
-  if (cfg["algo"] == "matchingnet") out["matching_attention"] = cfg["matching_attention"];
+  if (meta::find_algorithm(cfg["algo"]).reads("matching_attention")) out["matching_attention"] = cfg["matching_attention"];
   if (args.count("json")) {
     std::printf("%s\n", out.dump().c_str());
   } else {

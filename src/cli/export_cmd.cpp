@@ -12,9 +12,8 @@ int run_export(int argc, char** argv) {
                         "Write a meta-trained model without its optimizer state (about a third of the size): "
                         "eval and adapt read it like the original; meta-train --resume refuses it.");
   opts.set_width(100);
-  opts.add_options()("checkpoint", "checkpoint file, or a run folder (its best, else its last)",
-                     cxxopts::value<std::string>())("out", "file to write", cxxopts::value<std::string>())(
-      "json", "print what was written as JSON")("h,help", "show this help");
+  add_shared_flags(opts, {SharedFlag::checkpoint, SharedFlag::json});
+  opts.add_options()("out", "file to write", cxxopts::value<std::string>());
   cxxopts::ParseResult args = parse_options(opts, argc, argv, "export");
   if (args.count("help")) {
     std::printf("%s\n", opts.help().c_str());

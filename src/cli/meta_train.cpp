@@ -60,7 +60,7 @@ int run_meta_train(int argc, char** argv) {
       "config", "JSON file of settings (defaults < file < flags)", cxxopts::value<std::string>())(
       "resume", "continue the run in this folder from its last checkpoint", cxxopts::value<std::string>())(
       "overwrite", "start over in a --out folder that already holds a run (its checkpoints and metrics are deleted)")(
-      "json", "print the final summary as JSON")("h,help", "show this help");
+      "json", "print the final summary as JSON")("h,help", "show this help");  // --threads: a setting
   add_config_options(opts, defaults, "settings");
   cxxopts::ParseResult args = parse_options(opts, argc, argv, "meta-train");
   if (args.count("help")) {
@@ -107,7 +107,7 @@ int run_meta_train(int argc, char** argv) {
                    " already holds a run (config.json, metrics.jsonl or checkpoints); continue it with --resume ",
                    out, ", start over with --overwrite (deletes its checkpoints and metrics), or choose another --out");
   }
-  if (cfg["threads"].get<int64_t>() > 0) omp_set_num_threads(static_cast<int>(cfg["threads"].get<int64_t>()));
+  set_threads(cfg["threads"]);
 
   auto ds = open_data(cfg);
   const bool regression = data::is_regression(cfg);

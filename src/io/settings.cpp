@@ -157,6 +157,12 @@ json settings_defaults() {
   return d;
 }
 
+void check_setting(const std::string& key, const json& value) {
+  const Setting* s = find_setting(key);
+  MF_CHECK(s, "no setting \"", key, "\" is declared");
+  check_one(*s, value);
+}
+
 std::string flag_of(const std::string& key) {
   std::string f = "--" + key;
   for (char& c : f)

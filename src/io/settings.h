@@ -24,6 +24,9 @@ nlohmann::json settings_defaults();
 // (unknown keys, types, ranges); test_ways/test_shots/test_queries of 0 become the training values.
 nlohmann::json resolve_settings(const nlohmann::json& file, const nlohmann::json& flags);
 
+// Checks one value of a declared setting, with the message a flag gets.
+void check_setting(const std::string& key, const nlohmann::json& value);
+
 // "--key" for a config key.
 std::string flag_of(const std::string& key);
 

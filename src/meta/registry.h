@@ -31,6 +31,13 @@ struct AlgorithmEntry {
   bool own_bench_recipe;
   // The settings it changes from the generic defaults (Note [Config precedence] in io/settings.cpp).
   nlohmann::json defaults;
+  // The settings only this algorithm reads (eval's --matching-attention applies where it is listed).
+  std::vector<std::string> own_settings;
+  bool reads(const std::string& key) const {
+    for (const std::string& k : own_settings)
+      if (k == key) return true;
+    return false;
+  }
   // FLOP of one task's meta-gradient, counted as the PyTorch reference counts them (bench/README.md).
   std::function<double(const FlopShape&)> task_flop;
   std::function<std::unique_ptr<Algorithm>(const nn::Model&, const AlgoConfig&, core::Rng&)> make;

@@ -1,3 +1,6 @@
+// Longer than 600 lines on purpose: this is the whole oneDNN convolution module, with its Notes (the measured
+// rules for layouts, threads, the weights cache and batch chunks) beside the code they govern, and plan and
+// per-thread types that no other file may see (blocked layouts never leave this module, conv.h).
 #include "backend/dnnl/conv.h"
 
 #include <omp.h>
