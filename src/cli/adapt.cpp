@@ -43,7 +43,7 @@ Preprocess preprocess_from(const io::Checkpoint& ck) {
 // (support set plus that one query, one pass per query) is also independent; `transductive` is there for
 // whoever wants the protocol's figures and accepts the dependence. Adaptation never depends on the mode: the
 // inner loop sees the support set alone. eval keeps the run's mode, the protocol's (Note [Batch norm in
-// meta-learning] in src/nn/model.h).
+// meta-learning] in src/nn/options.h).
 constexpr const char* kQueryBnDefault = "support";
 constexpr const char* kQueryBnHelp =
     "batch-norm statistics for the query images: support (default: the support set's, so each image's label "

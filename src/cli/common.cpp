@@ -290,64 +290,6 @@ io::Checkpoint training_checkpoint(const json& cfg, const meta::Algorithm& algo,
   return ck;
 }
 
-json checkpoint_config(const io::Checkpoint& ck) {
-  MF_CHECK(ck.header.is_object() && ck.header.contains("kind") && ck.header.contains("config") &&
-               ck.header["config"].is_object(),
-           "checkpoint ", ck.source, ": it is not a metafew model checkpoint (no model configuration in its header)");
-  json cfg = ck.header["config"];
-  // Note [Settings added later]: a checkpoint written before a setting existed was trained with the behaviour
-  // the setting's old value names, so it loads with that value: Reptile's fresh inner optimiser per task (and
-  // no carried state), Matching Networks' cosine attention, conv4's flattened head input, LeCun head and
-  // learned batch-norm scale, and the MAML family's inner loop over every parameter.
-  if (!cfg.contains("inner_state")) cfg["inner_state"] = "fresh";
-  if (!cfg.contains("matching_attention")) cfg["matching_attention"] = "cosine";
-  if (!cfg.contains("features")) cfg["features"] = "flatten";
-  if (!cfg.contains("head_init")) cfg["head_init"] = "lecun";
-  if (!cfg.contains("bn_scale")) cfg["bn_scale"] = true;
-  if (!cfg.contains("inner_bn")) cfg["inner_bn"] = true;
-  const std::string where = "checkpoint " + ck.source;
-  io::validate_settings(cfg, where);
-  // The header's own fields that size or index something (Note [One check for every source]).
-  auto header_int = [&](const char* key, int64_t min, int64_t max) {
-    if (!ck.header.contains(key)) return;
-    const json& v = ck.header[key];
-    MF_USAGE_CHECK(v.is_number_integer() && v.get<int64_t>() >= min && v.get<int64_t>() <= max, where,
-                   ": header field \"", key, "\" must be an integer from ", min, " to ", max, ", got ",
-                   v.dump(-1, ' ', false, json::error_handler_t::replace).substr(0, 60));
-  };
-  header_int("iteration", 0, cfg["iterations"].get<int64_t>());
-  header_int("optimizer_steps", 0, cfg["iterations"].get<int64_t>());
-  // An adapted model keeps its source's header (optimizer_state included) without the optimizer tensors.
-  if (ck.header["kind"] == "training") header_int("optimizer_state", 0, static_cast<int64_t>(ck.tensors.size()));
-  header_int("adapted_weights", 0, static_cast<int64_t>(ck.tensors.size()));
-  header_int("ways", 1, 10000);
-  header_int("adapt_steps", 0, 100000);
-  MF_USAGE_CHECK(ck.header["kind"] == "training" || ck.header["kind"] == "adapted", where,
-                 ": header field \"kind\" must be \"training\" or \"adapted\", got ", ck.header["kind"].dump());
-  for (const char* flag : {"validation_pending"})
-    if (ck.header.contains(flag))
-      MF_USAGE_CHECK(ck.header[flag].is_boolean(), where, ": header field \"", flag, "\" must be true or false, got ",
-                     ck.header[flag].dump().substr(0, 60));
-  if (ck.header.contains("best_score"))
-    MF_USAGE_CHECK(ck.header["best_score"].is_null() || ck.header["best_score"].is_number(), where,
-                   ": header field \"best_score\" must be a number or null");
-  if (ck.header.contains("preprocessing") && ck.header["preprocessing"].contains("channels")) {
-    const json& p = ck.header["preprocessing"];
-    MF_USAGE_CHECK(p["channels"] == cfg["channels"] && p.value("height", json()) == cfg["image_size"] &&
-                       p.value("width", json()) == cfg["image_size"] && (!p.contains("invert") || p["invert"].is_boolean()),
-                   where, ": header field \"preprocessing\" (", p.dump().substr(0, 120),
-                   ") does not match its settings channels = ", cfg["channels"], ", image_size = ", cfg["image_size"]);
-  }
-  if (ck.header["kind"] == "adapted") {
-    MF_USAGE_CHECK(ck.header.contains("class_names") && ck.header["class_names"].is_array() &&
-                       ck.header.contains("ways") && ck.header["class_names"].size() == ck.header["ways"].get<size_t>(),
-                   where, ": an adapted model needs \"class_names\", one per class of \"ways\"");
-    for (const json& n : ck.header["class_names"])
-      MF_USAGE_CHECK(n.is_string(), where, ": header field \"class_names\" must hold strings, got ", n.dump());
-  }
-  return cfg;
-}
-
 std::unique_ptr<meta::Algorithm> algorithm_from_checkpoint(const io::Checkpoint& ck) {
   json cfg = checkpoint_config(ck);
   core::Rng rng(0);

@@ -11,6 +11,7 @@
 #include "data/dataset.h"
 #include "data/episode.h"
 #include "io/checkpoint.h"
+#include "io/settings.h"
 #include "meta/algorithm.h"
 #include "optim/optimizer.h"
 
@@ -22,7 +23,7 @@ using nlohmann::json;
 inline constexpr int kExitInterrupted = 130;
 
 // Every meta-train setting with its generic default; algorithm- and dataset-specific defaults are applied on
-// top of these by resolve_config (Note [Config precedence] in common.cpp).
+// top of these by resolve_config (Note [Algorithm and dataset defaults] in io/settings.cpp).
 json meta_train_defaults();
 // One-line help per configuration key.
 const std::map<std::string, std::string>& config_help();
@@ -68,7 +69,7 @@ io::Checkpoint training_checkpoint(const json& cfg, const meta::Algorithm& algo,
 // Rebuilds the algorithm of a checkpoint (training or adapted) with its parameters.
 std::unique_ptr<meta::Algorithm> algorithm_from_checkpoint(const io::Checkpoint& ck);
 // The config stored in a checkpoint; throws naming the file when it is not a metafew model checkpoint.
-json checkpoint_config(const io::Checkpoint& ck);
+using io::checkpoint_config;
 // A checkpoint path from a file or a run folder (RUN/best when present, else RUN/last).
 std::string resolve_checkpoint_path(const std::string& path);
 

@@ -20,7 +20,7 @@ const Setting* find_setting(const std::string& key);
 // {key: generic default} for every setting: the schema io::validate_config checks files and flags against.
 nlohmann::json settings_defaults();
 
-// defaults < algorithm/dataset defaults < config file < flags (Note [Config precedence]), validated
+// defaults < algorithm/dataset defaults < config file < flags (Note [Algorithm and dataset defaults]), validated
 // (unknown keys, types, ranges); test_ways/test_shots/test_queries of 0 become the training values.
 nlohmann::json resolve_settings(const nlohmann::json& file, const nlohmann::json& flags);
 
@@ -35,6 +35,12 @@ std::string flag_of(const std::string& key);
 // configuration ("checkpoint runs/x/last"); empty for the command line. Throws a usage error:
 //   "[where: setting "filters": ]--filters must be positive (at most 4096), got 0".
 void validate_settings(const nlohmann::json& cfg, const std::string& where);
+
+struct Checkpoint;
+// The settings stored in a checkpoint, with the values of settings added since it was written filled in (Note
+// [Settings added later]), checked as a command line's are, and the header's own fields checked; throws a
+// usage error naming the file otherwise (also when it is not a metafew model checkpoint).
+nlohmann::json checkpoint_config(const Checkpoint& ck);
 
 // The bytes one batch of `tasks` episodes of images holds (support and query images, float32), saturating
 // at UINT64_MAX instead of overflowing.

@@ -29,7 +29,7 @@ struct AlgorithmEntry {
   // Its standard benchmark row is its own recipe (shots, meta-batch, inner steps and rate from `defaults`)
   // rather than the common 5-way and 20-way rows (Reptile).
   bool own_bench_recipe;
-  // The settings it changes from the generic defaults (Note [Config precedence] in io/settings.cpp).
+  // The settings it changes from the generic defaults (Note [Algorithm and dataset defaults] in io/settings.cpp).
   nlohmann::json defaults;
   // The settings only this algorithm reads (eval's --matching-attention applies where it is listed).
   std::vector<std::string> own_settings;

@@ -57,7 +57,7 @@ Trainer::Trainer(Algorithm& algo, optim::Optimizer& opt, TrainOptions options, T
 }
 
 void Trainer::save(const std::string& name, int64_t at) {
-  // Never write a non-finite value (Note [No NaN in a checkpoint] in trainer.cpp).
+  // Never write a non-finite value (Note [No NaN in a checkpoint] in meta/trainer.cpp).
   const std::string bad = first_non_finite(algo_);
   MF_CHECK(bad.empty(), "meta-train: not saving ", name, " at iteration ", at, ": ", bad);
   if (name == "last") last_saved_ = at;

@@ -78,7 +78,7 @@ void bn_max_pool_nchw16c(const float* yb, const float* gamma, const float* beta,
   const int64_t blocks = c / kLanes, hw = h * w, oh = h / 2, ow = w / 2, per = oh * ow;
   const double count = static_cast<double>(n * hw);
   parallel_for(blocks, split(blocks, n * c * hw), [&](int64_t cb) {
-    // Statistics (Note [Batch norm statistics] in kernels.cpp), lane l = channel 16 cb + l.
+    // Statistics (Note [Batch norm statistics] in kernel_helpers.h), lane l = channel 16 cb + l.
     double s[kLanes] = {}, v[kLanes] = {};
     for (int64_t i = 0; i < n; ++i) {
       const Vec a = plane_sum(yb + (i * blocks + cb) * hw * kLanes, hw);

@@ -3,7 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "cli/common.h"
+#include "io/settings.h"
 #include "core/error.h"
 #include "fuzz_support.h"
 #include "io/checkpoint.h"
@@ -12,7 +12,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string path = metafew::fuzz::write_input(data, size, "input.mfck");
   try {
     metafew::io::Checkpoint ck = metafew::io::load_checkpoint(path);
-    metafew::cli::checkpoint_config(ck);
+    metafew::io::checkpoint_config(ck);
     metafew::cli::algorithm_from_checkpoint(ck);
   } catch (const metafew::Error&) {
     // refused with a message: the expected outcome for damaged input
