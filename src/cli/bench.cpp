@@ -88,7 +88,8 @@ int run_bench(int argc, char** argv) {
                      "given is the standard matrix's for the algorithm: its 20-way row from 20 ways up, its "
                      "5-way row otherwise (e.g. reptile: 10 shots, meta-batch 5, 5 Adam steps at lr 0.001)",
                      cxxopts::value<std::vector<std::string>>())(
-      "ways", "classes per task", cxxopts::value<int64_t>()->default_value("5"))(
+      "ways", "classes per task (20 or more: the standard 20-way row)",
+      cxxopts::value<int64_t>()->default_value(io::settings_defaults()["ways"].dump()))(
       "shots", "shots per class (default: standard row)", cxxopts::value<int64_t>())(
       "queries", "queries per class (default: standard row)", cxxopts::value<int64_t>())(
       "meta-batch", "tasks per meta-iteration (default: standard row)", cxxopts::value<int64_t>())(

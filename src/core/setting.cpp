@@ -13,4 +13,10 @@ void require_one_of(const std::string& flag, const std::string& value, const std
   throw Error(detail::concat(flag, " must be ", list, ", got '", value, "'"), ErrorKind::usage);
 }
 
+std::string join(const std::vector<std::string>& names) {
+  std::string s;
+  for (const std::string& n : names) s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
+
 }  // namespace metafew::core

@@ -42,4 +42,23 @@ inline Setting text_setting(const char* key, const std::string& def, const std::
 // Throws a usage error "FLAG must be a, b or c, got 'VALUE'" unless value is one of `accepted`.
 void require_one_of(const std::string& flag, const std::string& value, const std::vector<std::string>& accepted);
 
+// The names of a registry's entries (anything with a `name`), in order.
+template <class Entry>
+std::vector<std::string> names_of(const std::vector<Entry>& entries) {
+  std::vector<std::string> names;
+  for (const Entry& e : entries) names.emplace_back(e.name);
+  return names;
+}
+// "a, b, c".
+std::string join(const std::vector<std::string>& names);
+
+// The entry called `name`; otherwise the usage error of require_one_of for `flag`.
+template <class Entry>
+const Entry& find_named(const std::vector<Entry>& entries, const std::string& name, const std::string& flag) {
+  for (const Entry& e : entries)
+    if (name == e.name) return e;
+  require_one_of(flag, name, names_of(entries));
+  return entries.front();  // not reached: require_one_of threw
+}
+
 }  // namespace metafew::core

@@ -16,10 +16,8 @@ std::string matching_attention_name(MatchingAttention a) { return a == MatchingA
 
 std::vector<core::Setting> algorithm_settings() {
   const AlgoConfig d;
-  std::string names;
-  for (const AlgorithmEntry& a : algorithms()) names += (names.empty() ? "" : ", ") + std::string(a.name);
   return {
-      core::text_setting("algo", d.algo, names, [](const std::string& v) { find_algorithm(v); }),
+      core::text_setting("algo", d.algo, core::join(core::names_of(algorithms())), [](const std::string& v) { find_algorithm(v); }),
       core::integer_setting("inner_steps", d.inner_steps, 0, 100000,
                             "inner-loop steps in meta-training (Reptile: inner iterations)"),
       core::number_setting("inner_lr", d.inner_lr,

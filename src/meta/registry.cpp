@@ -59,14 +59,7 @@ const std::vector<AlgorithmEntry>& algorithms() {
   return all;
 }
 
-const AlgorithmEntry& find_algorithm(const std::string& name) {
-  std::string names;
-  for (const AlgorithmEntry& a : algorithms()) {
-    if (name == a.name) return a;
-    names += (names.empty() ? "" : ", ") + std::string(a.name);
-  }
-  throw Error(detail::concat("unknown --algo '", name, "' (expected one of: ", names, ")"), ErrorKind::usage);
-}
+const AlgorithmEntry& find_algorithm(const std::string& name) { return core::find_named(algorithms(), name, "--algo"); }
 
 std::unique_ptr<Algorithm> make_algorithm(const nn::Model& model, const AlgoConfig& config, core::Rng& rng) {
   const AlgorithmEntry& entry = find_algorithm(config.algo);

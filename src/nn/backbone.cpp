@@ -12,13 +12,6 @@ const std::vector<BackboneEntry>& backbones() {
   return all;
 }
 
-const BackboneEntry& find_backbone(const std::string& name) {
-  std::string names;
-  for (const BackboneEntry& b : backbones()) {
-    if (name == b.name) return b;
-    names += (names.empty() ? "" : ", ") + std::string(b.name);
-  }
-  throw Error(detail::concat("--model must be one of ", names, ", got '", name, "'"), ErrorKind::usage);
-}
+const BackboneEntry& find_backbone(const std::string& name) { return core::find_named(backbones(), name, "--model"); }
 
 }  // namespace metafew::nn

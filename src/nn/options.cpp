@@ -33,10 +33,8 @@ std::string head_init_name(ModelConfig::HeadInit i) { return i == ModelConfig::H
 
 std::vector<core::Setting> model_settings() {
   const ModelConfig d;
-  std::string names;
-  for (const BackboneEntry& b : backbones()) names += (names.empty() ? "" : ", ") + std::string(b.name);
   return {
-      core::text_setting("model", d.arch, "backbone: " + names + " (image datasets: conv4; builtin:sinusoid: mlp)",
+      core::text_setting("model", d.arch, "backbone: " + core::join(core::names_of(backbones())) + " (image datasets: conv4; builtin:sinusoid: mlp)",
                          [](const std::string& v) { find_backbone(v); }),
       core::integer_setting("filters", d.filters, 1, 4096, "conv4 filters per block"),
       core::boolean_setting("max_pool", d.max_pool, "conv4 with 2x2 max-pool (false: MAML's stride-2 convolutions)"),
