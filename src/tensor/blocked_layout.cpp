@@ -44,15 +44,9 @@ namespace metafew::tensor {
 // staging block in L1 and then copies the block, which is contiguous in nchw, out in whole aligned vectors.
 // (2) A reorder writing 16 MB or more (batch 2560 here) streams its stores past the caches: the destination
 // cannot stay in L2 anyway, and a streamed line is not read before it is written.
-// Measured (2026-11-30, Intel Xeon VM, one thread, best of repeated calls, us; a /tmp harness calling both on
-// the same buffers, not in bench/):
-//   weights 64x64x3x3   OIhw16i16o -> oihw: ours 5.3, oneDNN 9.9-12.7 (a plain copy of the 147 KB: 3.6)
-//   activations, 64 channels, nchw -> nChw16c | nChw16c -> nchw, ours vs oneDNN:
-//     batch 5:    3x3 0.40 vs 0.73 | 0.45 vs 0.74     7x7 1.8 vs 2.4 | 2.5 vs 3.5     14x14 6.7 vs 8.1 | 9.8 vs 11.8
-//     batch 80:   3x3 5.9 vs 7.8 | 7.4 vs 9.8         7x7 43 vs 47 | 55 vs 66        14x14 278 vs 282 | 294 vs 361
-//     batch 2560: 7x7 2008 vs 2421 | 2230 vs 3213     14x14 14563 vs 20606 | 15643 vs 28110
-// (without the staging block and the streamed stores ours lost at 14x14: 416 vs 343 at batch 80 and
-// 37490 vs 33943 at batch 2560, blocked -> plain), so the conv backend uses these for every whole-block pair.
+// These beat oneDNN 2.6's reorders at every conv-4 shape measured, so the conv backend uses them for every
+// whole-block pair (the timings, and what the staging block and streamed stores each bought: bench/results/conv.md,
+// "Blocked reorders").
 
 namespace {
 
