@@ -4,7 +4,7 @@ ASAN_BUILD ?= build-asan
 SAN_BUILD  ?= build-san
 CLANGXX    := $(shell command -v clang++ 2>/dev/null)
 JOBS       ?= $(shell nproc)
-PACKAGES   := cmake g++ libdnnl-dev libcxxopts-dev nlohmann-json3-dev doctest-dev libstb-dev
+PACKAGES   := cmake g++ libdnnl-dev libcxxopts-dev nlohmann-json3-dev doctest-dev libstb-dev libjpeg62-turbo-dev
 
 .PHONY: all deps build run test asan sanitize fuzz bench clean format
 

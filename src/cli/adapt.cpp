@@ -189,7 +189,7 @@ int run_adapt(int argc, char** argv) {
                         "Adapt a meta-trained checkpoint to a new task (DIR/<class>/<K images>) and label query "
                         "images; results on stdout (or --out), one line per image or JSON.");
   opts.set_width(100);
-  add_shared_flags(opts, {SharedFlag::checkpoint, SharedFlag::threads, SharedFlag::json});
+  add_shared_flags(opts, {SharedFlag::checkpoint, SharedFlag::threads, SharedFlag::json_output});
   opts.add_options()(
       "support", "folder with one sub-folder of K images per class (folder names are the labels)",
       cxxopts::value<std::string>())("query", "query images: a folder, class folders, or image files (repeatable)",
@@ -290,7 +290,7 @@ int run_predict(int argc, char** argv) {
       cxxopts::value<std::vector<std::string>>())("out", "write the predictions to this file",
                                                   cxxopts::value<std::string>())(
       "bn", std::string(kQueryBnHelp) + "; default: the mode adapt used", cxxopts::value<std::string>());
-  add_shared_flags(opts, {SharedFlag::threads, SharedFlag::json});
+  add_shared_flags(opts, {SharedFlag::threads, SharedFlag::json_output});
   auto args = parse_options(opts, argc, argv, "predict");
   if (args.count("help")) {
     std::printf("%s\n", opts.help().c_str());

@@ -20,6 +20,9 @@
 #include "core/version.h"
 #include "io/settings.h"
 #include "meta/registry.h"
+#include "nn/backbone.h"
+#include "nn/model.h"
+#include "nn/options.h"
 #include "meta/trainer.h"
 #include "optim/options.h"
 #include "tensor/storage.h"
@@ -95,11 +98,18 @@ int run_bench(int argc, char** argv) {
       "meta-batch", "tasks per meta-iteration (default: standard row)", cxxopts::value<int64_t>())(
       "inner-steps", "inner steps (default: standard row)", cxxopts::value<int64_t>())(
       "inner-lr", "inner learning rate (default: standard row)", cxxopts::value<double>())(
+      "model", io::find_setting("model")->help, cxxopts::value<std::string>()->default_value(nn::ModelConfig{}.arch))(
       "filters", "conv-4 filters", cxxopts::value<int64_t>()->default_value(std::to_string(nn::ModelConfig{}.filters)))(
+      "widths", io::find_setting("widths")->help,
+      cxxopts::value<std::string>()->default_value(nn::widths_name(nn::ModelConfig{}.widths)))(
+      "image-size", "image side (tasks from builtin:glyphs resized to it)",
+      cxxopts::value<int64_t>()->default_value(io::settings_defaults()["image_size"].dump()))(
+      "channels", "image channels (1, or 3: the glyphs replicated)",
+      cxxopts::value<int64_t>()->default_value(io::settings_defaults()["channels"].dump()))(
       "scaling", "also measure every thread count from 1 to --threads")(
       "warmup", "untimed meta-iterations first", cxxopts::value<int>()->default_value("2"))(
       "repeats", "timed meta-iterations", cxxopts::value<int>()->default_value("5"));
-  add_shared_flags(opts, {SharedFlag::threads, SharedFlag::json});
+  add_shared_flags(opts, {SharedFlag::threads, SharedFlag::json_output});
   cxxopts::ParseResult args = parse_options(opts, argc, argv, "bench");
   if (args.count("help")) {
     std::printf("%s\n", opts.help().c_str());
@@ -113,7 +123,16 @@ int run_bench(int argc, char** argv) {
   const int64_t filters = args["filters"].as<int64_t>();
   const int64_t inner_batch = meta::AlgoConfig{}.inner_batch;
   MF_USAGE_CHECK(warmup >= 0 && repeats >= 1, "bench: --warmup must be >= 0 and --repeats >= 1");
-  MF_USAGE_CHECK(filters >= 1, "bench: --filters must be >= 1");
+  // The model: the settings' checks and parsers, so a flag gets the message meta-train's would.
+  json model_cfg = io::settings_defaults();
+  model_cfg["model"] = args["model"].as<std::string>();
+  model_cfg["filters"] = filters;
+  model_cfg["widths"] = args["widths"].as<std::string>();
+  model_cfg["image_size"] = args["image-size"].as<int64_t>();
+  model_cfg["channels"] = args["channels"].as<int64_t>();
+  for (const char* key : {"model", "filters", "widths", "image_size", "channels"}) io::check_setting(key, model_cfg[key]);
+  MF_USAGE_CHECK(nn::find_backbone(model_cfg["model"]).image_input, "bench: --model ",
+                 model_cfg["model"].get<std::string>(), " takes vectors; bench measures image tasks");
 
   std::vector<Setting> rows;
   if (args.count("algo")) {
@@ -146,7 +165,10 @@ int run_bench(int argc, char** argv) {
   else
     thread_counts.push_back(max_threads);
 
-  auto ds = data::open_dataset("builtin:glyphs", {});
+  data::OpenOptions glyphs;
+  glyphs.image.channels = model_cfg["channels"];
+  glyphs.image.height = glyphs.image.width = model_cfg["image_size"];
+  auto ds = data::open_dataset("builtin:glyphs", glyphs);
   const json machine{{"onednn", backend::dnnl_backend::onednn_version()},
                      {"isa", backend::dnnl_backend::onednn_isa()},
                      {"fma_isa", core::fma_isa()},
@@ -154,28 +176,33 @@ int run_bench(int argc, char** argv) {
                      {"cpus", omp_get_num_procs()}};
   const bool as_json = args.count("json") > 0;
   if (!as_json)
-    std::printf("%-8s %-6s %3s %7s %9s %9s %8s %8s %8s %9s %7s %7s %8s\n", "algo", "task", "thr", "batch",
+    std::printf("%-11s %-8s %-6s %3s %7s %9s %9s %8s %8s %8s %9s %7s %7s %8s\n", "algo", "model", "task", "thr", "batch",
                 "s/iter", "spread", "tasks/s", "GFLOP", "GFLOP/s", "convGF/s", "of conv", "of FMA", "RSS MB");
 
   for (int threads : thread_counts) {
     omp_set_num_threads(threads);
     const double fma_peak = core::fma_peak_gflops(threads);
-    std::map<int64_t, double> conv_peak;  // per dominant batch
+    std::map<int64_t, double> conv_peak;  // per batch
     for (const Setting& s : rows) {
-      // The dominant convolution: 64 -> 64 3x3 at 14x14 on one task's query set, one task per thread.
+      // Note [Bare conv of the model's layers]: the ceiling a row is compared with is the bare oneDNN forward
+      // primitive of each of the model's convolutions on one task's query set (Reptile: an inner batch), one
+      // task per thread, combined as one forward pass would spend its time: sum of FLOP / sum of seconds.
       const int64_t n = s.ways * (meta::find_algorithm(s.algo).own_bench_recipe ? inner_batch : s.queries);
       if (!conv_peak.count(n)) {
-        tensor::ConvShape cs{n, filters, 14, 14, filters, 3, 3, 1, 1, 1, 1};
-        conv_peak[n] = backend::dnnl_backend::bare_conv_gflops(cs, backend::dnnl_backend::ConvKernel::forward,
-                                                               threads, 0.3);
+        double flop = 0, seconds = 0;
+        for (const tensor::ConvShape& cs : nn::Model(nn::model_config(model_cfg, 0)).conv_layers(n)) {
+          const double f = 2.0 * static_cast<double>(cs.macs());
+          flop += f;
+          seconds += f / (1e9 * backend::dnnl_backend::bare_conv_gflops(cs, backend::dnnl_backend::ConvKernel::forward,
+                                                                        threads, 0.2));
+        }
+        conv_peak[n] = flop / seconds / 1e9;
       }
       // Each row's peak memory is its own: hand every cached and freed buffer back to the system first.
       tensor::release_cached_buffers();
       malloc_trim(0);
       reset_peak_resident();
-      nn::ModelConfig mc;
-      mc.filters = filters;
-      mc.outputs = meta::find_algorithm(s.algo).uses_head ? s.ways : 0;
+      const nn::ModelConfig mc = nn::model_config(model_cfg, meta::find_algorithm(s.algo).uses_head ? s.ways : 0);
       meta::AlgoConfig ac;
       ac.algo = s.algo;
       ac.inner_steps = s.inner_steps;
@@ -213,7 +240,11 @@ int run_bench(int argc, char** argv) {
                {"meta_batch", s.meta_batch},
                {"inner_steps", s.inner_steps},
                {"inner_lr", s.inner_lr},
+               {"model", model_cfg["model"]},
                {"filters", filters},
+               {"widths", model_cfg["widths"]},
+               {"image_size", model_cfg["image_size"]},
+               {"channels", model_cfg["channels"]},
                {"threads", threads},
                {"warmup", warmup},
                {"repeats", repeats},
@@ -233,8 +264,9 @@ int run_bench(int argc, char** argv) {
         std::printf("%s\n", row.dump().c_str());
       } else {
         const std::string task = std::to_string(s.ways) + "w" + std::to_string(s.shots) + "s";
-        std::printf("%-8s %-6s %3d %7lld %9.3f %9.3f %8.1f %8.1f %8.1f %9.1f %6.0f%% %6.0f%% %8.0f\n",
-                    s.algo.c_str(), task.c_str(), threads, static_cast<long long>(s.meta_batch), med, spread,
+        std::printf("%-11s %-8s %-6s %3d %7lld %9.3f %9.3f %8.1f %8.1f %8.1f %9.1f %6.0f%% %6.0f%% %8.0f\n",
+                    s.algo.c_str(), model_cfg["model"].get<std::string>().c_str(), task.c_str(), threads,
+                    static_cast<long long>(s.meta_batch), med, spread,
                     static_cast<double>(s.meta_batch) / med, gflop, gflops, conv_peak[n],
                     100 * gflops / conv_peak[n], 100 * gflops / fma_peak, peak_resident_mb());
       }

@@ -162,7 +162,7 @@ void add_shared_flags(cxxopts::Options& opts, std::initializer_list<SharedFlag> 
         adder("threads", t.help, cxxopts::value<int64_t>()->default_value(t.default_value.dump()));
         break;
       }
-      case SharedFlag::json:
+      case SharedFlag::json_output:
         adder("json", "print the result as JSON");
         break;
     }

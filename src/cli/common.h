@@ -34,7 +34,7 @@ cxxopts::ParseResult parse_options(cxxopts::Options& opts, int argc, char** argv
 
 // Flags several subcommands share, each declared once here (--threads and --data with the help and default of
 // their setting's declaration), plus -h/--help.
-enum class SharedFlag { checkpoint, data, threads, json };
+enum class SharedFlag { checkpoint, data, threads, json_output };
 void add_shared_flags(cxxopts::Options& opts, std::initializer_list<SharedFlag> flags);
 // Checks --threads as the setting is checked, and applies it (set_threads).
 void apply_threads_flag(const cxxopts::ParseResult& args);

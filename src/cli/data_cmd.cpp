@@ -65,7 +65,7 @@ int run_data(int argc, char** argv) {
   DataCmdOptions d;
   cxxopts::Options opts("metafew data",
                         "Show what metafew finds in a dataset: layout, splits, counts, cache");
-  add_shared_flags(opts, {SharedFlag::data, SharedFlag::json});
+  add_shared_flags(opts, {SharedFlag::data, SharedFlag::json_output});
   opts.add_options()("layout", "auto | omniglot | folder",
                                                     cxxopts::value<std::string>()->default_value(d.layout))(
       "cache-dir", "cache folder (default $METAFEW_CACHE_DIR, $XDG_CACHE_HOME/metafew, ~/.cache/metafew)",

@@ -17,7 +17,7 @@ int run_eval(int argc, char** argv) {
                         "Evaluate a checkpoint on test episodes: mean accuracy (or -MSE) and its 95% interval "
                         "(1.96 std / sqrt(episodes)). Without --data, the dataset it was trained on.");
   opts.set_width(100);
-  add_shared_flags(opts, {SharedFlag::checkpoint, SharedFlag::data, SharedFlag::threads, SharedFlag::json});
+  add_shared_flags(opts, {SharedFlag::checkpoint, SharedFlag::data, SharedFlag::threads, SharedFlag::json_output});
   opts.add_options()(
       "split", "split to evaluate on", cxxopts::value<std::string>()->default_value("test"))(
       "ways", "classes per episode (default: the run's test ways)", cxxopts::value<int64_t>())(

@@ -12,7 +12,7 @@ int run_export(int argc, char** argv) {
                         "Write a meta-trained model without its optimizer state (about a third of the size): "
                         "eval and adapt read it like the original; meta-train --resume refuses it.");
   opts.set_width(100);
-  add_shared_flags(opts, {SharedFlag::checkpoint, SharedFlag::json});
+  add_shared_flags(opts, {SharedFlag::checkpoint, SharedFlag::json_output});
   opts.add_options()("out", "file to write", cxxopts::value<std::string>());
   cxxopts::ParseResult args = parse_options(opts, argc, argv, "export");
   if (args.count("help")) {

@@ -8,11 +8,12 @@
 #include <iterator>
 
 #include "core/error.h"
+#include "data/jpeg.h"
 
-// The one translation unit that compiles stb_image. Only the decoders the reader accepts are built.
+// The one translation unit that compiles stb_image. Only the decoders the reader accepts are built; JPEG is
+// libjpeg-turbo's (Note [JPEG through libjpeg-turbo] in jpeg.cpp).
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_ONLY_PNG
-#define STBI_ONLY_JPEG
 #define STBI_ONLY_BMP
 #define STBI_ONLY_PNM
 #define STBI_NO_HDR
@@ -101,39 +102,6 @@ void check_png_chunks(const uint8_t* bytes, size_t size, const std::string& name
   // No IEND: stb decides whether the image data are complete (it reports a truncated file itself).
 }
 
-// Note [JPEG Huffman tables]: stb_image 2.27 (Debian 12's libstb) reads a DHT segment's symbol counts and then
-// that many symbols into a table of 256 without checking the sum (16 counts of up to 255 each): a crafted
-// JPEG writes past the table (found by tests/fuzz/fuzz_image under UBSan; stb 2.28 added the check). Until
-// Debian ships the fix, every DHT segment is checked here before stb sees the file.
-// stb takes a file for a JPEG when, after any run of FF fill bytes, D8 follows (found by the fuzzer too).
-bool is_jpeg(const uint8_t* bytes, size_t size) {
-  size_t at = 0;
-  while (at < size && bytes[at] == 0xFF) ++at;
-  return at >= 1 && at < size && bytes[at] == 0xD8;
-}
-
-void check_jpeg_tables(const uint8_t* bytes, size_t size, const std::string& name) {
-  // Every FF C4 in the file is read as a DHT segment, wherever it stands: following stb's own segment walk
-  // (which accepts repeated SOI markers, fill bytes, segments after scans...) would have to copy its
-  // quirks exactly, and a walk that desynchronised would miss the table stb reads. Inside valid scan data FF
-  // is always followed by 00 or a restart marker, so this only reads tables stb may read.
-  for (size_t at = 0; at + 4 <= size; ++at) {
-    if (bytes[at] != 0xFF || bytes[at + 1] != 0xC4) continue;
-    const size_t length = (size_t{bytes[at + 2]} << 8) | bytes[at + 3];
-    // As stb reads it: tables while the segment has bytes left, a table's counts read even across the
-    // segment's end (bytes past the file's end read as 0).
-    size_t p = at + 4;
-    const size_t end = at + 2 + length;
-    while (p < end && p < size) {
-      size_t symbols = 0;
-      for (size_t i = 1; i <= 16; ++i) symbols += p + i < size ? bytes[p + i] : 0;
-      MF_CHECK(symbols <= 256, "decode_image: '", name, "' is damaged: a JPEG Huffman table at byte ", p,
-               " declares ", symbols, " symbols (at most 256)");
-      p += 17 + symbols;
-    }
-  }
-}
-
 // stb_image 2.27 reads a PGM/PPM header's numbers into an int without an overflow check (signed overflow,
 // found by tests/fuzz/fuzz_image under UBSan; stb 2.28 added the check). The header (width, height, maxval,
 // with whitespace and # comments between) is read here first; a number of more than 9 digits is refused.
@@ -176,7 +144,7 @@ DecodedImage decode_image(const uint8_t* bytes, size_t size, int64_t channels, c
   MF_CHECK(size <= static_cast<size_t>(INT32_MAX), "decode_image: '", name, "' is too large (", size,
            " bytes)");
   if (is_png(bytes, size)) check_png_chunks(bytes, size, name);
-  if (is_jpeg(bytes, size)) check_jpeg_tables(bytes, size, name);
+  if (detail::is_jpeg(bytes, size)) return detail::decode_jpeg(bytes, size, channels, name);
   if (is_pnm(bytes, size)) check_pnm_header(bytes, size, name);
   int w = 0, h = 0, n = 0;
   stbi_uc* px = stbi_load_from_memory(bytes, static_cast<int>(size), &w, &h, &n, static_cast<int>(channels));

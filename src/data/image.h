@@ -1,7 +1,7 @@
 #pragma once
-// Image decoding and resizing for data/: files are decoded through stb_image (PNG, JPEG, BMP, PGM/PPM),
-// converted to the channel count the model needs, resized with an area-averaging filter and quantised to
-// 8 bits. Everything above this file sees images as C*H*W planes of uint8 (stored) or f32 in [0, 1] (served).
+// Image decoding and resizing for data/: files are decoded through stb_image (PNG, BMP, PGM/PPM) and
+// libjpeg-turbo (JPEG), converted to the channel count the model needs, resized with an area-averaging filter
+// and quantised to 8 bits. Everything above this file sees images as C*H*W planes of uint8 (stored) or f32 in [0, 1] (served).
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -29,7 +29,7 @@ struct DecodedImage {
 };
 
 // Decodes an encoded file held in memory into `channels` (1: luminance, 3: RGB) channels.
-// requires: channels is 1 or 3.  ensures: width, height > 0. Throws naming `name` and stb's reason on
+// requires: channels is 1 or 3.  ensures: width, height > 0. Throws naming `name` and the decoder's reason on
 // failure.
 DecodedImage decode_image(const uint8_t* bytes, size_t size, int64_t channels, const std::string& name);
 // Reads and decodes a file; throws naming the path when it cannot be read or decoded.

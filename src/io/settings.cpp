@@ -215,6 +215,7 @@ json checkpoint_config(const io::Checkpoint& ck) {
   if (!cfg.contains("head_init")) cfg["head_init"] = "lecun";
   if (!cfg.contains("bn_scale")) cfg["bn_scale"] = true;
   if (!cfg.contains("inner_bn")) cfg["inner_bn"] = true;
+  if (!cfg.contains("widths")) cfg["widths"] = nn::widths_name(nn::ModelConfig{}.widths);  // resnet12 came later
   const std::string where = "checkpoint " + ck.source;
   io::validate_settings(cfg, where);
   // The header's own fields that size or index something (Note [One check for every source]).

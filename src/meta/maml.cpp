@@ -27,7 +27,7 @@ class Maml : public Algorithm {
     params_ = model_.init(rng);
     for (const auto& s : model_.specs()) {
       names_.push_back(s.name);
-      adapted_.push_back(config_.inner_bn || s.name.find(".bn.") == std::string::npos);
+      adapted_.push_back(config_.inner_bn || !s.batch_norm());
     }
     if (rates_) {
       // Per-parameter inner learning rates, initialised to inner_lr (Li et al. initialise uniformly; a

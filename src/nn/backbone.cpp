@@ -8,6 +8,7 @@ const std::vector<BackboneEntry>& backbones() {
   static const std::vector<BackboneEntry> all{
       {"conv4", true, make_conv4},
       {"mlp", false, make_mlp},
+      {"resnet12", true, make_resnet12},
   };
   return all;
 }

@@ -10,13 +10,20 @@
 #include <vector>
 
 #include "nn/layers.h"
+#include "tensor/conv_shape.h"
 #include "nn/options.h"
 
 namespace metafew::nn {
 
 struct ParamSpec {
+  // How Model::init starts it: He-uniform (weights; LeCun or normal for the head's), zeros (biases and
+  // batch-norm shifts) or ones (batch-norm scales). Batch-norm parameters are the ones MAML's inner_bn = false
+  // leaves to the outer loop.
+  enum class Role { weight, bias, bn_scale, bn_shift };
   std::string name;
   tensor::Shape shape;
+  Role role = Role::weight;
+  bool batch_norm() const { return role == Role::bn_scale || role == Role::bn_shift; }
 };
 
 class Backbone {
@@ -30,6 +37,8 @@ class Backbone {
   virtual Stream forward(const std::vector<Variable>& params, const Stream& input) const = 0;
   // Multiply-adds of one forward pass over n inputs.
   virtual double forward_macs(int64_t n) const = 0;
+  // The convolutions of one forward pass over n inputs (bench times the bare oneDNN primitive of each).
+  virtual std::vector<tensor::ConvShape> conv_layers(int64_t n) const { (void)n; return {}; }
 
  protected:
   std::vector<ParamSpec> specs_;
@@ -46,8 +55,9 @@ struct BackboneEntry {
 const std::vector<BackboneEntry>& backbones();
 const BackboneEntry& find_backbone(const std::string& name);
 
-// The factories the registry lists (conv4.cpp, mlp.cpp).
+// The factories the registry lists (conv4.cpp, mlp.cpp, resnet12.cpp).
 std::unique_ptr<const Backbone> make_conv4(const ModelConfig& config);
 std::unique_ptr<const Backbone> make_mlp(const ModelConfig& config);
+std::unique_ptr<const Backbone> make_resnet12(const ModelConfig& config);
 
 }  // namespace metafew::nn

@@ -15,10 +15,10 @@ class Conv4 : public Backbone {
     int64_t ch = c.in_channels, h = c.height, w = c.width;
     for (int b = 0; b < 4; ++b) {
       const std::string p = "block" + std::to_string(b + 1) + ".";
-      specs_.push_back({p + "conv.weight", {c.filters, ch, 3, 3}});
-      specs_.push_back({p + "conv.bias", {c.filters}});
-      if (c.bn_scale) specs_.push_back({p + "bn.weight", {c.filters}});
-      specs_.push_back({p + "bn.bias", {c.filters}});
+      specs_.push_back({p + "conv.weight", {c.filters, ch, 3, 3}, ParamSpec::Role::weight});
+      specs_.push_back({p + "conv.bias", {c.filters}, ParamSpec::Role::bias});
+      if (c.bn_scale) specs_.push_back({p + "bn.weight", {c.filters}, ParamSpec::Role::bn_scale});
+      specs_.push_back({p + "bn.bias", {c.filters}, ParamSpec::Role::bn_shift});
       ch = c.filters;
       if (c.max_pool) {
         MF_CHECK(h >= 2 && w >= 2, "conv4: input ", c.height, "x", c.width, " is too small for four 2x2 pools");
@@ -54,6 +54,19 @@ class Conv4 : public Backbone {
     // Note [Omniglot head as MAML's code]: cbfinn/maml averages the last block's output over its pixels
     // (tf.reduce_mean over height and width) for Omniglot and flattens it only for miniImageNet.
     return c_.features == ModelConfig::Features::mean ? spatial_mean(h) : flatten(h);
+  }
+
+  std::vector<tensor::ConvShape> conv_layers(int64_t n) const override {
+    std::vector<tensor::ConvShape> layers;
+    int64_t ch = c_.in_channels, h = c_.height, w = c_.width;
+    const int64_t stride = c_.max_pool ? 1 : 2;
+    for (int b = 0; b < 4; ++b) {
+      layers.push_back({n, ch, h, w, c_.filters, 3, 3, stride, stride, 1, 1});
+      ch = c_.filters;
+      h = block_out_[b][1];
+      w = block_out_[b][2];
+    }
+    return layers;
   }
 
   double forward_macs(int64_t n) const override {

@@ -29,6 +29,19 @@ Stream conv2d(const Stream& s, const Variable& w, const Variable& b, const ops::
   return each(s, [&](const Variable& v) { return ops::conv2d(v, w, b, p); });
 }
 
+Stream conv2d(const Stream& s, const Variable& w, const ops::Conv2dParams& p) {
+  return each(s, [&](const Variable& v) { return ops::conv2d(v, w, p); });
+}
+
+Stream leaky_relu(const Stream& s, double slope) {
+  return each(s, [&](const Variable& v) { return ops::leaky_relu(v, slope); });
+}
+
+Stream add(const Stream& a, const Stream& b) {
+  MF_CHECK(a.paired() == b.paired(), "add: one stream carries the support batch and the other does not");
+  return {ops::add(a.x, b.x), a.paired() ? ops::add(a.support, b.support) : Variable()};
+}
+
 Stream linear(const Stream& s, const Variable& w, const Variable& b) {
   return each(s, [&](const Variable& v) { return ops::linear(v, w, b); });
 }

@@ -22,8 +22,11 @@ struct Stream {
 inline constexpr double kBnEps = 1e-5;
 
 Stream conv2d(const Stream& s, const Variable& w, const Variable& b, const ops::Conv2dParams& p);
+Stream conv2d(const Stream& s, const Variable& w, const ops::Conv2dParams& p);  // without a bias
 Stream linear(const Stream& s, const Variable& w, const Variable& b);
 Stream relu(const Stream& s);
+Stream leaky_relu(const Stream& s, double slope);
+Stream add(const Stream& a, const Stream& b);
 Stream max_pool2x2(const Stream& s);
 // Batch norm with the batch's own statistics, or the support batch's when the stream is paired.
 Stream batch_norm(const Stream& s, const Variable& gamma, const Variable& beta);

@@ -12,8 +12,8 @@ class Mlp : public Backbone {
     int64_t in = c.in_features;
     for (size_t i = 0; i < c.hidden.size(); ++i) {
       const std::string p = "fc" + std::to_string(i + 1) + ".";
-      specs_.push_back({p + "weight", {c.hidden[i], in}});
-      specs_.push_back({p + "bias", {c.hidden[i]}});
+      specs_.push_back({p + "weight", {c.hidden[i], in}, ParamSpec::Role::weight});
+      specs_.push_back({p + "bias", {c.hidden[i]}, ParamSpec::Role::bias});
       in = c.hidden[i];
     }
     feature_dim_ = in;

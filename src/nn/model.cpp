@@ -10,24 +10,23 @@ Model::Model(ModelConfig config)
     : config_(std::move(config)), backbone_(find_backbone(config_.arch).make(config_)), specs_(backbone_->specs()) {
   head_begin_ = specs_.size();
   if (config_.outputs > 0) {
-    specs_.push_back({"head.weight", {config_.outputs, backbone_->feature_dim()}});
-    specs_.push_back({"head.bias", {config_.outputs}});
+    specs_.push_back({"head.weight", {config_.outputs, backbone_->feature_dim()}, ParamSpec::Role::weight});
+    specs_.push_back({"head.bias", {config_.outputs}, ParamSpec::Role::bias});
   }
 }
 
 std::vector<Variable> Model::init(core::Rng& rng) const {
   std::vector<Variable> params;
-  for (const ParamSpec& s : specs_) {
+  for (size_t at = 0; at < specs_.size(); ++at) {
+    const ParamSpec& s = specs_[at];
     tensor::Tensor t = tensor::Tensor::zeros(s.shape);
-    const bool is_bias = s.name.ends_with(".bias");
-    const bool is_bn_scale = s.name.ends_with("bn.weight");
-    if (is_bn_scale) {
+    if (s.role == ParamSpec::Role::bn_scale) {
       t.fill_(1.0);
-    } else if (!is_bias) {
+    } else if (s.role == ParamSpec::Role::weight) {
       // He-uniform (bound sqrt(6 / fan_in)) for backbone weights, LeCun-uniform (sqrt(3 / fan_in)) for the head.
       int64_t fan_in = 1;
       for (size_t i = 1; i < s.shape.size(); ++i) fan_in *= s.shape[i];
-      const bool head = s.name.starts_with("head");
+      const bool head = at >= head_begin_;
       float* p = t.data<float>();
       if (head && config_.head_init == ModelConfig::HeadInit::normal) {
         for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<float>(rng.normal());

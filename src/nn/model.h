@@ -48,6 +48,8 @@ class Model {
 
   // Multiply-adds of one forward pass over a batch of n inputs (for FLOP counts).
   double forward_macs(int64_t n) const;
+  // The backbone's convolutions over a batch of n inputs.
+  std::vector<tensor::ConvShape> conv_layers(int64_t n) const { return backbone_->conv_layers(n); }
 
  private:
   ModelConfig config_;

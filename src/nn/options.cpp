@@ -1,5 +1,7 @@
 #include "nn/options.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "nn/backbone.h"
 
@@ -25,6 +27,32 @@ ModelConfig::HeadInit parse_head_init(const std::string& name) {
   throw Error(detail::concat("--head-init must be lecun or normal, got '", name, "'"), ErrorKind::usage);
 }
 
+std::vector<int64_t> parse_widths(const std::string& text) {
+  std::vector<int64_t> w;
+  size_t at = 0;
+  while (at <= text.size()) {
+    const size_t comma = std::min(text.find(',', at), text.size());
+    const std::string item = text.substr(at, comma - at);
+    const bool digits = !item.empty() && item.size() <= 4 && item.find_first_not_of("0123456789") == std::string::npos;
+    MF_USAGE_CHECK(digits && std::stoll(item) >= 1 && std::stoll(item) <= 4096,
+                   "--widths must be 1 to 8 comma-separated channel counts from 1 to 4096 (e.g. 64,160,320,640), got '",
+                   text, "'");
+    w.push_back(std::stoll(item));
+    at = comma + 1;
+  }
+  MF_USAGE_CHECK(w.size() <= 8, "--widths must be 1 to 8 comma-separated channel counts, got ", w.size());
+  return w;
+}
+
+std::string widths_name(const std::vector<int64_t>& widths) {
+  std::string s;
+  for (int64_t w : widths) {
+    if (!s.empty()) s += ',';
+    s += std::to_string(w);
+  }
+  return s;
+}
+
 std::string bn_mode_name(BnMode mode) {
   return mode == BnMode::transductive ? "transductive" : mode == BnMode::support ? "support" : "nontransductive";
 }
@@ -34,9 +62,12 @@ std::string head_init_name(ModelConfig::HeadInit i) { return i == ModelConfig::H
 std::vector<core::Setting> model_settings() {
   const ModelConfig d;
   return {
-      core::text_setting("model", d.arch, "backbone: " + core::join(core::names_of(backbones())) + " (image datasets: conv4; builtin:sinusoid: mlp)",
+      core::text_setting("model", d.arch, "backbone: " + core::join(core::names_of(backbones())) + " (images: conv4 or resnet12; builtin:sinusoid: mlp)",
                          [](const std::string& v) { find_backbone(v); }),
       core::integer_setting("filters", d.filters, 1, 4096, "conv4 filters per block"),
+      core::text_setting("widths", widths_name(d.widths),
+                         "resnet12 output channels of each residual block (MetaOptNet / RFS: 64,160,320,640)",
+                         [](const std::string& v) { parse_widths(v); }),
       core::boolean_setting("max_pool", d.max_pool, "conv4 with 2x2 max-pool (false: MAML's stride-2 convolutions)"),
       core::text_setting("features", features_name(d.features),
                          "conv4 head input: flatten (the last block's output) or mean (over its pixels, as MAML's "
@@ -62,6 +93,7 @@ ModelConfig model_config(const nlohmann::json& cfg, int64_t outputs) {
   m.in_channels = cfg["channels"];
   m.height = m.width = cfg["image_size"];
   m.filters = cfg["filters"];
+  m.widths = parse_widths(cfg["widths"]);
   m.max_pool = cfg["max_pool"];
   m.features = parse_features(cfg["features"]);
   m.bn_scale = cfg["bn_scale"];

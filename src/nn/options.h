@@ -42,12 +42,16 @@ struct ModelConfig {
   bool bn_scale = true;
   int64_t outputs = 5;           // head outputs (ways, or 1 for regression); 0 = no head (metric methods)
   std::vector<int64_t> hidden = {40, 40};  // mlp: hidden widths
+  std::vector<int64_t> widths = {64, 160, 320, 640};  // resnet12: output channels of its residual blocks
   int64_t in_features = 1;       // mlp: input width
 };
 
 // "flatten" / "mean" and "lecun" / "normal"; throw a usage error naming the accepted values otherwise.
 ModelConfig::Features parse_features(const std::string& name);
 ModelConfig::HeadInit parse_head_init(const std::string& name);
+// "64,160,320,640": 1 to 8 positive widths of at most 4096; a usage error naming --widths otherwise.
+std::vector<int64_t> parse_widths(const std::string& text);
+std::string widths_name(const std::vector<int64_t>& widths);
 // The names those parsers accept, for each value.
 std::string bn_mode_name(BnMode mode);
 std::string features_name(ModelConfig::Features features);

@@ -72,6 +72,16 @@ Variable relu(const Variable& x) {
                      MF_BACKWARD { return {relu_grad(g, in[0])}; });
 }
 
+Variable leaky_relu(const Variable& x, double slope) {
+  return make_result(tensor::unary(UnaryOp::leaky_relu, x.data(), slope), "leaky_relu", {x},
+                     MF_BACKWARD { return {leaky_relu_grad(g, in[0], slope)}; });
+}
+
+Variable leaky_relu_grad(const Variable& g_in, const Variable& x, double slope) {
+  return make_result(tensor::leaky_relu_grad(g_in.data(), x.data(), slope), "leaky_relu_grad", {g_in, x},
+                     MF_BACKWARD { return {need[0] ? leaky_relu_grad(g, in[1], slope) : Variable(), Variable()}; });
+}
+
 Variable relu_grad(const Variable& g_in, const Variable& x) {
   // x enters only through the mask, whose derivative is zero almost everywhere: it gets no gradient.
   return make_result(tensor::relu_grad(g_in.data(), x.data()), "relu_grad", {g_in, x},

@@ -27,6 +27,10 @@ Variable rsqrt(const Variable& x);
 Variable relu(const Variable& x);
 // g * (x > 0): relu's backward. Its derivative in x is zero almost everywhere, so only g is differentiated.
 Variable relu_grad(const Variable& g, const Variable& x);
+// x > 0 ? x : slope x (ResNet-12's activation, slope 0.1), and its backward g * (x > 0 ? 1 : slope), whose
+// derivative in x is zero almost everywhere (only g is differentiated).
+Variable leaky_relu(const Variable& x, double slope);
+Variable leaky_relu_grad(const Variable& g, const Variable& x, double slope);
 Variable add_scalar(const Variable& x, double c);
 Variable mul_scalar(const Variable& x, double c);
 

@@ -66,6 +66,7 @@ Tensor unary(UnaryOp op, const Tensor& a, double param) {
       case UnaryOp::sqrt: run([](T v) { return std::sqrt(v); }); break;
       case UnaryOp::rsqrt: run([](T v) { return T(1) / std::sqrt(v); }); break;
       case UnaryOp::relu: run([](T v) { return v > T(0) ? v : T(0); }); break;
+      case UnaryOp::leaky_relu: run([c](T v) { return v > T(0) ? v : c * v; }); break;
       case UnaryOp::step: run([](T v) { return v > T(0) ? T(1) : T(0); }); break;
       case UnaryOp::pow:
         if (param == 2.0)
@@ -100,6 +101,28 @@ Tensor relu_grad(const Tensor& g, const Tensor& x) {
         const T gv = pg[i];
         py[i] = px[i] > T(0) ? gv : T(0);
       }
+    });
+  });
+  return y;
+}
+
+Tensor leaky_relu_grad(const Tensor& g, const Tensor& x, double slope) {
+  check_same_dtype(g, x, "leaky_relu_grad");
+  MF_CHECK(g.shape() == x.shape(), "leaky_relu_grad: gradient ", to_string(g.shape()), " and input ",
+           to_string(x.shape()), " differ in shape");
+  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  dispatch_float(x.dtype(), "leaky_relu_grad", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* pg0 = g.data<T>();
+    const T* px0 = x.data<T>();
+    T* py0 = y.data<T>();
+    const T s = static_cast<T>(slope);
+    parallel_range(x.numel(), [=](int64_t b, int64_t e) {
+      const T* __restrict pg = pg0;
+      const T* __restrict px = px0;
+      T* __restrict py = py0;
+#pragma omp simd
+      for (int64_t i = b; i < e; ++i) py[i] = px[i] > T(0) ? pg[i] : s * pg[i];
     });
   });
   return y;

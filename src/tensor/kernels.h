@@ -13,15 +13,18 @@
 namespace metafew::tensor {
 
 enum class BinaryOp { add, sub, mul, div };
-enum class UnaryOp { neg, exp, log, sqrt, rsqrt, relu, step, pow, add_scalar, mul_scalar };
+enum class UnaryOp { neg, exp, log, sqrt, rsqrt, relu, leaky_relu, step, pow, add_scalar, mul_scalar };
 
 // a (op) b with numpy broadcasting.
 Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b);
-// f(a); `param` is the exponent of pow and the scalar of add_scalar / mul_scalar. step(x) = x > 0 ? 1 : 0.
+// f(a); `param` is the exponent of pow, the scalar of add_scalar / mul_scalar and the negative slope of
+// leaky_relu (x > 0 ? x : slope x). step(x) = x > 0 ? 1 : 0.
 Tensor unary(UnaryOp op, const Tensor& a, double param = 0.0);
 
 // g where x > 0, else 0: the backward of relu in one pass.
 Tensor relu_grad(const Tensor& g, const Tensor& x);
+// g where x > 0, else slope * g: the backward of leaky_relu.
+Tensor leaky_relu_grad(const Tensor& g, const Tensor& x, double slope);
 
 // Sums x down to `target` (x's shape must broadcast from target): the adjoint of broadcast_to.
 Tensor sum_to(const Tensor& x, const Shape& target);

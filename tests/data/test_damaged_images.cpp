@@ -1,5 +1,5 @@
 // Damaged images are refused with a message, never decoded into wrong pixels or past a buffer:
-// Note [PNG chunk checksums] and Note [JPEG Huffman tables] in src/data/image.cpp.
+// Note [PNG chunk checksums] in src/data/image.cpp and Note [JPEG through libjpeg-turbo] in src/data/jpeg.cpp.
 #include <doctest/doctest.h>
 
 #include <filesystem>
@@ -58,8 +58,9 @@ TEST_CASE("data: every single-bit flip inside a PNG's chunks is refused, naming 
                        Error);
 }
 
-TEST_CASE("data: a JPEG Huffman table of more than 256 symbols is refused before stb reads it") {
-  // The input tests/fuzz/fuzz_image found: stb_image 2.27 writes such a table's symbols past its 256 slots.
+TEST_CASE("data: a JPEG Huffman table of more than 256 symbols is refused") {
+  // The input tests/fuzz/fuzz_image found when stb_image decoded JPEGs (it wrote such a table's symbols past
+  // its 256 slots); libjpeg-turbo refuses it (Note [JPEG through libjpeg-turbo]).
   const std::vector<uint8_t> good = read_bytes(std::filesystem::path(METAFEW_SOURCE_DIR) / "tests/fuzz/corpus/image/jpg_rgb");
   REQUIRE(good.size() > 100);
   const std::vector<uint8_t> jpeg(good.begin() + 1, good.end());  // the corpus's first byte picks the channels
@@ -69,12 +70,37 @@ TEST_CASE("data: a JPEG Huffman table of more than 256 symbols is refused before
   std::vector<uint8_t> bad = jpeg;
   for (size_t i = 0; i < 16; ++i) bad[dht + 5 + i] = 0xFF;  // 16 x 255 symbols declared
   CHECK_THROWS_WITH_AS(data::decode_image(bad.data(), bad.size(), 3, "bad.jpg"),
-                       doctest::Contains("'bad.jpg' is damaged: a JPEG Huffman table at byte"), Error);
+                       doctest::Contains("'bad.jpg' is not a readable JPEG: Bogus Huffman table definition"), Error);
   // The fuzzer's own input: the table's counts start inside the segment and run past its end.
   const std::vector<uint8_t> found = read_bytes(std::filesystem::path(METAFEW_SOURCE_DIR) /
                                                 "tests/fuzz/corpus/image/regression_jpeg_dht_across_segment");
   CHECK_THROWS_WITH_AS(data::decode_image(found.data() + 1, found.size() - 1, 3, "found.jpg"),
-                       doctest::Contains("declares 646 symbols (at most 256)"), Error);
+                       doctest::Contains("'found.jpg' is not a readable JPEG"), Error);
+}
+
+TEST_CASE("data: JPEGs decode through libjpeg-turbo; truncated, CMYK-free damage and the fuzzer's inputs are refused") {
+  const std::filesystem::path corpus = std::filesystem::path(METAFEW_SOURCE_DIR) / "tests/fuzz/corpus/image";
+  for (const char* file : {"jpg_rgb", "jpg_gray"}) {
+    CAPTURE(file);
+    const std::vector<uint8_t> f = read_bytes(corpus / file);
+    const std::vector<uint8_t> jpeg(f.begin() + 1, f.end());  // the corpus's first byte picks the channels
+    for (int64_t channels : {1, 3}) {
+      const data::DecodedImage img = data::decode_image(jpeg.data(), jpeg.size(), channels, file);
+      CHECK(img.channels == channels);
+      CHECK(img.hwc.size() == static_cast<size_t>(img.width * img.height * channels));
+    }
+    // Cut anywhere inside the scan: libjpeg's "premature end" warning is damage, not a grey image.
+    for (size_t keep : {jpeg.size() - 3, jpeg.size() * 3 / 4, size_t{200}}) {
+      CAPTURE(keep);
+      if (keep >= jpeg.size()) continue;
+      CHECK_THROWS_WITH_AS(data::decode_image(jpeg.data(), keep, 3, "cut.jpg"),
+                           doctest::Contains("'cut.jpg' is not a readable JPEG"), Error);
+    }
+  }
+  // The input that stopped `make fuzz` while stb decoded JPEGs (a shift past an int's width in stb 2.27).
+  const std::vector<uint8_t> shift = read_bytes(corpus / "regression_jpeg_grow_buffer_shift");
+  CHECK_THROWS_WITH_AS(data::decode_image(shift.data() + 1, shift.size() - 1, 3, "shift.jpg"),
+                       doctest::Contains("'shift.jpg' is not a readable JPEG"), Error);
 }
 
 TEST_CASE("data: a PGM header number too long for an int is refused before stb reads it") {

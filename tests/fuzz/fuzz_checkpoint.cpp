@@ -3,10 +3,11 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "io/settings.h"
+#include "cli/common.h"
 #include "core/error.h"
 #include "fuzz_support.h"
 #include "io/checkpoint.h"
+#include "io/settings.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string path = metafew::fuzz::write_input(data, size, "input.mfck");

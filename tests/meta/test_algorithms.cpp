@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "meta/algorithm.h"
+#include "meta/registry.h"
 #include "support/gradcheck.h"
 
 namespace metafew::testing {
@@ -81,6 +82,45 @@ void check_maml_meta_gradient(const nn::ModelConfig& model, unsigned seed, const
 
 TEST_CASE("meta: MAML with 2 inner steps, meta-gradient equals central differences (tiny conv-4, f64)") {
   check_maml_meta_gradient(tiny_conv(2), 17, "MAML 2 steps");
+}
+
+TEST_CASE("meta: MAML with 2 inner steps through a small ResNet-12, meta-gradient equals central differences") {
+  nn::ModelConfig m = tiny_conv(2);
+  m.arch = "resnet12";
+  m.widths = {2, 3};
+  check_maml_meta_gradient(m, 41, "MAML 2 steps, ResNet-12");
+}
+
+TEST_CASE("meta: every algorithm meta-trains and predicts through ResNet-12") {
+  std::mt19937 rng(43);
+  Task t = image_task(rng, 3, 2, 2, 16);
+  t.support_x = t.support_x.to(DType::f32);
+  t.query_x = t.query_x.to(DType::f32);
+  for (const meta::AlgorithmEntry& entry : meta::algorithms()) {
+    const std::string name = entry.name;
+    CAPTURE(name);
+    nn::ModelConfig m = tiny_conv(entry.uses_head ? 3 : 0);
+    m.arch = "resnet12";
+    m.widths = {4, 4, 4};
+    meta::AlgoConfig cfg;
+    cfg.algo = entry.name;
+    cfg.inner_steps = 2;
+    cfg.inner_lr = 0.1;
+    cfg.inner_batch = 3;
+    core::Rng init(7);
+    auto algo = meta::make_algorithm(nn::Model(m), cfg, init);
+    std::vector<Tensor> g;
+    const meta::TaskOutput out = algo->meta_gradient(t, g);
+    CHECK(std::isfinite(out.loss));
+    REQUIRE(g.size() == algo->parameters().size());
+    double norm = 0;
+    for (const Tensor& gi : g)
+      for (double v : gi.to_vector()) norm += v * v;
+    CHECK(std::isfinite(norm));
+    CHECK(norm > 0);
+    const Tensor logits = algo->predict(t, 2);
+    CHECK(logits.shape() == Shape{t.query_x.shape()[0], 3});
+  }
 }
 
 TEST_CASE("meta: MAML without batch-norm scales (bn_scale=false), meta-gradient equals central differences") {
