@@ -24,7 +24,12 @@ namespace {
 struct Preprocess {
   data::ImageSpec spec;
   bool invert = false;
+  bool convert_channels = false;  // --convert-channels: grayscale images to a colour model and back
 };
+
+constexpr const char* kConvertChannelsHelp =
+    "let a grayscale image reach a colour model (its gray replicated) or a colour image a grayscale model (its "
+    "luminance); without it such an image is refused";
 
 Preprocess preprocess_from(const io::Checkpoint& ck) {
   const json& p = ck.header.value("preprocessing", json::object());
@@ -87,7 +92,12 @@ tensor::Tensor load_images(const std::vector<std::string>& files, const Preproce
   std::vector<uint8_t> buf(static_cast<size_t>(pre.spec.pixels()));
   float* dst = x.data<float>();
   for (int64_t i = 0; i < n; ++i) {
-    data::preprocess_image(data::decode_image_file(files[i], pre.spec.channels), pre.spec, pre.invert, buf.data());
+    const data::DecodedImage img = data::decode_image_file(files[i], pre.spec.channels);
+    auto kind = [](int64_t c) { return c == 1 ? "grayscale (1 channel)" : "colour (3 channels)"; };
+    MF_USAGE_CHECK(pre.convert_channels || img.source_channels == pre.spec.channels, files[i], " is a ",
+                   kind(img.source_channels), " image; this model takes ", kind(pre.spec.channels),
+                   " images: convert it, or pass --convert-channels");
+    data::preprocess_image(img, pre.spec, pre.invert, buf.data());
     for (int64_t j = 0; j < pre.spec.pixels(); ++j) dst[i * pre.spec.pixels() + j] = buf[j] / 255.0f;
   }
   return x;
@@ -197,7 +207,8 @@ int run_adapt(int argc, char** argv) {
       "steps", "inner steps (default: the run's eval_steps)", cxxopts::value<int64_t>())(
       "save-adapted", "write the adapted model to this file, for `metafew predict`", cxxopts::value<std::string>())(
       "out", "write the predictions to this file instead of stdout", cxxopts::value<std::string>())(
-      "bn", kQueryBnHelp, cxxopts::value<std::string>()->default_value(kQueryBnDefault));
+      "bn", kQueryBnHelp, cxxopts::value<std::string>()->default_value(kQueryBnDefault))(
+      "convert-channels", kConvertChannelsHelp);
   auto args = parse_options(opts, argc, argv, "adapt");
   if (args.count("help")) {
     std::printf("%s\n", opts.help().c_str());
@@ -216,6 +227,7 @@ int run_adapt(int argc, char** argv) {
   const std::string bn = set_query_bn(ck, args, kQueryBnDefault);
   json cfg = checkpoint_config(ck);
   Preprocess pre = preprocess_from(ck);
+  pre.convert_channels = args.count("convert-channels") > 0;
   auto algo = algorithm_from_checkpoint(ck);
 
   // The support set: one folder per class, the same number of images in each.
@@ -289,7 +301,8 @@ int run_predict(int argc, char** argv) {
       "query", "query images: a folder, class folders, or image files (repeatable)",
       cxxopts::value<std::vector<std::string>>())("out", "write the predictions to this file",
                                                   cxxopts::value<std::string>())(
-      "bn", std::string(kQueryBnHelp) + "; default: the mode adapt used", cxxopts::value<std::string>());
+      "bn", std::string(kQueryBnHelp) + "; default: the mode adapt used", cxxopts::value<std::string>())(
+      "convert-channels", kConvertChannelsHelp);
   add_shared_flags(opts, {SharedFlag::threads, SharedFlag::json_output});
   auto args = parse_options(opts, argc, argv, "predict");
   if (args.count("help")) {
@@ -315,7 +328,9 @@ int run_predict(int argc, char** argv) {
   adapted.support_y = io::find_tensor(ck, "support_y");
   adapted.ways = ck.header["ways"];
   std::vector<std::string> classes = ck.header["class_names"];
-  return label_queries(*algo, adapted, classes, preprocess_from(ck), args["query"].as<std::vector<std::string>>(), bn,
+  Preprocess pre = preprocess_from(ck);
+  pre.convert_channels = args.count("convert-channels") > 0;
+  return label_queries(*algo, adapted, classes, pre, args["query"].as<std::vector<std::string>>(), bn,
                        args.count("json") > 0, args.count("out") ? args["out"].as<std::string>() : "", "predict");
 }
 

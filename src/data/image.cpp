@@ -154,6 +154,7 @@ DecodedImage decode_image(const uint8_t* bytes, size_t size, int64_t channels, c
   img.width = w;
   img.height = h;
   img.channels = channels;
+  img.source_channels = n <= 2 ? 1 : 3;
   img.hwc.assign(px, px + static_cast<size_t>(w) * static_cast<size_t>(h) * static_cast<size_t>(channels));
   stbi_image_free(px);
   return img;

@@ -25,6 +25,7 @@ bool has_image_extension(const std::string& filename);
 // An image as decoded: interleaved (HWC) 8-bit samples.
 struct DecodedImage {
   int64_t width = 0, height = 0, channels = 0;
+  int64_t source_channels = 0;  // what the file holds: 1 (grayscale, with or without alpha) or 3 (colour)
   std::vector<uint8_t> hwc;
 };
 

@@ -32,6 +32,7 @@ struct JpegOutcome {
   char message[JMSG_LENGTH_MAX + 64];
   unsigned char* pixels;     // malloc'ed; freed by the caller on failure
   unsigned width, height;
+  int components;
 };
 
 extern "C" void on_jpeg_error(j_common_ptr c) {
@@ -73,6 +74,7 @@ bool decode_with_libjpeg(const uint8_t* bytes, size_t size, int channels, JpegOu
     jpeg_destroy_decompress(&d);
     return false;
   }
+  o->components = d.num_components;
   d.out_color_space = channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
   jpeg_start_decompress(&d);
   o->width = d.output_width;
@@ -108,6 +110,7 @@ DecodedImage decode_jpeg(const uint8_t* bytes, size_t size, int64_t channels, co
   img.width = o.width;
   img.height = o.height;
   img.channels = channels;
+  img.source_channels = o.components == 1 ? 1 : 3;
   img.hwc.assign(o.pixels, o.pixels + static_cast<size_t>(o.width) * o.height * static_cast<size_t>(channels));
   std::free(o.pixels);
   return img;

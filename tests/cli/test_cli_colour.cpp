@@ -89,6 +89,19 @@ TEST_CASE("cli: conv-4 and ResNet-12 meta-train, evaluate, adapt and predict on 
     REQUIRE(pr.code == 0);
     CHECK(json::parse(pr.out)["predictions"] == a["predictions"]);
   }
+  // A grayscale image given to a colour model is refused, naming the file and the way on; with
+  // --convert-channels its gray is replicated.
+  const fs::path gray = tmp.path / "gray" / "x.png";
+  fs::create_directories(gray.parent_path());
+  std::vector<unsigned char> px(16 * 16, 90);
+  REQUIRE(stbi_write_png(gray.c_str(), 16, 16, 1, px.data(), 16) != 0);
+  const std::string predict = "predict --model " + (tmp.path / "conv4.mf").string() + " --query " + gray.string();
+  expect_error(metafew(predict, tmp.path), 2,
+               "x.png is a grayscale (1 channel) image; this model takes colour (3 channels) images: convert it, or "
+               "pass --convert-channels");
+  const Result converted = metafew(predict + " --convert-channels --json", tmp.path);
+  INFO(converted.err);
+  CHECK(converted.code == 0);
 }
 
 }  // namespace
