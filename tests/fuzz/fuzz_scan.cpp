@@ -21,7 +21,7 @@ std::string safe_path(const uint8_t* p, size_t n) {
   std::string out;
   for (size_t i = 0; i < n; ++i) {
     const char c = static_cast<char>(p[i]);
-    if (c == '\\0') continue;
+    if (c == '\0') continue;  // a NUL cannot be in a path
     out += c;
   }
   fs::path clean;
