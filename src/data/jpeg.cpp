@@ -17,7 +17,8 @@
 // frame with no C++ object alive (a longjmp over a destructor is undefined), which then throws. Its warnings
 // (a truncated scan, corrupt entropy data) would otherwise yield an image with grey or repeated blocks: they
 // count as damage here, as a bad PNG CRC does. Width and height are bounded as STBI_MAX_DIMENSIONS bounds the
-// other formats (16384 a side), before any pixel buffer is allocated. CMYK and YCCK files are refused by
+// other formats (16384 a side), and libjpeg's memory and the decoded pixels to 512 MB each, before anything
+// that size is allocated. CMYK and YCCK files are refused by
 // name; libjpeg converts YCbCr and grayscale to the channel count asked for.
 
 namespace metafew::data::detail {
@@ -25,6 +26,10 @@ namespace metafew::data::detail {
 namespace {
 
 constexpr unsigned kMaxSide = 16384;
+// libjpeg's own working memory (a progressive file keeps every coefficient of the image) and the decoded
+// pixels are each bounded: a 16384 x 16384 header on a few hundred bytes would otherwise ask for gigabytes
+// before the data run out. 512 MB holds a 100-megapixel colour photograph.
+constexpr size_t kMaxBytes = size_t{512} << 20;
 
 struct JpegOutcome {
   jpeg_error_mgr mgr;        // first: libjpeg hands back a pointer to it
@@ -57,6 +62,7 @@ bool decode_with_libjpeg(const uint8_t* bytes, size_t size, int channels, JpegOu
   o->mgr.emit_message = on_jpeg_message;
   o->pixels = nullptr;
   jpeg_create_decompress(&d);
+  d.mem->max_memory_to_use = static_cast<long>(kMaxBytes);
   if (setjmp(o->jump)) {
     jpeg_destroy_decompress(&d);
     return false;
@@ -75,11 +81,26 @@ bool decode_with_libjpeg(const uint8_t* bytes, size_t size, int channels, JpegOu
     return false;
   }
   o->components = d.num_components;
+  // Every 8x8 block of the first component costs at least one bit (its DC difference has no run length, in
+  // any scan order), so a file of `size` bytes holds at most 8 size blocks, 512 size pixels; twice that is
+  // allowed. A header claiming more is damaged, and is refused before megabytes are allocated for it.
+  if (static_cast<double>(d.image_width) * d.image_height > 1024.0 * static_cast<double>(size)) {
+    std::snprintf(o->message, sizeof o->message, "its header claims %ux%u pixels, more than its %zu bytes can encode",
+                  d.image_width, d.image_height, size);
+    jpeg_destroy_decompress(&d);
+    return false;
+  }
   d.out_color_space = channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
   jpeg_start_decompress(&d);
   o->width = d.output_width;
   o->height = d.output_height;
   const size_t row = static_cast<size_t>(d.output_width) * static_cast<size_t>(channels);
+  if (row * d.output_height > kMaxBytes) {
+    std::snprintf(o->message, sizeof o->message, "its %ux%u pixels need more than %zu MB", d.output_width,
+                  d.output_height, kMaxBytes >> 20);
+    jpeg_destroy_decompress(&d);
+    return false;
+  }
   o->pixels = static_cast<unsigned char*>(std::malloc(row * d.output_height));
   if (o->pixels == nullptr) {
     std::snprintf(o->message, sizeof o->message, "out of memory for %ux%u pixels", d.output_width, d.output_height);
@@ -104,6 +125,9 @@ DecodedImage decode_jpeg(const uint8_t* bytes, size_t size, int64_t channels, co
   JpegOutcome o{};
   if (!decode_with_libjpeg(bytes, size, static_cast<int>(channels), &o)) {
     std::free(o.pixels);
+    // libjpeg-turbo has no backing store: a coefficient buffer over max_memory_to_use fails by that name.
+    if (std::strncmp(o.message, "Backing store", 13) == 0)
+      std::snprintf(o.message, sizeof o.message, "decoding it needs more than %zu MB", kMaxBytes >> 20);
     throw Error(::metafew::detail::concat("decode_image: '", name, "' is not a readable JPEG: ", o.message));
   }
   DecodedImage img;

@@ -97,6 +97,19 @@ TEST_CASE("data: JPEGs decode through libjpeg-turbo; truncated, CMYK-free damage
                            doctest::Contains("'cut.jpg' is not a readable JPEG"), Error);
     }
   }
+  // A header claiming far more pixels than the file's bytes can encode is refused before anything that size is
+  // allocated (SOF0: FF C0, length, precision, height, width).
+  {
+    const std::vector<uint8_t> f = read_bytes(corpus / "jpg_rgb");
+    std::vector<uint8_t> big(f.begin() + 1, f.end());
+    size_t sof = 2;
+    while (!(big[sof] == 0xFF && big[sof + 1] == 0xC0)) sof += 2 + ((size_t{big[sof + 2]} << 8) | big[sof + 3]);
+    for (size_t at : {sof + 5, sof + 7}) big[at] = 0x3E, big[at + 1] = 0x80;  // 16000 x 16000
+    CHECK_THROWS_WITH_AS(data::decode_image(big.data(), big.size(), 3, "big.jpg"),
+                         doctest::Contains("'big.jpg' is not a readable JPEG: its header claims 16000x16000 pixels, "
+                                           "more than its"),
+                         Error);
+  }
   // The input that stopped `make fuzz` while stb decoded JPEGs (a shift past an int's width in stb 2.27).
   const std::vector<uint8_t> shift = read_bytes(corpus / "regression_jpeg_grow_buffer_shift");
   CHECK_THROWS_WITH_AS(data::decode_image(shift.data() + 1, shift.size() - 1, 3, "shift.jpg"),
