@@ -130,5 +130,36 @@ TEST_CASE("settings: one meta-batch larger than the machine's memory is refused 
   }
 }
 
+// Issue 26, item 5: the settings of one backbone over another's parameters (an edited or mixed-up header) are
+// refused by name, never built into a model that reads the wrong tensors.
+TEST_CASE("settings: a checkpoint whose header names another backbone or other widths is refused by parameter") {
+  TempDir tmp;
+  const io::Checkpoint conv4 = small_checkpoint();
+  CHECK_THROWS_WITH_AS(
+      [&] {
+        io::Checkpoint bad = conv4;
+        bad.header["config"]["model"] = "resnet12";
+        bad.header["config"]["widths"] = "8,8,8,8";
+        const std::string path = (tmp.path() / "mixed.mfck").string();
+        io::save_checkpoint(path, bad);
+        cli::algorithm_from_checkpoint(io::load_checkpoint(path));
+      }(),
+      doctest::Contains("param/block1.conv1.weight"), Error);
+  // A ResNet-12 checkpoint read with other widths: the first parameter's shape is named with both shapes.
+  json cfg = cli::resolve_config(json::object(), json{{"model", "resnet12"}, {"widths", "4,4"}, {"ways", 5}});
+  core::Rng rng(1);
+  auto algo = meta::make_algorithm(nn::Model(nn::model_config(cfg, 5)), meta::algo_config(cfg), rng);
+  auto opt = optim::make_optimizer(cfg);
+  json extra{{"preprocessing", {{"channels", 1}, {"height", 28}, {"width", 28}, {"invert", false}}}};
+  io::Checkpoint resnet = cli::training_checkpoint(cfg, *algo, *opt, 0, extra);
+  resnet.header["config"]["widths"] = "8,4";
+  const std::string path = (tmp.path() / "widths.mfck").string();
+  io::save_checkpoint(path, resnet);
+  CHECK_THROWS_WITH_AS(cli::algorithm_from_checkpoint(io::load_checkpoint(path)),
+                       doctest::Contains("parameter block1.conv1.weight has shape [4, 1, 3, 3], the model expects "
+                                         "[8, 1, 3, 3]"),
+                       Error);
+}
+
 }  // namespace
 }  // namespace metafew::testing
