@@ -101,13 +101,22 @@ bool decode_with_libjpeg(const uint8_t* bytes, size_t size, int channels, JpegOu
     jpeg_destroy_decompress(&d);
     return false;
   }
-  o->pixels = static_cast<unsigned char*>(std::malloc(row * d.output_height));
-  if (o->pixels == nullptr) {
-    std::snprintf(o->message, sizeof o->message, "out of memory for %ux%u pixels", d.output_width, d.output_height);
-    jpeg_destroy_decompress(&d);
-    return false;
-  }
+  // The buffer grows with the rows decoded (doubling from 64 rows), so a damaged file that fails in its first
+  // rows never costs its header's full size.
+  size_t rows_held = 0;
   while (d.output_scanline < d.output_height) {
+    if (d.output_scanline == rows_held) {
+      const size_t want = rows_held == 0 ? 64 : 2 * rows_held;
+      rows_held = want < d.output_height ? want : d.output_height;
+      auto* grown = static_cast<unsigned char*>(std::realloc(o->pixels, row * rows_held));
+      if (grown == nullptr) {
+        std::snprintf(o->message, sizeof o->message, "out of memory for %ux%u pixels", d.output_width,
+                      d.output_height);
+        jpeg_destroy_decompress(&d);
+        return false;
+      }
+      o->pixels = grown;
+    }
     JSAMPROW line = o->pixels + row * d.output_scanline;
     jpeg_read_scanlines(&d, &line, 1);
   }
