@@ -102,6 +102,7 @@ int run_bench(int argc, char** argv) {
       "filters", "conv-4 filters", cxxopts::value<int64_t>()->default_value(std::to_string(nn::ModelConfig{}.filters)))(
       "widths", io::find_setting("widths")->help,
       cxxopts::value<std::string>()->default_value(nn::widths_name(nn::ModelConfig{}.widths)))(
+      "conv-algorithm", io::find_setting("conv_algorithm")->help, cxxopts::value<std::string>())(
       "image-size", "image side (tasks from builtin:glyphs resized to it)",
       cxxopts::value<int64_t>()->default_value(io::settings_defaults()["image_size"].dump()))(
       "channels", "image channels (1, or 3: the glyphs replicated)",
@@ -130,7 +131,11 @@ int run_bench(int argc, char** argv) {
   model_cfg["widths"] = args["widths"].as<std::string>();
   model_cfg["image_size"] = args["image-size"].as<int64_t>();
   model_cfg["channels"] = args["channels"].as<int64_t>();
-  for (const char* key : {"model", "filters", "widths", "image_size", "channels"}) io::check_setting(key, model_cfg[key]);
+  io::check_setting("model", model_cfg["model"]);
+  model_cfg.update(nn::find_backbone(model_cfg["model"]).defaults);
+  if (args.count("conv-algorithm")) model_cfg["conv_algorithm"] = args["conv-algorithm"].as<std::string>();
+  for (const char* key : {"filters", "widths", "image_size", "channels", "conv_algorithm"})
+    io::check_setting(key, model_cfg[key]);
   MF_USAGE_CHECK(nn::find_backbone(model_cfg["model"]).image_input, "bench: --model ",
                  model_cfg["model"].get<std::string>(), " takes vectors; bench measures image tasks");
 
@@ -243,6 +248,7 @@ int run_bench(int argc, char** argv) {
                {"model", model_cfg["model"]},
                {"filters", filters},
                {"widths", model_cfg["widths"]},
+               {"conv_algorithm", model_cfg["conv_algorithm"]},
                {"image_size", model_cfg["image_size"]},
                {"channels", model_cfg["channels"]},
                {"threads", threads},

@@ -124,18 +124,21 @@ const std::vector<Setting>& settings() {
 }
 
 // Note [Algorithm and dataset defaults] (a layer of Note [Config precedence] in config.cpp): generic defaults
-// < defaults of the chosen algorithm (its registry entry) and dataset (data::dataset_defaults) < config file <
-// flags. The algorithm and dataset are read from the file and flags first, so that `--algo reptile` brings
-// Reptile's own outer loop (SGD, step size 1 annealed linearly) unless the user sets those keys.
+// < defaults of the chosen algorithm (its registry entry), dataset (data::dataset_defaults) and backbone (its
+// registry entry) < config file < flags. The algorithm, dataset and backbone are read from the file and flags
+// first, so that `--algo reptile` brings Reptile's own outer loop (SGD, step size 1 annealed linearly) and
+// `--model resnet12` its Winograd convolutions unless the user sets those keys. The resolved values are what
+// a run folder's config and its checkpoints record.
 json resolve_settings(const json& file, const json& flags) {
   json base = settings_defaults();
   validate_config(file, base, "config file");
   validate_config(flags, base, "command line");
   json chosen = merge_config(base, file, flags);
   // The names are checked before their defaults are looked up, with the message a flag gets.
-  for (const char* key : {"algo", "data"}) check_one(*find_setting(key), chosen[key]);
+  for (const char* key : {"algo", "data", "model"}) check_one(*find_setting(key), chosen[key]);
   json specific = meta::find_algorithm(chosen["algo"]).defaults;
   specific.update(data::dataset_defaults(chosen["data"]));
+  specific.update(nn::find_backbone(chosen["model"]).defaults);
   json resolved = merge_config(merge_config(base, specific, json::object()), file, flags);
 
   validate_settings(resolved, "");  // ranges, choices and combinations (Note [One check for every source])
@@ -216,6 +219,7 @@ json checkpoint_config(const io::Checkpoint& ck) {
   if (!cfg.contains("bn_scale")) cfg["bn_scale"] = true;
   if (!cfg.contains("inner_bn")) cfg["inner_bn"] = true;
   if (!cfg.contains("widths")) cfg["widths"] = nn::widths_name(nn::ModelConfig{}.widths);  // resnet12 came later
+  if (!cfg.contains("conv_algorithm")) cfg["conv_algorithm"] = "direct";  // Winograd came later
   const std::string where = "checkpoint " + ck.source;
   io::validate_settings(cfg, where);
   // The header's own fields that size or index something (Note [One check for every source]).

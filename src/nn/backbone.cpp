@@ -6,9 +6,10 @@ namespace metafew::nn {
 
 const std::vector<BackboneEntry>& backbones() {
   static const std::vector<BackboneEntry> all{
+      // conv4 keeps direct convolutions: its published rows and the check against PyTorch were made with them.
       {"conv4", true, make_conv4},
       {"mlp", false, make_mlp},
-      {"resnet12", true, make_resnet12},
+      {"resnet12", true, make_resnet12, {{"conv_algorithm", "winograd"}}},
   };
   return all;
 }

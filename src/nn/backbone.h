@@ -5,6 +5,7 @@
 // with the layers of nn/layers.h, which give every batch-norm mode and reach the fused kernels. Adding one is
 // a new file defining its class and factory, plus one line in the registry (backbones() in backbone.cpp).
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <memory>
 #include <string>
 #include <vector>
@@ -49,6 +50,9 @@ struct BackboneEntry {
   const char* name;
   bool image_input;  // takes (N, C, H, W) images; otherwise (N, features) vectors
   std::function<std::unique_ptr<const Backbone>(const ModelConfig&)> make;
+  // Settings this backbone brings unless the user sets them (Note [Algorithm and dataset defaults] in
+  // io/settings.cpp), e.g. resnet12's Winograd convolutions.
+  nlohmann::json defaults = nlohmann::json::object();
 };
 
 // The registered backbones, and the one named (a usage error listing the names otherwise).

@@ -41,7 +41,7 @@ class Conv4 : public Backbone {
     MF_CHECK(x.dim() == 4 && x.shape()[1] == c_.in_channels && x.shape()[2] == c_.height && x.shape()[3] == c_.width,
              "conv4: expected input (N, ", c_.in_channels, ", ", c_.height, ", ", c_.width, "), got ",
              tensor::to_string(x.shape()));
-    const ops::Conv2dParams conv{c_.max_pool ? 1 : 2, 1};
+    const ops::Conv2dParams conv{c_.max_pool ? 1 : 2, 1, c_.conv_algorithm};
     // Without a learned scale the blocks normalise with a constant scale of 1 (no gradient wanted for it).
     const Variable unit_scale =
         c_.bn_scale ? Variable() : Variable(tensor::Tensor::full({c_.filters}, 1.0, p[0].data().dtype()));
@@ -61,7 +61,7 @@ class Conv4 : public Backbone {
     int64_t ch = c_.in_channels, h = c_.height, w = c_.width;
     const int64_t stride = c_.max_pool ? 1 : 2;
     for (int b = 0; b < 4; ++b) {
-      layers.push_back({n, ch, h, w, c_.filters, 3, 3, stride, stride, 1, 1});
+      layers.push_back({n, ch, h, w, c_.filters, 3, 3, stride, stride, 1, 1, c_.conv_algorithm});
       ch = c_.filters;
       h = block_out_[b][1];
       w = block_out_[b][2];

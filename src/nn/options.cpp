@@ -27,6 +27,16 @@ ModelConfig::HeadInit parse_head_init(const std::string& name) {
   throw Error(detail::concat("--head-init must be lecun or normal, got '", name, "'"), ErrorKind::usage);
 }
 
+tensor::ConvAlgorithm parse_conv_algorithm(const std::string& name) {
+  if (name == "direct") return tensor::ConvAlgorithm::direct;
+  if (name == "winograd") return tensor::ConvAlgorithm::winograd;
+  throw Error(detail::concat("--conv-algorithm must be direct or winograd, got '", name, "'"), ErrorKind::usage);
+}
+
+std::string conv_algorithm_name(tensor::ConvAlgorithm a) {
+  return a == tensor::ConvAlgorithm::winograd ? "winograd" : "direct";
+}
+
 std::vector<int64_t> parse_widths(const std::string& text) {
   std::vector<int64_t> w;
   size_t at = 0;
@@ -68,6 +78,10 @@ std::vector<core::Setting> model_settings() {
       core::text_setting("widths", widths_name(d.widths),
                          "resnet12 output channels of each residual block (MetaOptNet / RFS: 64,160,320,640)",
                          [](const std::string& v) { parse_widths(v); }),
+      core::text_setting("conv_algorithm", conv_algorithm_name(d.conv_algorithm),
+                         "3x3 convolutions: direct, or winograd (faster, about 4x the rounding error; where the "
+                         "shape allows, direct elsewhere). Default: the backbone's (resnet12: winograd)",
+                         [](const std::string& v) { parse_conv_algorithm(v); }),
       core::boolean_setting("max_pool", d.max_pool, "conv4 with 2x2 max-pool (false: MAML's stride-2 convolutions)"),
       core::text_setting("features", features_name(d.features),
                          "conv4 head input: flatten (the last block's output) or mean (over its pixels, as MAML's "
@@ -99,6 +113,7 @@ ModelConfig model_config(const nlohmann::json& cfg, int64_t outputs) {
   m.bn_scale = cfg["bn_scale"];
   m.bn = parse_bn_mode(cfg["bn"]);
   m.head_init = parse_head_init(cfg["head_init"]);
+  m.conv_algorithm = parse_conv_algorithm(cfg["conv_algorithm"]);
   m.outputs = outputs;
   return m;
 }

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/setting.h"
+#include "tensor/conv_shape.h"
 
 namespace metafew::nn {
 
@@ -44,11 +45,17 @@ struct ModelConfig {
   std::vector<int64_t> hidden = {40, 40};  // mlp: hidden widths
   std::vector<int64_t> widths = {64, 160, 320, 640};  // resnet12: output channels of its residual blocks
   int64_t in_features = 1;       // mlp: input width
+  // How the 3x3 convolutions are computed (Note [Winograd convolution] in backend/dnnl/conv.cpp); the default
+  // of a backbone's registry entry (resnet12: winograd) unless set.
+  tensor::ConvAlgorithm conv_algorithm = tensor::ConvAlgorithm::direct;
 };
 
 // "flatten" / "mean" and "lecun" / "normal"; throw a usage error naming the accepted values otherwise.
 ModelConfig::Features parse_features(const std::string& name);
 ModelConfig::HeadInit parse_head_init(const std::string& name);
+// "direct" / "winograd"; a usage error naming --conv-algorithm otherwise.
+tensor::ConvAlgorithm parse_conv_algorithm(const std::string& name);
+std::string conv_algorithm_name(tensor::ConvAlgorithm algorithm);
 // "64,160,320,640": 1 to 8 positive widths of at most 4096; a usage error naming --widths otherwise.
 std::vector<int64_t> parse_widths(const std::string& text);
 std::string widths_name(const std::vector<int64_t>& widths);

@@ -49,7 +49,7 @@ class ResNet12 : public Backbone {
                        x.shape()[3] == c_.width,
                    "resnet12: expected input (N, ", c_.in_channels, ", ", c_.height, ", ", c_.width, "), got ",
                    tensor::to_string(x.shape()));
-    const ops::Conv2dParams same{1, 1}, pointwise{1, 0};
+    const ops::Conv2dParams same{1, 1, c_.conv_algorithm}, pointwise{1, 0};
     Stream h = input;
     for (size_t b = 0; b < c_.widths.size(); ++b) {
       const Variable* q = p.data() + kPerBlock * b;
@@ -66,9 +66,10 @@ class ResNet12 : public Backbone {
     std::vector<tensor::ConvShape> layers;
     for (size_t b = 0; b < c_.widths.size(); ++b) {
       const int64_t in = block_in_[b][0], h = block_in_[b][1], w = block_in_[b][2], out = c_.widths[b];
-      layers.push_back({n, in, h, w, out, 3, 3, 1, 1, 1, 1});
-      layers.push_back({n, out, h, w, out, 3, 3, 1, 1, 1, 1});
-      layers.push_back({n, out, h, w, out, 3, 3, 1, 1, 1, 1});
+      const tensor::ConvAlgorithm a = c_.conv_algorithm;
+      layers.push_back({n, in, h, w, out, 3, 3, 1, 1, 1, 1, a});
+      layers.push_back({n, out, h, w, out, 3, 3, 1, 1, 1, 1, a});
+      layers.push_back({n, out, h, w, out, 3, 3, 1, 1, 1, 1, a});
       layers.push_back({n, in, h, w, out, 1, 1, 1, 1, 0, 0});
     }
     return layers;

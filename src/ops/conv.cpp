@@ -7,7 +7,6 @@
 #include "backend/dnnl/conv.h"
 #include "ops/detail.h"
 #include "tensor/conv_ref.h"
-#include "tensor/serial_scope.h"
 
 namespace metafew::ops {
 
@@ -32,6 +31,7 @@ ConvShape conv_shape(const Shape& x, const Shape& w, const Conv2dParams& p, cons
   s.kw = w[3];
   s.sh = s.sw = p.stride;
   s.ph = s.pw = p.padding;
+  s.algorithm = p.algorithm;
   MF_CHECK(s.valid(), op, ": the ", s.kh, "x", s.kw, " kernel does not fit input ", tensor::to_string(x),
            " with padding ", p.padding);
   return s;
@@ -49,7 +49,6 @@ Tensor conv_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const 
   check_dtypes(x, w, "conv2d");
   Tensor y = Tensor::empty(y_shape(s), x.dtype());
   if (x.dtype() == DType::f32) {
-    tensor::SerialScope serial;  // Note [Deterministic oneDNN]
     backend::dnnl_backend::conv2d_forward(x.data<float>(), w.data<float>(), bias ? bias->data<float>() : nullptr,
                                           y.data<float>(), s, backend::dnnl_backend::ConvLayout::automatic,
                                           w.storage()->generation());
@@ -64,7 +63,6 @@ Tensor conv_grad_input(const Tensor& gy, const Tensor& w, const ConvShape& s) {
   check_dtypes(gy, w, "conv2d_grad_input");
   Tensor gx = Tensor::empty({s.n, s.ic, s.ih, s.iw}, gy.dtype());
   if (gy.dtype() == DType::f32) {
-    tensor::SerialScope serial;  // Note [Deterministic oneDNN]
     backend::dnnl_backend::conv2d_backward_data(gy.data<float>(), w.data<float>(), gx.data<float>(), s,
                                                 backend::dnnl_backend::ConvLayout::automatic,
                                                 w.storage()->generation());
@@ -78,7 +76,6 @@ Tensor conv_grad_weight(const Tensor& x, const Tensor& gy, const ConvShape& s) {
   check_dtypes(x, gy, "conv2d_grad_weight");
   Tensor gw = Tensor::empty({s.oc, s.ic, s.kh, s.kw}, x.dtype());
   if (x.dtype() == DType::f32) {
-    tensor::SerialScope serial;  // Note [Deterministic oneDNN]
     backend::dnnl_backend::conv2d_backward_weights(x.data<float>(), gy.data<float>(), gw.data<float>(), nullptr, s);
   } else {
     tensor::conv2d_grad_weight_ref(x.data<double>(), gy.data<double>(), gw.data<double>(), s);
@@ -90,7 +87,6 @@ Tensor conv_grad_weight(const Tensor& x, const Tensor& gy, const ConvShape& s) {
 std::pair<Tensor, Tensor> conv_grad_weight_bias(const Tensor& x, const Tensor& gy, const ConvShape& s) {
   check_dtypes(x, gy, "conv2d_grad_weight");
   Tensor gw = Tensor::empty({s.oc, s.ic, s.kh, s.kw}, x.dtype()), gb = Tensor::empty({s.oc}, x.dtype());
-  tensor::SerialScope serial;  // Note [Deterministic oneDNN]
   backend::dnnl_backend::conv2d_backward_weights(x.data<float>(), gy.data<float>(), gw.data<float>(), gb.data<float>(),
                                                  s);
   return {gw, gb};

@@ -4,7 +4,6 @@
 #include "tensor/blocked_layout.h"
 #include "tensor/bn_pool_blocked.h"
 #include "tensor/conv_single_channel.h"
-#include "tensor/serial_scope.h"
 
 namespace metafew::ops {
 
@@ -300,12 +299,9 @@ Variable blocked_conv_block(const Variable& x, const Variable& w, const Variable
   const Shape pooled{s.n, s.oc, oh / 2, ow / 2};
   Tensor xb = Tensor::empty(x.shape(), DType::f32), yb = Tensor::empty({s.n, s.oc, oh, ow}, DType::f32);
   tensor::nchw_to_nchw16c(x.data().data<float>(), xb.data<float>(), s.n, s.ic, s.ih * s.iw);
-  {
-    tensor::SerialScope serial;  // Note [Deterministic oneDNN]
-    dnnl::conv2d_forward(xb.data<float>(), w.data().data<float>(), b.data().data<float>(), yb.data<float>(), s,
-                         dnnl::ConvLayout::blocked, w.data().storage()->generation(),
-                         dnnl::nchw16c_arg(0) | dnnl::nchw16c_arg(3));
-  }
+  dnnl::conv2d_forward(xb.data<float>(), w.data().data<float>(), b.data().data<float>(), yb.data<float>(), s,
+                       dnnl::ConvLayout::blocked, w.data().storage()->generation(),
+                       dnnl::nchw16c_arg(0) | dnnl::nchw16c_arg(3));
   Tensor y = Tensor::empty(pooled, DType::f32), code = Tensor::empty(pooled, DType::i32);
   Tensor sel = Tensor::empty(pooled, DType::f32);
   Tensor mean_t = Tensor::empty({s.oc}, DType::f32), invstd_t = Tensor::empty({s.oc}, DType::f32);
@@ -336,7 +332,6 @@ Variable blocked_conv_block(const Variable& x, const Variable& w, const Variable
                                          in[3].data().data<float>(), mean_t.data<float>(), invstd_t.data<float>(),
                                          s.n, s.oc, oh, ow, sums.data<float>(),
                                          conv_grads ? gyb.data<float>() : nullptr);
-    tensor::SerialScope serial;  // Note [Deterministic oneDNN]
     if (need[0]) {
       Tensor gx = Tensor::empty(in[0].shape(), DType::f32);
       dnnl::conv2d_backward_data(gyb.data<float>(), in[1].data().data<float>(), gx.data<float>(), s,

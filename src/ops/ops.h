@@ -62,6 +62,7 @@ Variable linear(const Variable& x, const Variable& w, const Variable& b);
 struct Conv2dParams {
   int64_t stride = 1;
   int64_t padding = 0;
+  tensor::ConvAlgorithm algorithm = tensor::ConvAlgorithm::direct;  // f32 only; every derivative uses it too
 };
 tensor::ConvShape conv_shape(const Shape& x_shape, const Shape& w_shape, const Conv2dParams& p, const char* op);
 // x (N, C, H, W), w (O, C, kh, kw), b (O) or undefined.

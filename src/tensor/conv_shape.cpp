@@ -13,6 +13,7 @@ std::string ConvShape::to_string() const {
   } else {
     os << "y(invalid)";
   }
+  if (algorithm == ConvAlgorithm::winograd) os << " winograd";
   return os.str();
 }
 

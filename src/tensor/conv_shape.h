@@ -6,11 +6,18 @@
 
 namespace metafew::tensor {
 
+// How the convolution is computed, which decides its rounding (Note [Winograd convolution] in
+// backend/dnnl/conv.cpp): direct sums of products, or Winograd's F(4x4, 3x3) minimal filtering where the
+// backend has it for the shape (3x3, stride 1, whole 16-channel blocks), direct elsewhere. The f64 reference
+// kernels are always direct.
+enum class ConvAlgorithm : int8_t { direct, winograd };
+
 struct ConvShape {
   int64_t n = 1, ic = 1, ih = 1, iw = 1;  // input
   int64_t oc = 1, kh = 1, kw = 1;         // weights
   int64_t sh = 1, sw = 1;                 // stride
   int64_t ph = 0, pw = 0;                 // padding (both sides)
+  ConvAlgorithm algorithm = ConvAlgorithm::direct;
 
   int64_t oh() const { return (ih + 2 * ph - kh) / sh + 1; }
   int64_t ow() const { return (iw + 2 * pw - kw) / sw + 1; }

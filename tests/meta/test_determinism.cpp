@@ -1,5 +1,5 @@
 // Same seed, same result, at any thread count: task-parallel meta-batches, op-level parallelism when tasks are
-// fewer than threads, and evaluation.
+// fewer than threads (convolutions split over threads included), and evaluation.
 #include <doctest/doctest.h>
 #include <omp.h>
 
@@ -12,15 +12,16 @@
 namespace metafew::testing {
 namespace {
 
-std::vector<meta::Task> glyph_like_tasks(int n, uint64_t seed) {
+std::vector<meta::Task> glyph_like_tasks(int n, uint64_t seed, int64_t channels = 1, int64_t size = 28,
+                                         int64_t queries = 5) {
   std::vector<meta::Task> tasks;
   core::Rng rng(seed);
   for (int t = 0; t < n; ++t) {
     meta::Task k;
     k.ways = 5;
     k.seed = static_cast<uint64_t>(t);
-    k.support_x = Tensor::empty({5, 1, 28, 28});
-    k.query_x = Tensor::empty({25, 1, 28, 28});
+    k.support_x = Tensor::empty({5, channels, size, size});
+    k.query_x = Tensor::empty({5 * queries, channels, size, size});
     for (Tensor* x : {&k.support_x, &k.query_x}) {
       float* p = x->data<float>();
       for (int64_t i = 0; i < x->numel(); ++i) p[i] = static_cast<float>(rng.uniform());
@@ -28,10 +29,10 @@ std::vector<meta::Task> glyph_like_tasks(int n, uint64_t seed) {
     std::vector<int32_t> ys, yq;
     for (int c = 0; c < 5; ++c) {
       ys.push_back(c);
-      for (int q = 0; q < 5; ++q) yq.push_back(c);
+      for (int q = 0; q < queries; ++q) yq.push_back(c);
     }
     k.support_y = Tensor::from_indices(ys, {5});
-    k.query_y = Tensor::from_indices(yq, {25});
+    k.query_y = Tensor::from_indices(yq, {5 * queries});
     tasks.push_back(k);
   }
   return tasks;
@@ -70,6 +71,41 @@ TEST_CASE("determinism: meta-gradients are bit-identical with 1 and 2 threads") 
       CAPTURE(tasks);
       CAPTURE(std::string(algo));
       CHECK(bit_identical(meta_grad_with_threads(algo, 1, tasks), meta_grad_with_threads(algo, 2, tasks)));
+    }
+  }
+}
+
+// A small ResNet-12 on 3-channel 16x16 images with Winograd convolutions (the backbone's default), 7 queries
+// per class: large enough for the convolutions to be split over the threads (Note [Conv threads]).
+std::vector<Tensor> resnet_meta_grad_with_threads(const std::string& algo, int threads, int tasks) {
+  const int before = omp_get_max_threads();
+  omp_set_num_threads(threads);
+  nn::ModelConfig mc;
+  mc.arch = "resnet12";
+  mc.in_channels = 3;
+  mc.height = mc.width = 16;
+  mc.widths = {16, 32, 32, 48};
+  mc.conv_algorithm = tensor::ConvAlgorithm::winograd;
+  mc.outputs = meta::find_algorithm(algo).uses_head ? 5 : 0;
+  meta::AlgoConfig ac;
+  ac.algo = algo;
+  ac.inner_steps = 1;
+  core::Rng init(5);
+  auto a = meta::make_algorithm(nn::Model(mc), ac, init);
+  std::vector<Tensor> mean;
+  meta::mean_meta_gradient(*a, glyph_like_tasks(tasks, 11, 3, 16, 7), mean);
+  omp_set_num_threads(before);
+  return mean;
+}
+
+TEST_CASE("determinism: ResNet-12 meta-gradients are bit-identical with 1, 2 and 3 threads") {
+  for (int tasks : {1, 2}) {
+    for (const char* algo : {"protonet", "maml"}) {
+      CAPTURE(tasks);
+      CAPTURE(std::string(algo));
+      const std::vector<Tensor> one = resnet_meta_grad_with_threads(algo, 1, tasks);
+      CHECK(bit_identical(one, resnet_meta_grad_with_threads(algo, 2, tasks)));
+      CHECK(bit_identical(one, resnet_meta_grad_with_threads(algo, 3, tasks)));
     }
   }
 }

@@ -37,8 +37,10 @@ BareConv make_bare_conv(ConvKernel kernel, const tensor::ConvShape& s, const flo
   const memory::dims xd{s.n, s.ic, s.ih, s.iw}, wd{s.oc, s.ic, s.kh, s.kw}, yd{s.n, s.oc, s.oh(), s.ow()},
       strides{s.sh, s.sw}, pad{s.ph, s.pw};
   const memory::desc xq(xd, dt::f32, tag::any), wq(wd, dt::f32, tag::any), yq(yd, dt::f32, tag::any);
-  const convolution_forward::primitive_desc fpd(
-      {prop_kind::forward_training, algorithm::convolution_direct, xq, wq, yq, strides, pad, pad}, eng);
+  // The algorithm the library's own call of this kernel uses (Note [Winograd convolution] in conv.cpp).
+  const algorithm algo = conv2d_winograd(s, kernel) ? algorithm::convolution_winograd : algorithm::convolution_direct;
+  const convolution_forward::primitive_desc fpd({prop_kind::forward_training, algo, xq, wq, yq, strides, pad, pad},
+                                                eng);
 
   // A memory in the layout `want`, holding the plain buffer `data` (zeros when null).
   auto filled = [&eng](const memory::desc& want, const memory::dims& dims, tag plain_tag, const float* data) {
@@ -64,7 +66,7 @@ BareConv make_bare_conv(ConvKernel kernel, const tensor::ConvShape& s, const flo
              " wei=" + layout_name(fpd.weights_desc()) + " dst=" + layout_name(fpd.dst_desc());
       break;
     case ConvKernel::backward_data: {
-      const convolution_backward_data::primitive_desc pd({algorithm::convolution_direct, xq, wq, yq, strides, pad, pad},
+      const convolution_backward_data::primitive_desc pd({algo, xq, wq, yq, strides, pad, pad},
                                                          eng, fpd);
       prim = convolution_backward_data(pd);
       args = {{DNNL_ARG_DIFF_DST, filled(pd.diff_dst_desc(), yd, tag::nchw, gy)},
@@ -76,7 +78,7 @@ BareConv make_bare_conv(ConvKernel kernel, const tensor::ConvShape& s, const flo
     }
     case ConvKernel::backward_weights: {
       const convolution_backward_weights::primitive_desc pd(
-          {algorithm::convolution_direct, xq, wq, yq, strides, pad, pad}, eng, fpd);
+          {algo, xq, wq, yq, strides, pad, pad}, eng, fpd);
       prim = convolution_backward_weights(pd);
       args = {{DNNL_ARG_SRC, filled(pd.src_desc(), xd, tag::nchw, x)},
               {DNNL_ARG_DIFF_DST, filled(pd.diff_dst_desc(), yd, tag::nchw, gy)},

@@ -9,6 +9,8 @@
 #include <array>
 #include <cstdint>
 #include <cstdlib>
+#include <exception>
+#include <tuple>
 #include <functional>
 #include <initializer_list>
 #include <memory>
@@ -23,6 +25,7 @@
 #include "tensor/blocked_layout.h"
 #include "tensor/conv_single_channel.h"
 #include "tensor/conv_small_image.h"
+#include "tensor/serial_scope.h"
 
 namespace metafew::backend::dnnl_backend {
 
@@ -53,14 +56,26 @@ namespace metafew::backend::dnnl_backend {
 // Nothing is timed at run time: the choice depends on the shape only, so results are reproducible.
 
 // Note [Conv threads]
-// Outside a parallel region oneDNN splits a kernel over all OpenMP threads. For the smallest shapes that
-// costs more than it saves here: the reorders run before and after the convolution, and data written by one
-// core and read by the other crosses between cores on every call. The 64->64 3x3 layer on 3x3 pixels at batch
-// 5 (1.7 M multiply-adds) takes 22-30 us per kernel end to end on one thread and 35-57 us on two. At the next
-// size up, the 28x28 first layer at batch 5 (2.3 M), two threads win for backward data (36-39 vs 50 us), tie
-// for backward weights and lose ~15% for the GEMM forward; from there on two threads win. So kernels below
-// kOneThreadMacs are built and run for one thread (and keyed as such). Running only the boundary reorders on
-// one thread while the convolution used two measured slower than letting every step use both threads.
+// Every oneDNN primitive here is built for, and runs on, one thread (Note [oneDNN inside a parallel region]):
+// oneDNN's own threading splits reductions (backward weights over the batch) by the thread count, and metafew
+// promises the same numbers at any thread count (Note [Deterministic oneDNN] in tensor/serial_scope.h). A
+// call outside a parallel region with more than one OpenMP thread instead splits the work itself, into pieces
+// chosen from the shape alone, and runs the pieces on the threads:
+//  - forward and backward data: batch chunks (Note [Batch chunks]); images are independent.
+//  - backward weights, direct algorithm: groups of 16 output channels, each the whole batch's gradient of
+//    its rows of the weights. oneDNN 2.6.3's direct kernels sum every weight's gradient in the same order
+//    whatever the number of output channels, so the groups give the unsplit call's weight gradient bit for
+//    bit, and its bias gradient on conv-4's shapes (at 640 channels on 4x4 pixels the unsplit kernel sums
+//    the bias in another order; "oneDNN conv: split backward weights equal the unsplit primitive bit for
+//    bit" in tests/backend/test_conv_threads.cpp), and on one thread they cost nothing: 64->64 at
+//    32x32 and batch 80 took 35.5 ms unsplit and 35.9 ms in two groups; 640->640 at 4x4 took 92 ms unsplit
+//    and 52 ms in groups, the kernel keeping a group's partial sums in cache.
+//  - backward weights, Winograd: batch chunks (Note [Winograd convolution]) whose partial gradients are
+//    summed in chunk order.
+// Since the pieces depend on the shape only and each runs the same one-thread primitive, a result is the
+// same whichever thread computes which piece and however many threads there are. Convolutions of fewer than
+// kOneThreadMacs multiply-adds are not split over threads: the 64->64 3x3 layer on 3x3 pixels at batch 5
+// (1.7 M multiply-adds) took 22-30 us end to end on one thread and 35-57 us on two.
 
 // Note [oneDNN inside a parallel region]
 // With the OpenMP runtime oneDNN runs a primitive on the calling thread alone when it executes inside an
@@ -82,6 +97,20 @@ namespace metafew::backend::dnnl_backend {
 // changes whenever the storage's contents may change in place (Note [Storage generation]), so a hit always
 // reads what a reorder would have produced. Weights larger than kWeightsCacheMaxBytes are not kept.
 
+// Note [Winograd convolution]
+// ConvAlgorithm::winograd asks for oneDNN's Winograd kernels (F(4x4, 3x3), jit_wino_4x3 on avx512_core): a
+// 3x3 convolution computed on 6x6 input tiles with 2.25-4x fewer multiplications. On ResNet-12's layers
+// (one thread, batch 80, bare primitives) they ran 1.6-2.5x faster than the direct kernels in every kernel
+// (e.g. 160->160 at 16x16: forward 443 vs 201 GFLOP/s-equivalent, backward data 445 vs 205, backward weights
+// 275 vs 204; 640->640 at 4x4: 485 / 482 / 460 vs 204 / 242 / 153). The price is rounding: the tile
+// transforms add and subtract scaled inputs, so a result's error is about four times the direct kernel's
+// (relative RMS 6.6e-7 against 1.5e-7 on a 64->64 layer of ReLU inputs against the f64 reference). It is
+// used where the shape allows it (3x3, stride 1, padding 1, whole 16-channel blocks, and oneDNN creates the
+// primitive for it on this CPU: winograd_for), direct elsewhere; the choice depends on the shape and the CPU
+// only. Forward and backward data in batch chunks give the unchunked numbers on most shapes but not all
+// (640 channels at 4x4 differ), which does not matter: the chunks depend on the shape alone. Backward weights
+// splits the batch into winograd_weight_chunks pieces and sums their gradients in order.
+
 // Note [Batch chunks]
 // A blocked convolution reorders its activations into per-thread slots, runs the primitive on them and
 // reorders the result back (Note [Conv layout]). When the tensors are larger than L2 (2 MB a core on the
@@ -92,9 +121,11 @@ namespace metafew::backend::dnnl_backend {
 // backward data, where images are independent, run in chunks of at most kChunkBytes per image tensor: the
 // reordered chunk is still in L2 when the primitive reads it, and the primitive's output when it is reordered
 // back. Each image's result is computed by the same kernel as without chunks; chunk sizes depend on the shape
-// only, so results are reproducible. The weights are reordered once per call (Note [Weights cache]; a call
-// without a weights generation gets a one-off key for its chunks). Backward weights sums over the batch and
-// is not chunked.
+// only, so results are reproducible. When both activations are already in nChw16c there is nothing to
+// reorder and the chunks only serve the threads (Note [Conv threads]): at most kMaxPieces of them. The
+// weights are reordered once per call, on the calling thread, for every chunk (prepare_weights; from the
+// Note [Weights cache] when the call has a generation). Backward weights sums over the batch: see Note [Conv
+// threads] for how it is split.
 
 namespace {
 
@@ -139,6 +170,18 @@ constexpr int kUserPointers = 4;  // e.g. forward: x, w, bias, y
 constexpr int64_t kChunkBytes = int64_t{192} << 10;
 // Convolutions with fewer multiply-adds run on the calling thread alone (Note [Conv threads]).
 constexpr int64_t kOneThreadMacs = int64_t{1} << 21;  // ~2.1 M
+// At most this many pieces of a call split over threads, where nothing else bounds their number.
+constexpr int64_t kMaxPieces = 16;
+// Backward weights is split (Note [Conv threads]) from this many multiply-adds on: direct kernels into groups
+// of kGroupChannels output channels, Winograd ones into kWinogradChunkImages-image chunks, at most
+// kWinogradWeightChunks of them (each a partial gradient of the weights' size).
+constexpr int64_t kSplitWeightsMacs = int64_t{1} << 26;  // ~67 M
+constexpr int64_t kGroupChannels = 16;
+constexpr int64_t kWinogradChunkImages = 16;
+constexpr int64_t kWinogradWeightChunks = 4;
+// Winograd forward and backward data: batch chunks of at least kWinogradChunkImages images, at most
+// kWinogradPieces of them.
+constexpr int64_t kWinogradPieces = 4;
 // Note [Weights cache].
 constexpr int kWeightsCacheEntries = 16;
 constexpr std::size_t kWeightsCacheMaxBytes = std::size_t{4} << 20;
@@ -167,7 +210,6 @@ struct Plan {
   std::vector<std::pair<int, dn::memory>> user;  // (user pointer index, memory in the user's plain layout)
   std::vector<std::pair<int, dn::memory>> internal;  // (slot, memory in the primitive's layout or scratchpad)
   std::array<std::size_t, kSlots> slot_bytes{};
-  bool one_thread = false;  // created for, and run on, the calling thread alone
   std::string description;
 };
 
@@ -176,7 +218,6 @@ struct PlanKey {
   ConvKernel kernel;
   bool bias;
   ConvLayout layout;  // resolved, never automatic
-  int threads;        // threads the plan runs with: 1 inside a parallel region or below kOneThreadMacs
   unsigned nchw16c;   // user arguments in nChw16c (nchw16c_arg)
   bool operator==(const PlanKey&) const = default;
 };
@@ -189,10 +230,10 @@ struct PlanKeyHash {
     };
     const ConvShape& s = k.shape;
     for (int64_t v : {s.n, s.ic, s.ih, s.iw, s.oc, s.kh, s.kw, s.sh, s.sw, s.ph, s.pw}) mix(v);
+    mix(static_cast<int64_t>(s.algorithm));
     mix(static_cast<int64_t>(k.kernel));
     mix(k.bias);
     mix(static_cast<int64_t>(k.layout));
-    mix(k.threads);
     mix(k.nchw16c);
     return h;
   }
@@ -208,6 +249,10 @@ struct WeightsEntry {
 struct ThreadState {
   std::unordered_map<PlanKey, std::unique_ptr<Plan>, PlanKeyHash> plans;
   std::array<AlignedBuffer, kSlots> slots;
+  // Buffers of a call split into pieces (Note [Conv threads]): the weights reordered once for all of a
+  // call's chunks, the input reordered once for all output-channel groups, a group's slice of the output
+  // gradient, and partial weight gradients.
+  AlignedBuffer call_weights, call_input, group_gradient, partials;
   std::array<WeightsEntry, kWeightsCacheEntries> weights;
   uint64_t clock = 0;
   std::size_t weights_hits = 0;
@@ -408,6 +453,47 @@ class PlanBuilder {
   int own_reorders_ = 0;  // of reorders_, run by metafew (Note [Blocked reorders])
 };
 
+// Whether `kernel` of `s` runs oneDNN's Winograd kernel (Note [Winograd convolution]): asked for, a shape its
+// kernels take, and oneDNN creates the primitive (with the forward one as its hint) on this CPU. The answer
+// depends on the shape and the CPU only; each thread keeps the answers it found.
+bool winograd_for(const ConvShape& s, ConvKernel kernel) {
+  if (s.algorithm != tensor::ConvAlgorithm::winograd || s.kh != 3 || s.kw != 3 || s.sh != 1 || s.sw != 1 ||
+      s.ph != 1 || s.pw != 1 || s.ic % 16 != 0 || s.oc % 16 != 0)
+    return false;
+  struct Key {
+    ConvShape shape;
+    ConvKernel kernel;
+    bool operator==(const Key&) const = default;
+  };
+  thread_local std::vector<std::pair<Key, bool>> known;
+  const Key key{s, kernel};
+  for (const auto& [k, ok] : known)
+    if (k == key) return ok;
+  bool ok = true;
+  try {
+    const OneThreadScope one_thread(true);
+    using dt = dn::memory::data_type;
+    const dn::engine& engine = cpu_engine();
+    const md x({s.n, s.ic, s.ih, s.iw}, dt::f32, tag::any), w({s.oc, s.ic, 3, 3}, dt::f32, tag::any),
+        y({s.n, s.oc, s.oh(), s.ow()}, dt::f32, tag::any);
+    const auto algo = dn::algorithm::convolution_winograd;
+    const dn::memory::dims strides{1, 1}, padding{1, 1};
+    const dn::primitive_attr attr = user_scratchpad_attr();
+    const dn::convolution_forward::primitive_desc fwd(
+        {dn::prop_kind::forward_training, algo, x, w, y, strides, padding, padding}, attr, engine);
+    if (kernel == ConvKernel::backward_data) {
+      dn::convolution_backward_data::primitive_desc({algo, x, w, y, strides, padding, padding}, attr, engine, fwd);
+    } else if (kernel == ConvKernel::backward_weights) {
+      dn::convolution_backward_weights::primitive_desc({algo, x, w, y, strides, padding, padding}, attr, engine,
+                                                       fwd);
+    }
+  } catch (const dn::error&) {
+    ok = false;
+  }
+  known.emplace_back(key, ok);
+  return ok;
+}
+
 // Positions of the activation arguments (x and y, or gx and gy) in a kernel's argument list (nchw16c_arg):
 // forward x = 0, y = 3; backward data gx = 2, gy = 0; backward weights x = 0, gy = 1.
 std::pair<int, int> activation_args(ConvKernel kernel) {
@@ -436,7 +522,7 @@ std::unique_ptr<Plan> build_plan(const PlanKey& key) {
   const md x_q(x_dims, dt::f32, plain ? tag::nchw : tag::any),
       w_q(w_dims, dt::f32, plain ? tag::oihw : tag::any), y_q(y_dims, dt::f32, plain ? tag::nchw : tag::any);
   const dn::primitive_attr attr = user_scratchpad_attr();
-  const auto algo = dn::algorithm::convolution_direct;
+  const auto algo = winograd_for(s, key.kernel) ? dn::algorithm::convolution_winograd : dn::algorithm::convolution_direct;
   const auto prop = dn::prop_kind::forward_training;
 
   // The forward primitive descriptor; also the hint the backward descriptors take, so they agree on layouts.
@@ -522,8 +608,7 @@ PlanKey make_key(const char* op, const ConvShape& s, ConvKernel kernel, bool bia
     MF_CHECK(!(nchw16c & nchw16c_arg(y_arg)) || s.oc % 16 == 0, op, ": a blocked output needs a multiple of 16 "
              "channels, got ", s.oc, " (", s.to_string(), ")");
   }
-  const int threads = omp_in_parallel() || s.macs() < kOneThreadMacs ? 1 : omp_get_max_threads();
-  return PlanKey{s, kernel, bias, resolved, threads, nchw16c};
+  return PlanKey{s, kernel, bias, resolved, nchw16c};
 }
 
 Plan& find_or_build(const char* op, const PlanKey& key) {
@@ -532,10 +617,8 @@ Plan& find_or_build(const char* op, const PlanKey& key) {
   if (it != ts.plans.end()) return *it->second;
   std::unique_ptr<Plan> plan;
   try {
-    const OneThreadScope one_thread(key.threads == 1);
+    const OneThreadScope one_thread(true);  // Note [Conv threads]
     plan = build_plan(key);
-    plan->one_thread = key.threads == 1;
-    plan->description += " threads=" + std::to_string(key.threads);
   } catch (const dn::error& e) {
     throw Error(detail::concat(op, ": oneDNN could not create a ", to_string(key.layout),
                                "-layout primitive for ", key.shape.to_string(), ": ", e.what(), " (status ",
@@ -579,10 +662,8 @@ void run_own_reorder(const char* op, const OwnReorder& r) {
   }
 }
 
-void execute(const char* op, Plan& plan, const std::array<const void*, kUserPointers>& pointers,
-             uint64_t w_generation) {
-  ThreadState& ts = thread_state();
-  int skip_step = -1;
+// Binds the user's buffers and the thread's slots to the plan's memories.
+void bind_buffers(const char* op, ThreadState& ts, Plan& plan, const std::array<const void*, kUserPointers>& pointers) {
   try {
     // oneDNN reads, never writes, the input buffers: casting const away only satisfies its handle type.
     for (auto& [index, mem] : plan.user) mem.set_data_handle(const_cast<void*>(pointers[index]));
@@ -591,34 +672,86 @@ void execute(const char* op, Plan& plan, const std::array<const void*, kUserPoin
       void* p = ts.slots[slot].data();
       if (mem.get_data_handle() != p) mem.set_data_handle(p);
     }
-    if (plan.weights_step >= 0 && w_generation != 0) {
+  } catch (const dn::error& e) {
+    throw Error(detail::concat(op, ": binding buffers failed: ", e.what()));
+  }
+}
+
+void run_step(const char* op, const Plan& plan, const Step& step, dnnl_stream_t stream) {
+  if (step.own.kind != OwnReorder::Kind::none) {
+    run_own_reorder(op, step.own);
+    return;
+  }
+  // The C API takes the cached argument arrays as they are; the C++ execute() would rebuild a map per call.
+  const dnnl_status_t st = dnnl_primitive_execute(step.primitive.get(), stream, static_cast<int>(step.args.size()),
+                                                  step.args.data());
+  MF_CHECK(st == dnnl_success, op, ": oneDNN execution failed with status ", static_cast<int>(st), " (",
+           plan.description, ")");
+}
+
+void wait(const char* op, dnnl_stream_t stream) {
+  const dnnl_status_t st = dnnl_stream_wait(stream);
+  MF_CHECK(st == dnnl_success, op, ": oneDNN stream wait failed with status ", static_cast<int>(st));
+}
+
+// Runs the plan on the calling thread. ready_weights: the weights already in the primitive's layout (a split
+// call's, prepare_weights), or null to reorder them here (or find them in the weights cache).
+void execute(const char* op, Plan& plan, const std::array<const void*, kUserPointers>& pointers,
+             uint64_t w_generation, const void* ready_weights = nullptr) {
+  ThreadState& ts = thread_state();
+  bind_buffers(op, ts, plan, pointers);
+  int skip_step = -1;
+  if (plan.weights_step >= 0) {
+    try {
       const std::size_t bytes = plan.weights_memory.get_desc().get_size();
-      if (bytes <= kWeightsCacheMaxBytes) {
+      if (ready_weights != nullptr) {
+        plan.weights_memory.set_data_handle(const_cast<void*>(ready_weights));
+        skip_step = plan.weights_step;
+      } else if (w_generation != 0 && bytes <= kWeightsCacheMaxBytes) {
         const auto [buffer, cached] = weights_buffer(ts, plan, w_generation, bytes);
         plan.weights_memory.set_data_handle(buffer);
         if (cached) skip_step = plan.weights_step;
       }
+    } catch (const dn::error& e) {
+      throw Error(detail::concat(op, ": binding the weights failed: ", e.what()));
     }
-  } catch (const dn::error& e) {
-    throw Error(detail::concat(op, ": binding buffers failed: ", e.what()));
   }
-  // The C API takes the cached argument arrays as they are; the C++ execute() would rebuild a map per call.
   const dnnl_stream_t stream = thread_stream().get();
-  const OneThreadScope one_thread(plan.one_thread);
+  const OneThreadScope one_thread(true);  // Note [Conv threads]
   for (std::size_t i = 0; i < plan.steps.size(); ++i) {
-    if (static_cast<int>(i) == skip_step) continue;
-    Step& step = plan.steps[i];
-    if (step.own.kind != OwnReorder::Kind::none) {
-      run_own_reorder(op, step.own);
-      continue;
-    }
-    const dnnl_status_t st = dnnl_primitive_execute(step.primitive.get(), stream,
-                                                    static_cast<int>(step.args.size()), step.args.data());
-    MF_CHECK(st == dnnl_success, op, ": oneDNN execution failed with status ", static_cast<int>(st), " (",
-             plan.description, ")");
+    if (static_cast<int>(i) != skip_step) run_step(op, plan, plan.steps[i], stream);
   }
-  const dnnl_status_t st = dnnl_stream_wait(stream);
-  MF_CHECK(st == dnnl_success, op, ": oneDNN stream wait failed with status ", static_cast<int>(st));
+  wait(op, stream);
+}
+
+// The weights of a call split into pieces, in the layout of `plan`'s primitive, made once on the calling
+// thread for every piece (from the weights cache when the call has a generation and they are small enough).
+// Null when the plan reads the user's weights as they are.
+const void* prepare_weights(const char* op, Plan& plan, const std::array<const void*, kUserPointers>& pointers,
+                            uint64_t w_generation) {
+  if (plan.weights_step < 0) return nullptr;
+  ThreadState& ts = thread_state();
+  bind_buffers(op, ts, plan, pointers);
+  void* buffer = nullptr;
+  bool cached = false;
+  try {
+    const std::size_t bytes = plan.weights_memory.get_desc().get_size();
+    if (w_generation != 0 && bytes <= kWeightsCacheMaxBytes) {
+      std::tie(buffer, cached) = weights_buffer(ts, plan, w_generation, bytes);
+    } else {
+      buffer = ts.call_weights.reserve(bytes);
+    }
+    plan.weights_memory.set_data_handle(buffer);
+  } catch (const dn::error& e) {
+    throw Error(detail::concat(op, ": binding the weights failed: ", e.what()));
+  }
+  if (!cached) {
+    const dnnl_stream_t stream = thread_stream().get();
+    const OneThreadScope one_thread(true);
+    run_step(op, plan, plan.steps[plan.weights_step], stream);
+    wait(op, stream);
+  }
+  return buffer;
 }
 
 void run_direct(const char* op, const ConvShape& s, ConvKernel kernel,
@@ -642,6 +775,157 @@ void run_direct(const char* op, const ConvShape& s, ConvKernel kernel,
   MF_CHECK(false, op, ": the direct layout has no ", to_string(kernel), " kernel");
 }
 
+// Calls fn(i) for i in [0, n): over the threads of a new parallel region when `threads`, else in order. The
+// first exception thrown is rethrown once every piece has run.
+template <class Fn>
+void for_pieces(int64_t n, bool threads, Fn&& fn) {
+  if (!threads || n < 2) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  std::exception_ptr error;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t i = 0; i < n; ++i) {
+    try {
+      fn(i);
+    } catch (...) {
+#pragma omp critical(metafew_conv_pieces)
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+// Images per chunk of a blocked forward or backward-data call (Note [Batch chunks]), from the shape and the
+// blocked arguments only: small enough for L2 when there are reorders, otherwise at most kMaxPieces chunks.
+// An image takes c * h * w floats in nChw16c as in nchw (c a multiple of 16 there).
+int64_t images_per_chunk(const ConvShape& s, ConvKernel kernel, unsigned nchw16c) {
+  // Note [Winograd convolution]: every execution transforms the weights again.
+  if (winograd_for(s, kernel)) return s.n < 2 * kWinogradChunkImages ? s.n : (s.n + kWinogradPieces - 1) / kWinogradPieces;
+  const int64_t x_image = s.ic * s.ih * s.iw, y_image = s.oc * s.oh() * s.ow();
+  const auto [x_arg, y_arg] = activation_args(kernel);
+  const unsigned both = nchw16c_arg(x_arg) | nchw16c_arg(y_arg);
+  if ((nchw16c & both) == both) return (s.n + kMaxPieces - 1) / kMaxPieces;
+  return std::max<int64_t>(1, kChunkBytes / (static_cast<int64_t>(sizeof(float)) * std::max(x_image, y_image)));
+}
+
+// Forward (x -> y) or backward data (gy -> gx) in batch chunks, on the threads when `threads`.
+void run_batch_chunks(const char* op, const ConvShape& s, ConvKernel kernel, bool bias,
+                      const std::array<const void*, kUserPointers>& pointers, uint64_t w_generation,
+                      unsigned nchw16c, int64_t per_chunk, bool threads) {
+  const int64_t chunks = (s.n + per_chunk - 1) / per_chunk;
+  const int64_t base = s.n / chunks, extra = s.n % chunks;  // the first `extra` chunks take one image more
+  const int64_t x_image = s.ic * s.ih * s.iw, y_image = s.oc * s.oh() * s.ow();
+  const int in = 0, out = kernel == ConvKernel::forward ? 3 : 2;
+  const int64_t in_image = kernel == ConvKernel::forward ? x_image : y_image;
+  const int64_t out_image = kernel == ConvKernel::forward ? y_image : x_image;
+  auto chunk_key = [&](int64_t c) {
+    ConvShape cs = s;
+    cs.n = base + (c < extra ? 1 : 0);
+    return PlanKey{cs, kernel, bias, ConvLayout::blocked, nchw16c};
+  };
+  Plan& first = find_or_build(op, chunk_key(0));
+  const void* ready = prepare_weights(op, first, pointers, w_generation);
+  const md ready_md = ready != nullptr ? first.weights_memory.get_desc() : md();
+  for_pieces(chunks, threads, [&](int64_t c) {
+    const int64_t n0 = c * base + std::min(c, extra);
+    std::array<const void*, kUserPointers> p = pointers;
+    p[in] = static_cast<const float*>(pointers[in]) + n0 * in_image;
+    p[out] = static_cast<const float*>(pointers[out]) + n0 * out_image;
+    Plan& plan = find_or_build(op, chunk_key(c));
+    const bool same_layout = ready != nullptr && plan.weights_step >= 0 && plan.weights_memory.get_desc() == ready_md;
+    execute(op, plan, p, w_generation, same_layout ? ready : nullptr);
+  });
+}
+
+// Output-channel groups of a direct backward-weights call (Note [Conv threads]): 1 (no split) unless the
+// shape is large and in whole 16-channel blocks.
+int64_t weight_groups(const ConvShape& s) {
+  const bool split = s.oc % kGroupChannels == 0 && s.ic % 16 == 0 && s.oc >= 2 * kGroupChannels &&
+                     s.macs() >= kSplitWeightsMacs;
+  return split ? s.oc / kGroupChannels : 1;
+}
+
+// Backward weights in groups of kGroupChannels output channels: x is reordered to nChw16c once, each group
+// gathers its channels of gy and computes its rows of gw (and of gbias).
+void run_weight_groups(const char* op, const ConvShape& s, bool bias,
+                       const std::array<const void*, kUserPointers>& pointers, unsigned nchw16c, bool threads) {
+  const int64_t groups = s.oc / kGroupChannels, ihw = s.ih * s.iw, ohw = s.oh() * s.ow();
+  const float* x = static_cast<const float*>(pointers[0]);
+  const float* gy = static_cast<const float*>(pointers[1]);
+  if (!(nchw16c & nchw16c_arg(0))) {
+    auto* xb = static_cast<float*>(thread_state().call_input.reserve(sizeof(float) * s.x_numel()));
+    const int64_t pieces = std::min<int64_t>(s.n, kMaxPieces), per = (s.n + pieces - 1) / pieces;
+    for_pieces(pieces, threads, [&](int64_t i) {
+      const int64_t n0 = std::min(s.n, i * per), n1 = std::min(s.n, n0 + per);
+      if (n1 > n0) tensor::nchw_to_nchw16c(x + n0 * s.ic * ihw, xb + n0 * s.ic * ihw, n1 - n0, s.ic, ihw);
+    });
+    x = xb;
+  }
+  const bool gy_blocked = nchw16c & nchw16c_arg(1);
+  ConvShape gs = s;
+  gs.oc = kGroupChannels;
+  const PlanKey key{gs, ConvKernel::backward_weights, bias, ConvLayout::blocked, nchw16c_arg(0) | nchw16c_arg(1)};
+  const int64_t w_rows = s.ic * s.kh * s.kw;
+  for_pieces(groups, threads, [&](int64_t g) {
+    const int64_t o0 = g * kGroupChannels, slice = kGroupChannels * ohw;
+    auto* gyg = static_cast<float*>(thread_state().group_gradient.reserve(sizeof(float) * s.n * slice));
+    for (int64_t n = 0; n < s.n; ++n) {
+      const float* from = gy + (n * s.oc + o0) * ohw;  // the same offset in nchw and in nChw16c
+      if (gy_blocked) {
+        std::copy(from, from + slice, gyg + n * slice);
+      } else {
+        tensor::nchw_to_nchw16c(from, gyg + n * slice, 1, kGroupChannels, ohw);
+      }
+    }
+    float* gbias = static_cast<float*>(const_cast<void*>(pointers[3]));
+    const std::array<const void*, kUserPointers> p{x, gyg, static_cast<const float*>(pointers[2]) + o0 * w_rows,
+                                                   bias ? gbias + o0 : nullptr};
+    execute(op, find_or_build(op, key), p, 0);
+  });
+}
+
+// Batch chunks of a Winograd backward-weights call (Note [Winograd convolution]): 1 (no split) for small
+// batches, else up to kWinogradWeightChunks.
+int64_t winograd_weight_chunks(const ConvShape& s) {
+  if (s.macs() < kSplitWeightsMacs) return 1;
+  return std::clamp<int64_t>(s.n / kWinogradChunkImages, 1, kWinogradWeightChunks);
+}
+
+// Winograd backward weights in batch chunks: chunk 0 writes gw (and gbias), the others partial gradients,
+// added to it in chunk order.
+void run_weight_chunks(const char* op, const ConvShape& s, bool bias,
+                       const std::array<const void*, kUserPointers>& pointers, unsigned nchw16c, int64_t chunks,
+                       bool threads) {
+  const int64_t base = s.n / chunks, extra = s.n % chunks;
+  const int64_t x_image = s.ic * s.ih * s.iw, y_image = s.oc * s.oh() * s.ow();
+  const int64_t part = s.w_numel() + (bias ? s.oc : 0);
+  auto* partials = static_cast<float*>(thread_state().partials.reserve(sizeof(float) * part * (chunks - 1)));
+  float* gw = static_cast<float*>(const_cast<void*>(pointers[2]));
+  float* gb = static_cast<float*>(const_cast<void*>(pointers[3]));
+  for_pieces(chunks, threads, [&](int64_t c) {
+    ConvShape cs = s;
+    cs.n = base + (c < extra ? 1 : 0);
+    const int64_t n0 = c * base + std::min(c, extra);
+    float* w_out = c == 0 ? gw : partials + (c - 1) * part;
+    float* b_out = !bias ? nullptr : c == 0 ? gb : w_out + s.w_numel();
+    const std::array<const void*, kUserPointers> p{static_cast<const float*>(pointers[0]) + n0 * x_image,
+                                                   static_cast<const float*>(pointers[1]) + n0 * y_image, w_out,
+                                                   b_out};
+    execute(op, find_or_build(op, PlanKey{cs, ConvKernel::backward_weights, bias, ConvLayout::blocked, nchw16c}),
+            p, 0);
+  });
+  const int64_t pieces = threads ? kMaxPieces : 1, per = (part + pieces - 1) / pieces;
+  for_pieces(pieces, threads, [&](int64_t i) {
+    for (int64_t j = i * per; j < std::min(part, (i + 1) * per); ++j) {
+      float* to = j < s.w_numel() ? gw + j : gb + (j - s.w_numel());
+      float sum = *to;
+      for (int64_t c = 1; c < chunks; ++c) sum += partials[(c - 1) * part + j];
+      *to = sum;
+    }
+  });
+}
+
 void run(const char* op, const ConvShape& s, ConvKernel kernel, bool bias, ConvLayout layout,
          const std::array<const void*, kUserPointers>& pointers, int required, uint64_t w_generation = 0,
          unsigned nchw16c = 0) {
@@ -651,39 +935,29 @@ void run(const char* op, const ConvShape& s, ConvKernel kernel, bool bias, ConvL
     MF_CHECK(!needed || pointers[i] != nullptr, op, ": buffer argument ", i, " is null for ", s.to_string());
   }
   if (key.layout == ConvLayout::direct) {
+    const tensor::SerialScope serial;  // metafew's own kernels, on one thread as ever
     run_direct(op, s, kernel, pointers);
     return;
   }
-  // Note [Batch chunks]. An image takes c * h * w floats in nChw16c as in nchw (c a multiple of 16 there).
-  const int64_t x_image = s.ic * s.ih * s.iw, y_image = s.oc * s.oh() * s.ow();
-  const int64_t per_chunk =
-      std::max<int64_t>(1, kChunkBytes / (static_cast<int64_t>(sizeof(float)) * std::max(x_image, y_image)));
-  const auto [x_arg, y_arg] = activation_args(kernel);
-  const unsigned both = nchw16c_arg(x_arg) | nchw16c_arg(y_arg);  // all blocked: nothing to reorder
-  if (key.layout != ConvLayout::blocked || kernel == ConvKernel::backward_weights || s.n <= per_chunk ||
-      (nchw16c & both) == both) {
-    execute(op, find_or_build(op, key), pointers, w_generation);
-    return;
+  // Note [Conv threads]: pieces from the shape; threads only decide who runs them.
+  const bool threads = !omp_in_parallel() && omp_get_max_threads() > 1 && s.macs() >= kOneThreadMacs;
+  if (key.layout == ConvLayout::blocked) {
+    if (kernel == ConvKernel::backward_weights) {
+      if (winograd_for(s, kernel)) {
+        if (const int64_t chunks = winograd_weight_chunks(s); chunks > 1) {
+          run_weight_chunks(op, s, bias, pointers, nchw16c, chunks, threads);
+          return;
+        }
+      } else if (weight_groups(s) > 1) {
+        run_weight_groups(op, s, bias, pointers, nchw16c, threads);
+        return;
+      }
+    } else if (const int64_t per_chunk = images_per_chunk(s, kernel, nchw16c); s.n > per_chunk) {
+      run_batch_chunks(op, s, kernel, bias, pointers, w_generation, nchw16c, per_chunk, threads);
+      return;
+    }
   }
-  const int64_t chunks = (s.n + per_chunk - 1) / per_chunk;
-  const int64_t base = s.n / chunks, extra = s.n % chunks;  // the first `extra` chunks take one image more
-  // A one-off weights key for a call that has none, from a range storage generations never reach.
-  thread_local uint64_t one_off = 0;
-  const uint64_t generation = w_generation != 0 ? w_generation : (uint64_t{1} << 63) | ++one_off;
-  // forward: x (0) -> y (3); backward data: gy (0) -> gx (2).
-  const int out = kernel == ConvKernel::forward ? 3 : 2;
-  const int64_t in_image = kernel == ConvKernel::forward ? x_image : y_image;
-  const int64_t out_image = kernel == ConvKernel::forward ? y_image : x_image;
-  int64_t n0 = 0;
-  for (int64_t c = 0; c < chunks; ++c) {
-    ConvShape cs = s;
-    cs.n = base + (c < extra ? 1 : 0);
-    std::array<const void*, kUserPointers> p = pointers;
-    p[0] = static_cast<const float*>(pointers[0]) + n0 * in_image;
-    p[out] = static_cast<const float*>(pointers[out]) + n0 * out_image;
-    execute(op, find_or_build(op, make_key(op, cs, kernel, bias, ConvLayout::blocked, nchw16c)), p, generation);
-    n0 += cs.n;
-  }
+  execute(op, find_or_build(op, key), pointers, w_generation);
 }
 
 constexpr int bits(std::initializer_list<int> indices) {
@@ -694,8 +968,11 @@ constexpr int bits(std::initializer_list<int> indices) {
 
 }  // namespace
 
+bool conv2d_winograd(const ConvShape& s, ConvKernel kernel) { return winograd_for(s, kernel); }
+
 // Note [Conv layout] states the rule and the measurements behind it.
 ConvLayout conv2d_layout(const ConvShape& s, ConvKernel kernel) {
+  if (winograd_for(s, kernel)) return ConvLayout::blocked;  // Note [Winograd convolution]
   const bool direct = tensor::conv_single_channel_supported(s);
   switch (kernel) {
     case ConvKernel::forward:

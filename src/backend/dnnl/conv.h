@@ -71,6 +71,10 @@ void conv2d_backward_weights(const float* x, const float* gy, float* gw, float* 
 // Whether ConvLayout::direct has a kernel for this shape and kernel.
 bool conv2d_direct_supported(const tensor::ConvShape& s, ConvKernel kernel);
 
+// Whether the kernel runs oneDNN's Winograd kernel for this shape (s.algorithm asks for it and the shape and
+// CPU allow it; Note [Winograd convolution] in conv.cpp).
+bool conv2d_winograd(const tensor::ConvShape& s, ConvKernel kernel);
+
 // What ConvLayout::automatic resolves to for this shape and kernel (never returns automatic).
 ConvLayout conv2d_layout(const tensor::ConvShape& s, ConvKernel kernel);
 
