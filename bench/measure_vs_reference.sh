@@ -2,7 +2,9 @@
 # Measures metafew bench and the PyTorch reference (../shared/peers/torch_meta.py, tuned as its README) back to
 # back for the rows of bench/results/speed.md. Run from anywhere; needs python3-torch and libopenblas0-openmp.
 # MATRIX=1: every cell of issue 6's table (6 algorithms x {5w1s, 20w1s} x {1, 2} threads) as a markdown table
-# (about 20 minutes); CELLS="algo:ways:threads ...": those cells only, as MATRIX; ONE_THREAD=1: the main rows at 1 thread; neither: the main rows.
+# (about 20 minutes); CELLS="algo:ways:threads ...": those cells only, as MATRIX; ONE_THREAD=1: the main rows at 1 thread;
+# IMAGES=1: issue 26's rows (ResNet-12 at 32x32x3 and 84x84x3, conv-4 at miniImageNet's shape; about 15 minutes,
+# REPEATS=3 timed iterations each, 1 warm-up); neither: the main rows.
 cd "$(dirname "$0")/.."
 BL=$(dirname "$(dpkg -L libopenblas0-openmp | grep '/libblas.so.3$' | head -1)")
 ref() { env MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=536870912 LD_LIBRARY_PATH=$BL /usr/bin/python3 ../shared/peers/torch_meta.py --mode bench "$@" --warmup 2 --timed 5 2>/dev/null | tail -1; }
@@ -23,8 +25,32 @@ cell() { # algo ways threads
   esac
   jq -rn --argjson m "$m" --argjson r "$r" --arg t "$(date +%H:%M:%S)" '"| \($m.algo) | \($m.ways)w | \($m.threads) | \($m.seconds_per_iter_median * 1000 | round / 1000) | \($r.seconds_per_meta_iter_median) | \($r.seconds_per_meta_iter_median / $m.seconds_per_iter_median * 100 | round / 100)x | \($m.bare_conv_gflops | round) | \($m.peak_rss_mb | round) | \($r.peak_rss_mb | round) | \($t) |"'
 }
+# One of issue 26's rows: metafew's flags and the reference's differ in the model's names only.
+# image_row algo threads queries meta_batch inner_steps inner_lr model image_size channels widths_or_filters
+image_row() {
+  local a=$1 t=$2 q=$3 mb=$4 st=$5 lr=$6 model=$7 size=$8 ch=$9 wf=${10} mflags rflags m r
+  if [ "$model" = resnet12 ]; then mflags="--model resnet12 --widths $wf"; rflags="--arch resnet12 --widths $wf"
+  else mflags="--filters $wf"; rflags="--filters $wf"; fi
+  m=$(./build/metafew bench --algo "$a" --threads "$t" --ways 5 --shots 1 --queries "$q" --meta-batch "$mb" \
+      --inner-steps "$st" --inner-lr "$lr" --image-size "$size" --channels "$ch" $mflags --warmup 1 \
+      --repeats "${REPEATS:-3}" --json 2>/dev/null)
+  r=$(env MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=536870912 \
+      LD_LIBRARY_PATH=$BL /usr/bin/python3 ../shared/peers/torch_meta.py --mode bench --algo "$a" --threads "$t" \
+      --ways 5 --shots 1 --queries "$q" --meta-batch "$mb" --inner-steps "$st" --inner-lr "$lr" --image-size "$size" \
+      --channels "$ch" $rflags --warmup 1 --timed "${REPEATS:-3}" 2>/dev/null | tail -1)
+  jq -rn --argjson m "$m" --argjson r "$r" --arg t "$(date +%H:%M:%S)" '"| \($m.algo) \($m.model) \($m.image_size)x\($m.image_size)x\($m.channels) mb \($m.meta_batch) steps \($m.inner_steps) | \($m.conv_algorithm) | \($m.threads) | \($m.seconds_per_iter_median * 1000 | round / 1000) | \($r.seconds_per_meta_iter_median) | \($r.seconds_per_meta_iter_median / $m.seconds_per_iter_median * 100 | round / 100)x | \($m.gflops | round) | \($m.bare_conv_gflops | round) | \($m.peak_fraction * 100 | round)% | \($m.peak_rss_mb | round) | \($r.peak_rss_mb | round) | \($t) |"'
+}
 uptime
-if [ -n "${CELLS:-}" ]; then  # chosen cells, e.g. CELLS="maml:20:1 metasgd:20:1" (algo:ways:threads)
+if [ "${IMAGES:-0}" = 1 ]; then
+  echo "| row | convolutions | threads | metafew s/iter | PyTorch s/iter | speed-up | metafew GFLOP/s | bare conv GFLOP/s | of bare conv | metafew RSS MB | PyTorch RSS MB | time |"
+  echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+  for t in 1 2; do
+    image_row protonet $t 15 1 1 0.4 resnet12 32 3 64,160,320,640
+    image_row maml $t 15 2 1 0.01 resnet12 32 3 64,160,320,640
+    image_row maml $t 15 4 5 0.01 conv4 84 3 32
+  done
+  for t in 1 2; do image_row protonet $t 15 1 1 0.4 resnet12 84 3 64,160,320,640; done
+elif [ -n "${CELLS:-}" ]; then  # chosen cells, e.g. CELLS="maml:20:1 metasgd:20:1" (algo:ways:threads)
   echo "| algo | task | threads | metafew s/iter | PyTorch s/iter | speed-up | bare conv GFLOP/s | metafew RSS MB | PyTorch RSS MB | time |"
   echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
   for c in $CELLS; do IFS=: read -r a w t <<<"$c"; cell "$a" "$w" "$t"; done

@@ -56,6 +56,11 @@ Stream batch_norm(const Stream& s, const Variable& gamma, const Variable& beta) 
   return {nq, ns};
 }
 
+Stream batch_norm_leaky_relu(const Stream& s, const Variable& gamma, const Variable& beta, double slope) {
+  if (s.paired()) return leaky_relu(batch_norm(s, gamma, beta), slope);
+  return {ops::batch_norm_leaky_relu(s.x, gamma, beta, kBnEps, slope), Variable()};
+}
+
 Stream conv_bn_pool_relu(const Stream& s, const Variable& w, const Variable& b, const Variable& gamma,
                          const Variable& beta, const ops::Conv2dParams& p, bool pool) {
   // Note [Pool before ReLU]: max-pooling commutes with ReLU (both monotone: max of relu = relu of max, and the

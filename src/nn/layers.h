@@ -30,6 +30,8 @@ Stream add(const Stream& a, const Stream& b);
 Stream max_pool2x2(const Stream& s);
 // Batch norm with the batch's own statistics, or the support batch's when the stream is paired.
 Stream batch_norm(const Stream& s, const Variable& gamma, const Variable& beta);
+// leaky_relu(batch_norm(s)): one op (ops::batch_norm_leaky_relu) when the stream is not paired.
+Stream batch_norm_leaky_relu(const Stream& s, const Variable& gamma, const Variable& beta, double slope);
 // conv -> batch norm -> 2x2 max-pool (when `pool`) -> ReLU: the one place where a block of this shape
 // reaches the fused kernels (Note [Batch norm and max-pool fused]); any backbone whose block has this form
 // gets them.

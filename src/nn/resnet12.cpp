@@ -53,8 +53,8 @@ class ResNet12 : public Backbone {
     Stream h = input;
     for (size_t b = 0; b < c_.widths.size(); ++b) {
       const Variable* q = p.data() + kPerBlock * b;
-      Stream y = leaky_relu(batch_norm(conv2d(h, q[0], same), q[1], q[2]), kSlope);
-      y = leaky_relu(batch_norm(conv2d(y, q[3], same), q[4], q[5]), kSlope);
+      Stream y = batch_norm_leaky_relu(conv2d(h, q[0], same), q[1], q[2], kSlope);
+      y = batch_norm_leaky_relu(conv2d(y, q[3], same), q[4], q[5], kSlope);
       y = batch_norm(conv2d(y, q[6], same), q[7], q[8]);
       const Stream shortcut = batch_norm(conv2d(h, q[9], pointwise), q[10], q[11]);
       h = max_pool2x2(leaky_relu(add(y, shortcut), kSlope));

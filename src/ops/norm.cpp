@@ -210,6 +210,18 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
                      MF_BACKWARD { return backward_with_ops(g, in, need, eps, mean_t, invstd_t); });
 }
 
+Variable batch_norm_leaky_relu(const Variable& x, const Variable& gamma, const Variable& beta, double eps,
+                               double slope) {
+  MF_CHECK(eps > 0, "batch_norm_leaky_relu: eps must be positive, got ", eps);
+  MF_CHECK(slope > 0, "batch_norm_leaky_relu: slope must be positive, got ", slope);
+  Tensor mean_t, invstd_t;
+  Tensor y = tensor::batch_norm(x.data(), gamma.data(), beta.data(), eps, &mean_t, &invstd_t, slope);
+  return make_result(y, "batch_norm_leaky_relu", {x, gamma, beta}, MF_BACKWARD {
+    // leaky_relu's rule reads its input's sign, which is the output's (slope > 0).
+    return backward_with_ops(leaky_relu_grad(g, out, slope), in, need, eps, mean_t, invstd_t);
+  });
+}
+
 // Note [Batch norm and max-pool fused] (tensor/kernels.h). The backward without create_graph (the query side
 // of MAML, every first-order method) is one fused kernel; with create_graph it is built from differentiable
 // ops, the batch-norm backward ops of the pooled gradient (Note [Pooled batch norm backward]), so every order

@@ -78,6 +78,11 @@ Variable pool_gather(const Variable& x, const Tensor& index, const Shape& output
 
 // ---- normalisation: batch statistics over (N, H, W), affine gamma and beta of C elements ----
 Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& beta, double eps = 1e-5);
+// leaky_relu(batch_norm(x, gamma, beta, eps), slope) as one op (slope > 0): the same values and derivatives of
+// every order, without keeping the normalised tensor (the backward reads the output, which is positive
+// exactly where the normalised value is).
+Variable batch_norm_leaky_relu(const Variable& x, const Variable& gamma, const Variable& beta, double eps,
+                               double slope);
 // max_pool2d(batch_norm(x, gamma, beta, eps), 2, 2) as one op (Note [Batch norm and max-pool fused]); with
 // relu, relu of it (the same values and derivatives as ops::relu after it, one pass fewer each way).
 Variable batch_norm_max_pool(const Variable& x, const Variable& gamma, const Variable& beta, double eps = 1e-5,

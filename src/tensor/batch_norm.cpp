@@ -18,7 +18,7 @@ namespace metafew::tensor {
 using namespace kernel_helpers;
 
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor* mean,
-                  Tensor* invstd) {
+                  Tensor* invstd, std::optional<double> leaky_slope) {
   MF_CHECK(x.dim() == 4 || x.dim() == 2, "batch_norm: expected NCHW or NC input, got ", to_string(x.shape()));
   const int64_t n = x.shape()[0], c = x.shape()[1], hw = x.dim() == 4 ? x.shape()[2] * x.shape()[3] : 1;
   MF_CHECK(gamma.numel() == c && beta.numel() == c, "batch_norm: gamma ", to_string(gamma.shape()), " and beta ",
@@ -41,11 +41,20 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
       // Named copies, not a structured binding: clang 14 cannot capture bindings into the simd region.
       const std::pair<T, T> affine = channel_affine(px, pg, pb, n, c, hw, ch, eps, pm, ps);
       const T scale = affine.first, shift = affine.second;
+      const T slope = static_cast<T>(leaky_slope.value_or(0.0));
       for (int64_t i = 0; i < n; ++i) {
         const T* p = px + (i * c + ch) * hw;
         T* q = py + (i * c + ch) * hw;
+        if (leaky_slope) {
 #pragma omp simd
-        for (int64_t j = 0; j < hw; ++j) q[j] = p[j] * scale + shift;
+          for (int64_t j = 0; j < hw; ++j) {
+            const T v = p[j] * scale + shift;
+            q[j] = v > T(0) ? v : slope * v;
+          }
+        } else {
+#pragma omp simd
+          for (int64_t j = 0; j < hw; ++j) q[j] = p[j] * scale + shift;
+        }
       }
     });
   });

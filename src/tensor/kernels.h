@@ -5,6 +5,7 @@
 // checks); inputs must share a dtype. Element-wise work is split across OpenMP threads when large enough and
 // not already inside a parallel region (ARCHITECTURE.md, decision 3); reductions run in a fixed order, so
 // results do not depend on the thread count.
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -51,9 +52,11 @@ Tensor log_softmax(const Tensor& x, int64_t axis);
 Tensor softmax(const Tensor& x, int64_t axis);
 
 // Batch norm over (N, H, W) of an NCHW tensor (or over N of an (N, C) one) with batch statistics:
-// y = (x - mean) / sqrt(var + eps) * gamma + beta, var biased. Returns y; mean and invstd if asked.
+// y = (x - mean) / sqrt(var + eps) * gamma + beta, var biased. Returns y; mean and invstd if asked. With a
+// leaky_slope, y goes through leaky_relu with that slope as it is written (unary leaky_relu's arithmetic:
+// the same numbers as the two kernels, without the normalised tensor).
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor* mean = nullptr,
-                  Tensor* invstd = nullptr);
+                  Tensor* invstd = nullptr, std::optional<double> leaky_slope = std::nullopt);
 
 // Batch norm backward in two passes, given the forward's per-channel mean and invstd (C elements):
 //   sums (2, C): row 0 = sum over (N, H, W) of g * xh, row 1 = sum of g, with xh = (x - mean) * invstd;
