@@ -61,6 +61,12 @@ Stream batch_norm_leaky_relu(const Stream& s, const Variable& gamma, const Varia
   return {ops::batch_norm_leaky_relu(s.x, gamma, beta, kBnEps, slope), Variable()};
 }
 
+Stream batch_norm_add_leaky_relu(const Stream& a, const Variable& ga, const Variable& ba, const Stream& b,
+                                 const Variable& gb, const Variable& bb, double slope) {
+  if (a.paired() || b.paired()) return leaky_relu(add(batch_norm(a, ga, ba), batch_norm(b, gb, bb)), slope);
+  return {ops::batch_norm_add_leaky_relu(a.x, ga, ba, b.x, gb, bb, kBnEps, slope), Variable()};
+}
+
 Stream conv_bn_pool_relu(const Stream& s, const Variable& w, const Variable& b, const Variable& gamma,
                          const Variable& beta, const ops::Conv2dParams& p, bool pool) {
   // Note [Pool before ReLU]: max-pooling commutes with ReLU (both monotone: max of relu = relu of max, and the

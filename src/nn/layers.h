@@ -32,6 +32,10 @@ Stream max_pool2x2(const Stream& s);
 Stream batch_norm(const Stream& s, const Variable& gamma, const Variable& beta);
 // leaky_relu(batch_norm(s)): one op (ops::batch_norm_leaky_relu) when the stream is not paired.
 Stream batch_norm_leaky_relu(const Stream& s, const Variable& gamma, const Variable& beta, double slope);
+// leaky_relu(batch_norm(a) + batch_norm(b)): one op (ops::batch_norm_add_leaky_relu) when neither stream is
+// paired.
+Stream batch_norm_add_leaky_relu(const Stream& a, const Variable& ga, const Variable& ba, const Stream& b,
+                                 const Variable& gb, const Variable& bb, double slope);
 // conv -> batch norm -> 2x2 max-pool (when `pool`) -> ReLU: the one place where a block of this shape
 // reaches the fused kernels (Note [Batch norm and max-pool fused]); any backbone whose block has this form
 // gets them.

@@ -55,9 +55,10 @@ class ResNet12 : public Backbone {
       const Variable* q = p.data() + kPerBlock * b;
       Stream y = batch_norm_leaky_relu(conv2d(h, q[0], same), q[1], q[2], kSlope);
       y = batch_norm_leaky_relu(conv2d(y, q[3], same), q[4], q[5], kSlope);
-      y = batch_norm(conv2d(y, q[6], same), q[7], q[8]);
-      const Stream shortcut = batch_norm(conv2d(h, q[9], pointwise), q[10], q[11]);
-      h = max_pool2x2(leaky_relu(add(y, shortcut), kSlope));
+      // The block's end, leaky_relu(bn3(conv3(y)) + bn(shortcut(h))), as one op: the graph keeps neither
+      // normalised tensor nor their sum.
+      h = max_pool2x2(batch_norm_add_leaky_relu(conv2d(y, q[6], same), q[7], q[8], conv2d(h, q[9], pointwise), q[10],
+                                                q[11], kSlope));
     }
     return spatial_mean(h);
   }

@@ -222,6 +222,31 @@ Variable batch_norm_leaky_relu(const Variable& x, const Variable& gamma, const V
   });
 }
 
+Variable batch_norm_add_leaky_relu(const Variable& a, const Variable& ga, const Variable& ba, const Variable& b,
+                                   const Variable& gb, const Variable& bb, double eps, double slope) {
+  MF_CHECK(eps > 0, "batch_norm_add_leaky_relu: eps must be positive, got ", eps);
+  MF_CHECK(slope > 0, "batch_norm_add_leaky_relu: slope must be positive, got ", slope);
+  MF_CHECK(a.shape() == b.shape(), "batch_norm_add_leaky_relu: the two branches differ: ", tensor::to_string(a.shape()),
+           " and ", tensor::to_string(b.shape()));
+  Tensor mean_a, invstd_a, mean_b, invstd_b;
+  // The composition's kernels, so the same numbers; the normalised tensors are freed here.
+  Tensor y = tensor::binary(tensor::BinaryOp::add,
+                            tensor::batch_norm(a.data(), ga.data(), ba.data(), eps, &mean_a, &invstd_a),
+                            tensor::batch_norm(b.data(), gb.data(), bb.data(), eps, &mean_b, &invstd_b));
+  y = tensor::unary(tensor::UnaryOp::leaky_relu, y, slope);
+  return make_result(y, "batch_norm_add_leaky_relu", {a, ga, ba, b, gb, bb}, MF_BACKWARD {
+    // leaky_relu's rule reads its input's sign, which is the output's (slope > 0); the sum passes the
+    // gradient to both branches.
+    const Variable gz = leaky_relu_grad(g, out, slope);
+    std::vector<Variable> grads = backward_with_ops(gz, {in[0], in[1], in[2]}, {need[0], need[1], need[2]}, eps,
+                                                    mean_a, invstd_a);
+    std::vector<Variable> other = backward_with_ops(gz, {in[3], in[4], in[5]}, {need[3], need[4], need[5]}, eps,
+                                                    mean_b, invstd_b);
+    grads.insert(grads.end(), other.begin(), other.end());
+    return grads;
+  });
+}
+
 // Note [Batch norm and max-pool fused] (tensor/kernels.h). The backward without create_graph (the query side
 // of MAML, every first-order method) is one fused kernel; with create_graph it is built from differentiable
 // ops, the batch-norm backward ops of the pooled gradient (Note [Pooled batch norm backward]), so every order

@@ -83,6 +83,11 @@ Variable batch_norm(const Variable& x, const Variable& gamma, const Variable& be
 // exactly where the normalised value is).
 Variable batch_norm_leaky_relu(const Variable& x, const Variable& gamma, const Variable& beta, double eps,
                                double slope);
+// leaky_relu(batch_norm(a, ga, ba, eps) + batch_norm(b, gb, bb, eps), slope) as one op (slope > 0): a
+// residual block's end. The same values and derivatives of every order as the composition; the graph keeps
+// a, b and the output only, not the two normalised tensors and their sum.
+Variable batch_norm_add_leaky_relu(const Variable& a, const Variable& ga, const Variable& ba, const Variable& b,
+                                   const Variable& gb, const Variable& bb, double eps, double slope);
 // max_pool2d(batch_norm(x, gamma, beta, eps), 2, 2) as one op (Note [Batch norm and max-pool fused]); with
 // relu, relu of it (the same values and derivatives as ops::relu after it, one pass fewer each way).
 Variable batch_norm_max_pool(const Variable& x, const Variable& gamma, const Variable& beta, double eps = 1e-5,

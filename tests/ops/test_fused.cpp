@@ -163,6 +163,49 @@ TEST_CASE("batch_norm_leaky_relu: the same bits as leaky_relu(batch_norm(x)), to
   CHECK_THROWS_AS(ops::batch_norm_leaky_relu(x, g, g, 1e-5, 0.0), Error);
 }
 
+TEST_CASE("batch_norm_add_leaky_relu: the same bits as leaky_relu(bn(a) + bn(b)), to the second derivative") {
+  for (DType dtype : {DType::f32, DType::f64}) {
+    std::mt19937 rng(1618u);
+    const Shape xs{4, 3, 5, 2};
+    Tensor a = random_tensor(xs, rng, -2.0, 3.0, dtype), b = random_tensor(xs, rng, -1.0, 2.0, dtype);
+    std::vector<Tensor> affine;
+    for (int i = 0; i < 4; ++i) affine.push_back(random_tensor({3}, rng, -1.5, 1.5, dtype));
+    Tensor u = random_tensor(xs, rng, -1.0, 1.0, dtype);
+    const double slope = 0.1, eps = 1e-5;
+    auto leaves = [&]() {
+      std::vector<Variable> v{Variable(a.clone(), true), Variable(affine[0].clone(), true),
+                              Variable(affine[1].clone(), true), Variable(b.clone(), true),
+                              Variable(affine[2].clone(), true), Variable(affine[3].clone(), true)};
+      return v;
+    };
+    const std::vector<Variable> f = leaves(), c = leaves();
+    auto fused = [&](const std::vector<Variable>& v) {
+      return ops::batch_norm_add_leaky_relu(v[0], v[1], v[2], v[3], v[4], v[5], eps, slope);
+    };
+    auto composed = [&](const std::vector<Variable>& v) {
+      return ops::leaky_relu(ops::add(ops::batch_norm(v[0], v[1], v[2], eps), ops::batch_norm(v[3], v[4], v[5], eps)),
+                             slope);
+    };
+    CHECK(tensor::max_abs_diff(fused(f).data(), composed(c).data()) == 0.0);
+    auto ga = autograd::grad({ops::sum(ops::mul(fused(f), Variable(u)))}, f);
+    auto gb = autograd::grad({ops::sum(ops::mul(composed(c), Variable(u)))}, c);
+    for (size_t i = 0; i < ga.size(); ++i) {
+      CAPTURE(i);
+      CHECK(tensor::max_abs_diff(ga[i].data(), gb[i].data()) == 0.0);
+    }
+    auto second = [&](const Variable& y, const std::vector<Variable>& v) {
+      auto g1 = autograd::grad({ops::sum(ops::mul(y, Variable(u)))}, {v[0], v[3]}, {}, {.create_graph = true});
+      return autograd::grad({ops::sum(ops::add(ops::mul(g1[0], g1[0]), ops::mul(g1[1], g1[1])))}, {v[1], v[4]});
+    };
+    auto sf = second(fused(f), f), sc = second(composed(c), c);
+    for (size_t i = 0; i < sf.size(); ++i) {
+      CAPTURE(i);
+      CHECK(tensor::max_abs_diff(sf[i].data(), sc[i].data()) == 0.0);
+      CHECK(tensor::max_abs(sf[i].data()) > 0.0);
+    }
+  }
+}
+
 TEST_CASE("batch_norm_max_pool rejects inputs without a 2x2 window") {
   Variable x(Tensor::zeros({2, 3, 1, 4}), true), g(Tensor::full({3}, 1.0)), b(Tensor::zeros({3}));
   CHECK_THROWS_WITH_AS(ops::batch_norm_max_pool(x, g, b), doctest::Contains("smaller than the 2x2 window"), Error);
