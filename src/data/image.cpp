@@ -136,6 +136,22 @@ void check_pnm_header(const uint8_t* bytes, size_t size, const std::string& name
   }
 }
 
+// Note [Claimed image size]: stb allocates and fills width x height pixels from the header before it finds
+// the data short, so a 64-byte BMP claiming 8198 x 13055 pixels cost 321 MB and 35 s under the sanitizers (a
+// timeout of fuzz_image). As for JPEG (Note [JPEG through libjpeg-turbo]), a header claiming more pixels than
+// its file can encode is damaged and refused before decoding: stb's BMP reader takes uncompressed data only,
+// at least 1 bit a pixel (8 pixels a byte); binary PGM/PPM at least a byte a pixel; PNG's deflate expands a
+// byte to at most 1032 (its longest match, 258 bytes, in 2 bits) and a raw byte holds at most 8 pixels (1-bit
+// grey). And the decoded pixels are bounded at 512 MB, as libjpeg's.
+void check_claimed_size(const uint8_t* bytes, size_t size, int w, int h, int64_t channels, const std::string& name) {
+  const double pixels = static_cast<double>(w) * static_cast<double>(h);
+  const double per_byte = is_png(bytes, size) ? 8.0 * 1032.0 : is_pnm(bytes, size) ? 1.0 : 8.0;
+  MF_CHECK(pixels <= per_byte * static_cast<double>(size), "decode_image: '", name, "' is damaged: its header claims ",
+           w, "x", h, " pixels, more than its ", size, " bytes can encode");
+  MF_CHECK(pixels * static_cast<double>(channels) <= static_cast<double>(size_t{512} << 20), "decode_image: '", name,
+           "' is too large: ", w, "x", h, " pixels at ", channels, " channels exceed 512 MB");
+}
+
 }  // namespace
 
 DecodedImage decode_image(const uint8_t* bytes, size_t size, int64_t channels, const std::string& name) {
@@ -147,6 +163,7 @@ DecodedImage decode_image(const uint8_t* bytes, size_t size, int64_t channels, c
   if (detail::is_jpeg(bytes, size)) return detail::decode_jpeg(bytes, size, channels, name);
   if (is_pnm(bytes, size)) check_pnm_header(bytes, size, name);
   int w = 0, h = 0, n = 0;
+  if (stbi_info_from_memory(bytes, static_cast<int>(size), &w, &h, &n)) check_claimed_size(bytes, size, w, h, channels, name);
   stbi_uc* px = stbi_load_from_memory(bytes, static_cast<int>(size), &w, &h, &n, static_cast<int>(channels));
   MF_CHECK(px != nullptr, "decode_image: cannot decode '", name, "' (", stbi_failure_reason(),
            "); expected a PNG, JPEG, BMP or PGM/PPM image");

@@ -125,5 +125,30 @@ TEST_CASE("data: a PGM header number too long for an int is refused before stb r
                        doctest::Contains("'bad.pgm' is damaged: its PGM/PPM height has 14 digits"), Error);
 }
 
+TEST_CASE("data: a header claiming more pixels than its file can encode is refused before decoding") {
+  // Note [Claimed image size]. fuzz_image's timeout: a 64-byte BMP claiming 8198 x 13055 pixels (its first
+  // byte is the harness's channel choice).
+  const std::vector<uint8_t> bomb = read_bytes(std::filesystem::path(METAFEW_SOURCE_DIR) /
+                                               "tests/fuzz/corpus/image/regression_bmp_claimed_size");
+  REQUIRE(bomb.size() == 65);
+  CHECK_THROWS_WITH_AS(data::decode_image(bomb.data() + 1, bomb.size() - 1, 3, "bomb.bmp"),
+                       doctest::Contains("'bomb.bmp' is damaged: its header claims 8198x13055 pixels, more than its "
+                                         "64 bytes can encode"),
+                       Error);
+  // A PGM's binary samples take a byte each: 2x2 pixels in 3 bytes of data cannot be.
+  const std::string short_pgm = "P5\n40 40\n255\n" + std::string(3, '\x07');
+  CHECK_THROWS_WITH_AS(
+      data::decode_image(reinterpret_cast<const uint8_t*>(short_pgm.data()), short_pgm.size(), 1, "short.pgm"),
+      doctest::Contains("claims 40x40 pixels, more than its 16 bytes can encode"), Error);
+  // The committed corpus images, whole, still decode.
+  for (const char* ok : {"bmp_rgb", "png_gray", "png_rgb", "pgm_gray", "ppm_rgb"}) {
+    CAPTURE(ok);
+    const std::vector<uint8_t> b =
+        read_bytes(std::filesystem::path(METAFEW_SOURCE_DIR) / "tests/fuzz/corpus/image" / ok);
+    REQUIRE(b.size() > 1);
+    CHECK_NOTHROW(data::decode_image(b.data() + 1, b.size() - 1, 3, ok));
+  }
+}
+
 }  // namespace
 }  // namespace metafew::testing
