@@ -38,21 +38,27 @@ std::vector<meta::Task> glyph_like_tasks(int n, uint64_t seed, int64_t channels 
   return tasks;
 }
 
-std::vector<Tensor> meta_grad_with_threads(const std::string& algo, int threads, int tasks) {
+// The mean meta-gradient of `tasks` for a model `mc` (its head sized for `algo`) at `threads`.
+std::vector<Tensor> meta_grad(nn::ModelConfig mc, const std::string& algo, int inner_steps, uint64_t init_seed,
+                              const std::vector<meta::Task>& tasks, int threads) {
   const int before = omp_get_max_threads();
   omp_set_num_threads(threads);
-  nn::ModelConfig mc;
-  mc.filters = 32;
   mc.outputs = meta::find_algorithm(algo).uses_head ? 5 : 0;
   meta::AlgoConfig ac;
   ac.algo = algo;
-  ac.inner_steps = 2;
-  core::Rng init(3);
+  ac.inner_steps = inner_steps;
+  core::Rng init(init_seed);
   auto a = meta::make_algorithm(nn::Model(mc), ac, init);
   std::vector<Tensor> mean;
-  meta::mean_meta_gradient(*a, glyph_like_tasks(tasks, 9), mean);
+  meta::mean_meta_gradient(*a, tasks, mean);
   omp_set_num_threads(before);
   return mean;
+}
+
+std::vector<Tensor> meta_grad_with_threads(const std::string& algo, int threads, int tasks) {
+  nn::ModelConfig mc;
+  mc.filters = 32;
+  return meta_grad(mc, algo, 2, 3, glyph_like_tasks(tasks, 9), threads);
 }
 
 bool bit_identical(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
@@ -78,24 +84,13 @@ TEST_CASE("determinism: meta-gradients are bit-identical with 1 and 2 threads") 
 // A small ResNet-12 on 3-channel 16x16 images with Winograd convolutions (the backbone's default), 7 queries
 // per class: large enough for the convolutions to be split over the threads (Note [Conv threads]).
 std::vector<Tensor> resnet_meta_grad_with_threads(const std::string& algo, int threads, int tasks) {
-  const int before = omp_get_max_threads();
-  omp_set_num_threads(threads);
   nn::ModelConfig mc;
   mc.arch = "resnet12";
   mc.in_channels = 3;
   mc.height = mc.width = 16;
   mc.widths = {16, 32, 32, 48};
   mc.conv_algorithm = tensor::ConvAlgorithm::winograd;
-  mc.outputs = meta::find_algorithm(algo).uses_head ? 5 : 0;
-  meta::AlgoConfig ac;
-  ac.algo = algo;
-  ac.inner_steps = 1;
-  core::Rng init(5);
-  auto a = meta::make_algorithm(nn::Model(mc), ac, init);
-  std::vector<Tensor> mean;
-  meta::mean_meta_gradient(*a, glyph_like_tasks(tasks, 11, 3, 16, 7), mean);
-  omp_set_num_threads(before);
-  return mean;
+  return meta_grad(mc, algo, 1, 5, glyph_like_tasks(tasks, 11, 3, 16, 7), threads);
 }
 
 TEST_CASE("determinism: ResNet-12 meta-gradients are bit-identical with 1, 2 and 3 threads") {
