@@ -82,9 +82,9 @@ namespace metafew::backend::dnnl_backend {
 // active parallel region, but its kernels size their work split at creation from omp_get_max_threads(), which
 // inside a region still reports the team size. A primitive created there for 2 threads and run on one hangs
 // in oneDNN 2.6.3 (seen in the "inside an OpenMP parallel region" test: one thread spinning inside
-// dnnl::impl::parallel for a partner that never comes). So (a) plans are keyed by the thread count they run
-// with (1 inside a region), and (b) while a one-thread plan is created and executed the calling thread's
-// nthreads ICV is set to 1 (OneThreadScope), so its primitives are built exactly as in a one-thread program:
+// dnnl::impl::parallel for a partner that never comes). So every plan is a one-thread plan (Note [Conv
+// threads]): while it is created and executed the calling thread's nthreads ICV is set to 1
+// (OneThreadScope), so its primitives are built exactly as in a one-thread program, inside a region or not:
 // a task gives the same numbers, bit for bit, whatever the outer thread count is.
 
 // Note [Weights cache]

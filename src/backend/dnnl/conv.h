@@ -7,12 +7,12 @@
 // is reordered at the boundary (Note [Conv layout] in conv.cpp says when that happens).
 //
 // Threading (ARCHITECTURE.md, decision 3): every thread keeps its own primitives, reorders, intermediate
-// buffers and scratchpad, created on first use of a (shape, kernel, bias, layout, thread count) and reused
-// afterwards, so steady-state calls allocate no buffers. Called inside an OpenMP parallel region a kernel
-// runs on the calling thread only; outside one it uses omp_get_max_threads() threads, except for very small
-// convolutions, which stay on the calling thread (Note [Conv threads] in conv.cpp). The kernels are safe to
-// call concurrently from different threads on different outputs. Results depend only on the inputs and on the
-// thread count a call runs with (one inside a region), never on timing.
+// buffers and scratchpad, created on first use of a (shape, kernel, bias, layout, blocked arguments) and reused
+// afterwards, so steady-state calls allocate no buffers. Every primitive runs on one thread. Called inside an
+// OpenMP parallel region a kernel runs on the calling thread only; outside one, a large call is cut into
+// pieces chosen from its shape alone and the pieces run on omp_get_max_threads() threads (Note [Conv threads]
+// in conv.cpp). The kernels are safe to call concurrently from different threads on different outputs.
+// Results depend only on the inputs, never on the thread count or on timing.
 //
 // Errors: a shape with !s.valid(), a null pointer, or a oneDNN failure throws metafew::Error naming the
 //         kernel
