@@ -3,14 +3,20 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 #include <string>
 
 #include "data/episode.h"
 #include "data/sinusoid.h"
 #include "io/config.h"
 #include "data/options.h"
+#include "io/safetensors.h"
 #include "io/settings.h"
 #include "meta/registry.h"
 #include "meta/trainer.h"
@@ -323,6 +329,84 @@ std::unique_ptr<meta::Algorithm> algorithm_from_checkpoint(const io::Checkpoint&
     algo->set_state(state);
   }
   return algo;
+}
+
+// Note [Initialising from a file]: --init-from starts a run from trained parameters: a safetensors file (metafew
+// export --format safetensors, or one a PyTorch user saved from the module the README shows), a metafew
+// checkpoint (a run's, an exported or an adapted one) or a run folder (its best, else its last). Parameters
+// are matched by name (Note [Exported parameter names] in export_cmd.cpp). The backbone is what is being
+// transferred, so each of its parameters must be in the file with the model's shape: a missing one or
+// another shape means another backbone or width, and is refused naming it. The rest (the head, Meta-SGD's
+// rates, ParamNet's predictor) is taken when the file has it with the same shape and otherwise keeps its
+// fresh initialisation, so a ProtoNets backbone can start a MAML run whose head it never had. Tensors the
+// model lacks are listed, not refused (a MAML export's head under ProtoNets). Values are checked finite, so a
+// run never starts from a diverged model. The file's format is told by its first bytes, not its name.
+std::string init_parameters_from(meta::Algorithm& algo, const std::string& path_or_run) {
+  std::error_code ec;
+  const std::string path = fs::is_directory(path_or_run, ec) ? resolve_checkpoint_path(path_or_run) : path_or_run;
+  const std::string ctx = "--init-from " + path + ": ";
+  MF_USAGE_CHECK(fs::is_regular_file(path, ec), ctx, "no such file");
+  unsigned char first[9] = {};
+  size_t got = 0;
+  if (std::FILE* f = std::fopen(path.c_str(), "rb")) {
+    got = std::fread(first, 1, sizeof(first), f);
+    std::fclose(f);
+  }
+  std::vector<io::NamedTensor> tensors;
+  std::string format;
+  if (got >= 8 && std::memcmp(first, "METAFEW", 8) == 0) {
+    const io::Checkpoint ck = io::load_checkpoint(path);
+    checkpoint_config(ck);  // a metafew model checkpoint, not some other file of the format
+    for (const io::NamedTensor& t : ck.tensors)
+      if (t.name.rfind("param/", 0) == 0) tensors.push_back({t.name.substr(6), t.tensor});
+    format = "metafew checkpoint";
+  } else if (io::looks_like_safetensors(first, got)) {
+    tensors = io::load_safetensors(path).tensors;
+    format = "safetensors";
+  } else {
+    throw Error(ctx + "is neither a safetensors file nor a metafew checkpoint", ErrorKind::usage);
+  }
+
+  std::map<std::string, const tensor::Tensor*> by_name;
+  for (const io::NamedTensor& t : tensors) by_name[t.name] = &t.tensor;
+  const auto& specs = algo.model().specs();
+  std::set<std::string> backbone;
+  for (size_t i = 0; i < algo.model().head_begin(); ++i) backbone.insert(specs[i].name);
+  const auto& names = algo.parameter_names();
+  std::vector<std::string> fresh;
+  int64_t loaded = 0;
+  for (size_t i = 0; i < names.size(); ++i) {
+    auto it = by_name.find(names[i]);
+    if (it == by_name.end()) {
+      MF_USAGE_CHECK(!backbone.count(names[i]), ctx, "holds no parameter ", names[i], " (a ",
+                     tensor::to_string(algo.parameters()[i].shape()), " tensor of this model's backbone); it has ",
+                     tensors.size(), " tensors, so it is another backbone or model settings (--model, --filters, "
+                     "--widths, --bn-scale)");
+      fresh.push_back(names[i]);
+      continue;
+    }
+    const tensor::Tensor& t = *it->second;
+    MF_USAGE_CHECK(t.dtype() == tensor::DType::f32, ctx, "parameter ", names[i], " is ", tensor::dtype_name(t.dtype()),
+                   "; metafew's parameters are f32 (convert it, e.g. tensor.float() in PyTorch)");
+    MF_USAGE_CHECK(t.shape() == algo.parameters()[i].shape(), ctx, "parameter ", names[i], " has shape ",
+                   tensor::to_string(t.shape()), ", this model's is ", tensor::to_string(algo.parameters()[i].shape()),
+                   " (another width, image size or number of ways?)");
+    const float* v = t.data<float>();
+    for (int64_t k = 0; k < t.numel(); ++k)
+      MF_USAGE_CHECK(std::isfinite(v[k]), ctx, "parameter ", names[i], " holds a non-finite value (", v[k],
+                     " at element ", k, "); the model it comes from had diverged");
+    algo.parameters()[i] = autograd::Variable(t.clone(), true);
+    by_name.erase(it);
+    ++loaded;
+  }
+  std::string report = detail::concat(loaded, " of ", names.size(), " parameters from ", path, " (", format, ")");
+  if (!fresh.empty()) report += "; fresh: " + core::join(fresh);
+  if (!by_name.empty()) {
+    std::vector<std::string> ignored;
+    for (const auto& [name, t] : by_name) ignored.push_back(name);
+    report += "; not in this model, ignored: " + core::join(ignored);
+  }
+  return report;
 }
 
 std::string resolve_checkpoint_path(const std::string& path) {

@@ -68,6 +68,12 @@ io::Checkpoint training_checkpoint(const json& cfg, const meta::Algorithm& algo,
                                    int64_t iteration, const json& extra);
 // Rebuilds the algorithm of a checkpoint (training or adapted) with its parameters.
 std::unique_ptr<meta::Algorithm> algorithm_from_checkpoint(const io::Checkpoint& ck);
+// Replaces algo's parameters with those of `path` (Note [Initialising from a file] in common.cpp): a
+// safetensors file, a metafew checkpoint or a run folder. Returns a one-line account of what was loaded,
+// what started fresh and what the file held that the model lacks. Throws a usage error naming the file and
+// the parameter when a backbone parameter is missing, or a name matches with another shape or dtype, or a
+// value is not finite.
+std::string init_parameters_from(meta::Algorithm& algo, const std::string& path);
 // The config stored in a checkpoint; throws naming the file when it is not a metafew model checkpoint.
 using io::checkpoint_config;
 // A checkpoint path from a file or a run folder (RUN/best when present, else RUN/last).

@@ -4,16 +4,71 @@
 #include <filesystem>
 
 #include "cli/common.h"
+#include "core/version.h"
+#include "io/safetensors.h"
 
 namespace metafew::cli {
 
+namespace {
+
+// Note [Exported parameter names]: a safetensors export holds the model's parameters and nothing else,
+// under the names metafew gives them (the backbone's "block1.conv.weight", ..., the head's "head.weight"
+// and "head.bias", Meta-SGD's per-parameter rates "lr.<name>", ParamNet's "paramnet.a" and "paramnet.s"),
+// which are the attribute paths of the PyTorch module the README shows, so load_state_dict takes them as
+// they are. Batch norm keeps no running statistics (metafew normalises with batch statistics in every
+// mode), so there are none to export. The optimizer state and Reptile's carried inner state stay behind:
+// they continue a run, which only the metafew format can do. The metadata (strings, by the format) name the
+// algorithm and model (backbone) and hold the resolved settings and the image preprocessing as JSON, so a reader
+// knows the input size, channels and polarity.
+int export_safetensors(const io::Checkpoint& ck, const std::string& path, const std::string& out, bool as_json) {
+  auto algo = algorithm_from_checkpoint(ck);  // validates the parameters (names, shapes, finite)
+  std::vector<io::NamedTensor> tensors;
+  for (size_t i = 0; i < algo->parameters().size(); ++i)
+    tensors.push_back({algo->parameter_names()[i], algo->parameters()[i].data()});
+  const json cfg = checkpoint_config(ck);
+  const std::map<std::string, std::string> metadata{
+      {"format", "pt"},
+      {"metafew_version", kVersion},
+      {"metafew_algo", cfg["algo"].get<std::string>()},
+      {"metafew_model", cfg["model"].get<std::string>()},
+      {"metafew_iteration", ck.header["iteration"].dump()},
+      {"metafew_config", cfg.dump()},
+      {"metafew_preprocessing", ck.header.value("preprocessing", json::object()).dump()}};
+  io::save_safetensors(out, tensors, metadata);
+  const io::SafetensorsFile back = io::load_safetensors(out);  // the written file reads back
+  MF_CHECK(back.tensors.size() == tensors.size(), "export: ", out, " read back with ", back.tensors.size(),
+           " tensors, ", tensors.size(), " were written");
+  const auto bytes = static_cast<int64_t>(std::filesystem::file_size(out));
+  if (as_json) {
+    std::printf("%s\n", json{{"checkpoint", path},
+                             {"out", out},
+                             {"format", "safetensors"},
+                             {"algo", cfg["algo"]},
+                             {"iteration", ck.header["iteration"]},
+                             {"tensors", tensors.size()},
+                             {"bytes", bytes}}
+                            .dump()
+                            .c_str());
+  } else {
+    std::printf("export: %s (iteration %s) -> %s, safetensors, %zu tensors, %lld bytes\n", path.c_str(),
+                ck.header["iteration"].dump().c_str(), out.c_str(), tensors.size(), static_cast<long long>(bytes));
+  }
+  return 0;
+}
+
+}  // namespace
+
 int run_export(int argc, char** argv) {
   cxxopts::Options opts("metafew export",
-                        "Write a meta-trained model without its optimizer state (about a third of the size): "
-                        "eval and adapt read it like the original; meta-train --resume refuses it.");
+                        "Write a meta-trained model without its optimizer state. --format metafew (about a third of "
+                        "the size): eval and adapt read it like the original; meta-train --resume refuses it. "
+                        "--format safetensors: the parameters under their names, for PyTorch and other tools "
+                        "(README, \"Weights in and out\"), and for meta-train --init-from.");
   opts.set_width(100);
   add_shared_flags(opts, {SharedFlag::checkpoint, SharedFlag::json_output});
-  opts.add_options()("out", "file to write", cxxopts::value<std::string>());
+  opts.add_options()("out", "file to write", cxxopts::value<std::string>())(
+      "format", "metafew or safetensors (default: safetensors when --out ends in .safetensors, else metafew)",
+      cxxopts::value<std::string>());
   cxxopts::ParseResult args = parse_options(opts, argc, argv, "export");
   if (args.count("help")) {
     std::printf("%s\n", opts.help().c_str());
@@ -32,6 +87,15 @@ int run_export(int argc, char** argv) {
   const auto parent = std::filesystem::absolute(out, ec).parent_path();
   MF_USAGE_CHECK(std::filesystem::is_directory(parent, ec), "export: the folder of --out ", out,
                  " does not exist");
+
+  std::string format = args.count("format") ? args["format"].as<std::string>() : "";
+  if (format.empty()) {
+    const std::string ext = ".safetensors";
+    format = out.size() >= ext.size() && out.compare(out.size() - ext.size(), ext.size(), ext) == 0 ? "safetensors"
+                                                                                                     : "metafew";
+  }
+  core::require_one_of("--format", format, {"metafew", "safetensors"});
+  if (format == "safetensors") return export_safetensors(ck, path, out, args.count("json") > 0);
 
   io::Checkpoint slim;
   slim.header = ck.header;

@@ -140,6 +140,8 @@ int run_meta_train(int argc, char** argv) {
   } else {
     core::Rng init(core::derive_key(seed, {0x696e6974ULL}));
     algo = meta::make_algorithm(nn::Model(nn::model_config(cfg, head_outputs(cfg))), meta::algo_config(cfg), init);
+    if (!cfg["init_from"].get<std::string>().empty())
+      std::fprintf(stderr, "meta-train: --init-from: %s\n", init_parameters_from(*algo, cfg["init_from"]).c_str());
   }
 
   io::RunDir& run = *run_holder;

@@ -20,6 +20,11 @@ std::vector<core::Setting> training_settings() {
       integer_setting("val_episodes", d.val_episodes, 1, 1e7, "episodes per validation"),
       integer_setting("checkpoint_every", d.checkpoint_every, 1, kMaxCount,
                       "iterations between checkpoints of RUN/last"),
+      core::text_setting("init_from", d.init_from,
+                         "start from the parameters of this file instead of a fresh initialisation: a safetensors "
+                         "file (metafew export, or PyTorch's by the same names), a metafew checkpoint or run "
+                         "folder; every backbone parameter must be there with its shape, the head and Meta-SGD's "
+                         "rates start fresh when absent"),
   };
 }
 
@@ -34,6 +39,7 @@ TrainOptions train_options(const nlohmann::json& cfg) {
   o.val_every = cfg["val_every"];
   o.val_episodes = cfg["val_episodes"];
   o.checkpoint_every = cfg["checkpoint_every"];
+  o.init_from = cfg["init_from"];
   return o;
 }
 

@@ -21,9 +21,13 @@ struct TrainOptions {
   int64_t seed = 1;
   int64_t threads = 0;      // OpenMP threads (0: all cores)
   int64_t log_every = 50, val_every = 500, val_episodes = 100, checkpoint_every = 500;
+  // A file whose parameters start a new run instead of a fresh initialisation (the front end loads it:
+  // Note [Initialising from a file] in cli/common.cpp); empty: none.
+  std::string init_from;
 };
 
-// iterations, meta_batch, eval_steps, seed, threads, log_every, val_every, val_episodes, checkpoint_every.
+// iterations, meta_batch, eval_steps, seed, threads, log_every, val_every, val_episodes, checkpoint_every,
+// init_from.
 std::vector<core::Setting> training_settings();
 TrainOptions train_options(const nlohmann::json& cfg);
 
