@@ -139,9 +139,20 @@ Queries collect_queries(const std::vector<std::string>& paths, const std::string
   return q;
 }
 
+constexpr const char* kTopKHelp =
+    "also list the K most probable classes of each image, and with labelled queries the top-K accuracy";
+
+// Note [Per-class results]: with labelled queries (class folders named as support classes) adapt and predict
+// report, besides the accuracy, each class's accuracy and the confusion matrix (rows: the true class,
+// columns: the predicted one, both in the support's class order), so a user sees which classes fail and what
+// they are taken for; --top-k K adds each image's K most probable classes and the top-K accuracy (ties
+// broken by the lower class index, as the label itself).
 int label_queries(const meta::Algorithm& algo, const meta::Adapted& adapted, const std::vector<std::string>& classes,
                   const Preprocess& pre, const std::vector<std::string>& query_paths, const std::string& bn,
-                  bool as_json, const std::string& out_file, const std::string& who) {
+                  int64_t top_k, bool as_json, const std::string& out_file, const std::string& who) {
+  const int64_t ways = static_cast<int64_t>(classes.size());
+  MF_USAGE_CHECK(top_k >= 1 && top_k <= ways, who, ": --top-k must be from 1 to ", ways,
+                 " (the number of support classes), got ", top_k);
   Queries q = collect_queries(query_paths, who);
   // Query class folders that name no support class cannot be scored: warned once each and left out of the
   // accuracy (they used to count as wrong without a word).
@@ -155,8 +166,10 @@ int label_queries(const meta::Algorithm& algo, const meta::Adapted& adapted, con
   tensor::Tensor logits = algo.predict_adapted(adapted, load_images(q.files, pre));
   const int64_t n = logits.shape()[0], c = logits.shape()[1];
   std::vector<double> l = logits.to_vector();
+  MF_CHECK(c == ways, who, ": the model gives ", c, " class scores for ", ways, " support classes");
   json preds = json::array();
-  int64_t known = 0, correct = 0;
+  int64_t known = 0, correct = 0, correct_top_k = 0;
+  std::vector<std::vector<int64_t>> confusion(static_cast<size_t>(c), std::vector<int64_t>(static_cast<size_t>(c), 0));
   std::string text;
   for (int64_t i = 0; i < n; ++i) {
     double mx = -INFINITY;
@@ -164,26 +177,64 @@ int label_queries(const meta::Algorithm& algo, const meta::Adapted& adapted, con
     double sum = 0;
     std::vector<double> p(static_cast<size_t>(c));
     for (int64_t k = 0; k < c; ++k) sum += p[k] = std::exp(l[i * c + k] - mx);
-    int64_t best = 0;
     json probs = json::object();
     for (int64_t k = 0; k < c; ++k) {
       p[k] /= sum;
       probs[classes[k]] = p[k];
-      if (p[k] > p[best]) best = k;
     }
+    std::vector<int64_t> order(static_cast<size_t>(c));
+    for (int64_t k = 0; k < c; ++k) order[k] = k;
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return p[a] > p[b]; });
+    const int64_t best = order[0];
     json row{{"file", q.files[i]}, {"label", classes[best]}, {"probabilities", probs}};
+    std::string line = detail::concat(printable(q.files[i]), "\t", printable(classes[best]), "\t", p[best]);
+    if (top_k > 1) {
+      json top = json::array();
+      for (int64_t r = 0; r < top_k; ++r) top.push_back({{"label", classes[order[r]]}, {"probability", p[order[r]]}});
+      row["top"] = top;
+      for (int64_t r = 1; r < top_k; ++r) line += detail::concat("\t", printable(classes[order[r]]), "\t", p[order[r]]);
+    }
     if (!q.true_class[i].empty() && !unmatched.count(q.true_class[i])) {
       row["true_label"] = q.true_class[i];
+      const int64_t truth = std::find(classes.begin(), classes.end(), q.true_class[i]) - classes.begin();
       ++known;
-      correct += q.true_class[i] == classes[best];
+      correct += truth == best;
+      correct_top_k += std::find(order.begin(), order.begin() + top_k, truth) != order.begin() + top_k;
+      ++confusion[truth][best];
     }
     preds.push_back(row);
-    text += detail::concat(printable(q.files[i]), "\t", printable(classes[best]), "\t", p[best], "\n");
+    text += line + "\n";
   }
   json result{{"predictions", preds},
               {"accuracy", known > 0 ? json(static_cast<double>(correct) / known) : json(nullptr)},
               {"bn", bn}};
-  if (known > 0) text += detail::concat("accuracy ", static_cast<double>(correct) / known, " (", correct, "/", known, ")\n");
+  if (known > 0) {
+    text += detail::concat("accuracy ", static_cast<double>(correct) / known, " (", correct, "/", known, ")\n");
+    if (top_k > 1) {
+      result["top_k"] = top_k;
+      result["top_k_accuracy"] = static_cast<double>(correct_top_k) / known;
+      text += detail::concat("top-", top_k, " accuracy ", static_cast<double>(correct_top_k) / known, " (",
+                             correct_top_k, "/", known, ")\n");
+    }
+    json per_class = json::object();
+    text += "per class (accuracy, correct/queries):\n";
+    for (int64_t t = 0; t < c; ++t) {
+      int64_t total = 0;
+      for (int64_t v : confusion[t]) total += v;
+      if (total == 0) continue;  // no labelled query of this class
+      const double acc = static_cast<double>(confusion[t][t]) / total;
+      per_class[classes[t]] = {{"accuracy", acc}, {"correct", confusion[t][t]}, {"queries", total}};
+      text += detail::concat("  ", printable(classes[t]), "\t", acc, "\t", confusion[t][t], "/", total, "\n");
+    }
+    result["per_class"] = per_class;
+    result["confusion"] = {{"classes", classes}, {"matrix", confusion}};
+    text += "confusion (rows: true class, columns: predicted, in the order above):\n";
+    for (int64_t t = 0; t < c; ++t) {
+      text += "  " + printable(classes[t]);
+      for (int64_t v : confusion[t]) text += detail::concat("\t", v);
+      text += "\n";
+    }
+  }
   const std::string rendered = as_json ? result.dump(2) + "\n" : text;
   if (!out_file.empty())
     io::write_file_atomic(out_file, rendered, who + " --out");
@@ -208,7 +259,7 @@ int run_adapt(int argc, char** argv) {
       "save-adapted", "write the adapted model to this file, for `metafew predict`", cxxopts::value<std::string>())(
       "out", "write the predictions to this file instead of stdout", cxxopts::value<std::string>())(
       "bn", kQueryBnHelp, cxxopts::value<std::string>()->default_value(kQueryBnDefault))(
-      "convert-channels", kConvertChannelsHelp);
+      "top-k", kTopKHelp, cxxopts::value<int64_t>()->default_value("1"))("convert-channels", kConvertChannelsHelp);
   auto args = parse_options(opts, argc, argv, "adapt");
   if (args.count("help")) {
     std::printf("%s\n", opts.help().c_str());
@@ -291,7 +342,8 @@ int run_adapt(int argc, char** argv) {
   }
   if (!args.count("query")) return 0;
   return label_queries(*algo, adapted, classes, pre, args["query"].as<std::vector<std::string>>(), bn,
-                       args.count("json") > 0, args.count("out") ? args["out"].as<std::string>() : "", "adapt");
+                       args["top-k"].as<int64_t>(), args.count("json") > 0,
+                       args.count("out") ? args["out"].as<std::string>() : "", "adapt");
 }
 
 int run_predict(int argc, char** argv) {
@@ -302,7 +354,7 @@ int run_predict(int argc, char** argv) {
       cxxopts::value<std::vector<std::string>>())("out", "write the predictions to this file",
                                                   cxxopts::value<std::string>())(
       "bn", std::string(kQueryBnHelp) + "; default: the mode adapt used", cxxopts::value<std::string>())(
-      "convert-channels", kConvertChannelsHelp);
+      "top-k", kTopKHelp, cxxopts::value<int64_t>()->default_value("1"))("convert-channels", kConvertChannelsHelp);
   add_shared_flags(opts, {SharedFlag::threads, SharedFlag::json_output});
   auto args = parse_options(opts, argc, argv, "predict");
   if (args.count("help")) {
@@ -331,7 +383,8 @@ int run_predict(int argc, char** argv) {
   Preprocess pre = preprocess_from(ck);
   pre.convert_channels = args.count("convert-channels") > 0;
   return label_queries(*algo, adapted, classes, pre, args["query"].as<std::vector<std::string>>(), bn,
-                       args.count("json") > 0, args.count("out") ? args["out"].as<std::string>() : "", "predict");
+                       args["top-k"].as<int64_t>(), args.count("json") > 0,
+                       args.count("out") ? args["out"].as<std::string>() : "", "predict");
 }
 
 }  // namespace metafew::cli

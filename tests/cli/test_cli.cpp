@@ -171,6 +171,67 @@ TEST_CASE("cli: adapt and predict label each query independently of the rest of 
 }
 
 
+TEST_CASE("cli: adapt and predict report per-class accuracy, the confusion matrix and top-k, consistent with the labels") {
+  TempDir tmp;
+  const fs::path run = tmp.path / "run";
+  Result train = metafew("meta-train " + small("--algo protonet --iterations 20 --val-every 20 --out ") + run.string(),
+                         tmp.path);
+  INFO(train.err);
+  REQUIRE(train.code == 0);
+  write_task_folders(tmp.path);
+  const std::string task =
+      " --support " + (tmp.path / "support").string() + " --query " + (tmp.path / "query").string();
+  const fs::path adapted = tmp.path / "adapted.mf";
+  Result ad = metafew("adapt --checkpoint " + run.string() + task + " --top-k 2 --json --save-adapted " +
+                          adapted.string(),
+                      tmp.path);
+  INFO(ad.err);
+  REQUIRE(ad.code == 0);
+  const json a = json::parse(ad.out);
+  const std::vector<std::string> classes = a["confusion"]["classes"];
+  REQUIRE(classes.size() == 5);
+  const json& matrix = a["confusion"]["matrix"];
+  // Recount everything from the per-image predictions.
+  std::map<std::pair<std::string, std::string>, int64_t> pairs;
+  int64_t correct = 0, top2 = 0;
+  for (const json& p : a["predictions"]) {
+    REQUIRE(p["top"].size() == 2);
+    CHECK(p["top"][0]["label"] == p["label"]);
+    CHECK(p["top"][0]["probability"].get<double>() >= p["top"][1]["probability"].get<double>());
+    CHECK(p["top"][1]["probability"] == p["probabilities"][p["top"][1]["label"].get<std::string>()]);
+    ++pairs[{p["true_label"], p["label"]}];
+    correct += p["true_label"] == p["label"];
+    top2 += p["true_label"] == p["top"][0]["label"] || p["true_label"] == p["top"][1]["label"];
+  }
+  for (size_t t = 0; t < 5; ++t) {
+    int64_t row = 0;
+    for (size_t k = 0; k < 5; ++k) {
+      CHECK(matrix[t][k] == pairs[{classes[t], classes[k]}]);
+      row += matrix[t][k].get<int64_t>();
+    }
+    CHECK(row == 3);  // 3 queries per class
+    const json& pc = a["per_class"][classes[t]];
+    CHECK(pc["queries"] == 3);
+    CHECK(pc["correct"] == matrix[t][t]);
+    CHECK(pc["accuracy"].get<double>() == doctest::Approx(matrix[t][t].get<double>() / 3));
+  }
+  CHECK(a["accuracy"].get<double>() == doctest::Approx(correct / 15.0));
+  CHECK(a["top_k"] == 2);
+  CHECK(a["top_k_accuracy"].get<double>() == doctest::Approx(top2 / 15.0));
+
+  // predict with the saved model: the same report; as text, the tables follow the accuracy line.
+  Result pr = metafew("predict --model " + adapted.string() + " --query " + (tmp.path / "query").string() + " --top-k 2",
+                      tmp.path);
+  INFO(pr.err);
+  REQUIRE(pr.code == 0);
+  CHECK(pr.out.find("top-2 accuracy " + detail::concat(a["top_k_accuracy"].get<double>())) != std::string::npos);
+  CHECK(pr.out.find("per class (accuracy, correct/queries):") != std::string::npos);
+  CHECK(pr.out.find("confusion (rows: true class") != std::string::npos);
+  Result bad = metafew("adapt --checkpoint " + run.string() + task + " --top-k 6", tmp.path);
+  CHECK(bad.code == 2);
+  CHECK(bad.err.find("--top-k must be from 1 to 5") != std::string::npos);
+}
+
 TEST_CASE("cli: eval --matching-attention overrides the run's attention; at 1 shot both predict alike") {
   TempDir tmp;
   const fs::path run = tmp.path / "run";
