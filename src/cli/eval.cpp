@@ -20,6 +20,8 @@ int run_eval(int argc, char** argv) {
   add_shared_flags(opts, {SharedFlag::checkpoint, SharedFlag::data, SharedFlag::threads, SharedFlag::json_output});
   opts.add_options()(
       "split", "split to evaluate on", cxxopts::value<std::string>()->default_value("test"))(
+      "split-file", "class splits from this file (default: the run's --split-file, else derived as in training)",
+      cxxopts::value<std::string>())(
       "ways", "classes per episode (default: the run's test ways)", cxxopts::value<int64_t>())(
       "shots", "shots per class (default: the run's test shots)", cxxopts::value<int64_t>())(
       "queries", "queries per class (default: the run's test queries)", cxxopts::value<int64_t>())(
@@ -72,6 +74,10 @@ int run_eval(int argc, char** argv) {
                    data::is_regression(cfg) ? "a regression dataset" : "an image dataset", "; this checkpoint is ",
                    model_regression ? "a regression (sinusoid) model" : "an image classifier");
   }
+  // The run's split file names the run's dataset's classes: another --data derives its own splits unless given
+  // a --split-file too.
+  if (args.count("data")) cfg["split_file"] = "";
+  if (args.count("split-file")) cfg["split_file"] = args["split-file"].as<std::string>();
   const bool regression = data::is_regression(cfg);
   const int64_t ways = args.count("ways") ? args["ways"].as<int64_t>() : cfg["test_ways"].get<int64_t>();
   const int64_t shots = args.count("shots") ? args["shots"].as<int64_t>() : cfg["test_shots"].get<int64_t>();

@@ -22,6 +22,10 @@ std::vector<core::Setting> data_settings() {
       core::integer_setting("channels", o.image.channels, 1, 3, "image channels (1 grayscale, 3 RGB)"),
       core::text_setting("train_split", d.train_split, "split to meta-train on"),
       core::text_setting("val_split", d.val_split, "split to validate on (empty: no validation)"),
+      core::text_setting("split_file", o.split_file,
+                         "read the class splits from this file ([split] headers, one class per line; `metafew data "
+                         "--write-split FILE` writes one) instead of deriving them; eval uses the run's unless given "
+                         "its own"),
   };
 }
 
@@ -42,6 +46,7 @@ OpenOptions open_options(const nlohmann::json& cfg) {
   o.image.channels = cfg["channels"];
   o.image.height = o.image.width = cfg["image_size"];
   o.cache_dir = cfg["cache_dir"];
+  o.split_file = cfg["split_file"];
   // split_seed keeps its default: the documented split seed of the built-in and Omniglot splits, independent
   // of --seed.
   return o;

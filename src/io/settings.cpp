@@ -211,7 +211,8 @@ json checkpoint_config(const io::Checkpoint& ck) {
   // Note [Settings added later]: a checkpoint written before a setting existed was trained with the behaviour
   // the setting's old value names, so it loads with that value: Reptile's fresh inner optimiser per task (and
   // no carried state), Matching Networks' cosine attention, conv4's flattened head input, LeCun head and
-  // learned batch-norm scale, the MAML family's inner loop over every parameter, and a fresh initialisation.
+  // learned batch-norm scale, the MAML family's inner loop over every parameter, a fresh initialisation and
+  // derived class splits.
   if (!cfg.contains("inner_state")) cfg["inner_state"] = "fresh";
   if (!cfg.contains("matching_attention")) cfg["matching_attention"] = "cosine";
   if (!cfg.contains("features")) cfg["features"] = "flatten";
@@ -221,6 +222,7 @@ json checkpoint_config(const io::Checkpoint& ck) {
   if (!cfg.contains("widths")) cfg["widths"] = nn::widths_name(nn::ModelConfig{}.widths);  // resnet12 came later
   if (!cfg.contains("conv_algorithm")) cfg["conv_algorithm"] = "direct";  // Winograd came later
   if (!cfg.contains("init_from")) cfg["init_from"] = "";                   // so did --init-from
+  if (!cfg.contains("split_file")) cfg["split_file"] = "";                 // and --split-file
   const std::string where = "checkpoint " + ck.source;
   io::validate_settings(cfg, where);
   // The header's own fields that size or index something (Note [One check for every source]).

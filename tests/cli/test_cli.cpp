@@ -232,6 +232,50 @@ TEST_CASE("cli: adapt and predict report per-class accuracy, the confusion matri
   CHECK(bad.err.find("--top-k must be from 1 to 5") != std::string::npos);
 }
 
+TEST_CASE("cli: --split-file gives meta-train and eval their class splits; eval takes the run's or its own") {
+  TempDir tmp;
+  // Splits the derived ones do not have: train on 100 glyph classes, validate on "mine", test on "other".
+  auto write_split = [&](const fs::path& file, const std::string& name, int first, int count) {
+    std::ofstream out(file, std::ios::app);
+    out << "[" << name << "]\n";
+    for (int c = first; c < first + count; ++c) {
+      char buf[16];
+      std::snprintf(buf, sizeof buf, "glyph%04d", c);
+      out << buf << "\n";
+    }
+  };
+  const fs::path split = tmp.path / "split.txt", other = tmp.path / "other.txt";
+  write_split(split, "train", 0, 100);
+  write_split(split, "mine", 100, 20);
+  write_split(other, "other", 200, 20);
+  const fs::path run = tmp.path / "run";
+  const std::string train_flags = "--algo protonet --iterations 4 --val-every 4 --val-split mine --out ";
+  Result no_file = metafew("meta-train " + small(train_flags) + run.string(), tmp.path);
+  CHECK(no_file.code == 2);
+  CHECK(no_file.err.find("mine") != std::string::npos);
+  Result train = metafew("meta-train " + small(train_flags) + run.string() + " --split-file " + split.string(), tmp.path);
+  INFO(train.err);
+  REQUIRE(train.code == 0);
+  CHECK(json::parse(slurp(run / "config.json"))["split_file"] == split.string());
+
+  Result ev = metafew("eval --checkpoint " + run.string() + " --split mine --episodes 5 --json", tmp.path);
+  INFO(ev.err);
+  REQUIRE(ev.code == 0);
+  CHECK(json::parse(ev.out)["split"] == "mine");
+  Result ev_test = metafew("eval --checkpoint " + run.string() + " --episodes 5", tmp.path);  // the file has no test
+  CHECK(ev_test.code == 2);
+  Result ev_other = metafew("eval --checkpoint " + run.string() + " --split other --episodes 5 --json --split-file " +
+                                other.string(),
+                            tmp.path);
+  INFO(ev_other.err);
+  REQUIRE(ev_other.code == 0);
+  Result missing = metafew("eval --checkpoint " + run.string() + " --split other --split-file " +
+                               (tmp.path / "none.txt").string(),
+                           tmp.path);
+  CHECK(missing.code == 2);
+  CHECK(missing.err.find("none.txt") != std::string::npos);
+}
+
 TEST_CASE("cli: eval --matching-attention overrides the run's attention; at 1 shot both predict alike") {
   TempDir tmp;
   const fs::path run = tmp.path / "run";
