@@ -96,7 +96,8 @@ train() {
 
 # evaluate ROW RUN PUBLISHED FLAGS...: exports the run's best checkpoint (chosen on validation, or its final
 # parameters where the protocol has no validation split) to $RESULTS/checkpoints/RUN.mfck, tests that file
-# and writes $RESULTS/ROW.json.
+# and writes $RESULTS/ROW.json (without eval's per-class counts, thousands of lines for a test split: they stay
+# in the run folder's eval-ROW.json).
 evaluate() {
   local row="$1" run="$2" published="$3"; shift 3
   local dir="$RUNS/$run"
@@ -124,7 +125,7 @@ evaluate() {
     --arg checkpoint "bench/results/omniglot/checkpoints/$run.mfck" \
     --argjson eval_seconds "$(echo "$end - $start" | bc)" \
     --slurpfile train "$dir/train.json" --slurpfile result "$dir/eval-$row.json" \
-    '{row: $row, published: $published, result: ($result[0] | del(.checkpoint, .data)), eval_command: $cmd,
+    '{row: $row, published: $published, result: ($result[0] | del(.checkpoint, .data, .per_class, .most_confused)), eval_command: $cmd,
       eval_seconds: $eval_seconds, training: $train[0], checkpoint: $checkpoint, machine: $machine,
       metafew: $version}' >"$RESULTS/$row.json"
   jq -r '"reproduce: \(.row): \(.result | tostring)"' "$RESULTS/$row.json" >&2

@@ -242,6 +242,7 @@ meta::Task to_task(const data::Episode& e, int64_t ways, uint64_t seed) {
   t.query_y = e.query_y;
   t.ways = ways;
   t.seed = seed;
+  t.class_names = e.class_names;
   return t;
 }
 

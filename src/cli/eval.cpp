@@ -2,8 +2,11 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <map>
+#include <mutex>
 
 #include "cli/common.h"
 #include "data/options.h"
@@ -11,6 +14,48 @@
 #include "meta/trainer.h"
 
 namespace metafew::cli {
+
+namespace {
+
+// Note [Per-class results in eval]: besides the mean accuracy, eval counts over every query of every episode
+// how often each dataset class (by name: "Greek/character05/rot90") is recognised, which classes it is taken
+// for, and whether the true class is among the K most probable (--top-k). Episodes run in parallel and are
+// counted under a lock; the counts are integers, so the totals do not depend on the order. With the same
+// number of queries per class in every episode, the correct queries over all queries equal the mean episode
+// accuracy. A confusion matrix over a test split's classes (thousands, each meeting a handful of the others)
+// would be mostly empty, so eval lists the most frequent confusions instead; adapt gives the full matrix of
+// its task.
+struct ClassTally {
+  std::mutex mutex;
+  std::map<std::string, std::pair<int64_t, int64_t>> per_class;  // name -> (correct, queries)
+  std::map<std::pair<std::string, std::string>, int64_t> confusions;  // (true, predicted) -> wrong queries
+  int64_t queries = 0, top_k_correct = 0;
+
+  void add(const meta::Task& t, const tensor::Tensor& outputs, int64_t top_k) {
+    const int64_t q = outputs.shape()[0], c = outputs.shape()[1];
+    const std::vector<double> l = outputs.to_vector();
+    const std::vector<double> y = t.query_y.to_vector();
+    std::lock_guard<std::mutex> lock(mutex);
+    for (int64_t i = 0; i < q; ++i) {
+      const auto truth = static_cast<int64_t>(y[i]);
+      const double* row = l.data() + i * c;
+      int64_t best = 0, rank = 0;  // rank: classes placed before the true one (ties: the lower index first)
+      for (int64_t k = 0; k < c; ++k) {
+        if (row[k] > row[best]) best = k;
+        rank += row[k] > row[truth] || (row[k] == row[truth] && k < truth);
+      }
+      const std::string& name = t.class_names[static_cast<size_t>(truth)];
+      auto& [correct, total] = per_class[name];
+      ++total;
+      correct += best == truth;
+      if (best != truth) ++confusions[{name, t.class_names[static_cast<size_t>(best)]}];
+      ++queries;
+      top_k_correct += rank < top_k;
+    }
+  }
+};
+
+}  // namespace
 
 int run_eval(int argc, char** argv) {
   cxxopts::Options opts("metafew eval",
@@ -28,6 +73,8 @@ int run_eval(int argc, char** argv) {
       "episodes", "test episodes", cxxopts::value<int64_t>()->default_value("600"))(
       "steps", "inner steps at test time (default: the run's eval_steps)", cxxopts::value<int64_t>())(
       "seed", "seed of the test episodes", cxxopts::value<uint64_t>()->default_value("0"))(
+      "top-k", "also report how often the true class is among the K most probable", 
+      cxxopts::value<int64_t>()->default_value("1"))(
       "bn",
       "test-time batch norm (default: the run's): transductive (the query batch's statistics), support (the "
       "support set's), nontransductive (support set + one query per forward pass: supervised-reptile's "
@@ -101,8 +148,15 @@ int run_eval(int argc, char** argv) {
   auto ds = open_data(cfg);
   const std::string split = args["split"].as<std::string>();
   TaskSource tasks = task_source(cfg, ds, split, regression ? 0 : ways, shots, queries, args["seed"].as<uint64_t>());
+  const int64_t top_k = args["top-k"].as<int64_t>();
+  MF_USAGE_CHECK(regression || (top_k >= 1 && top_k <= ways), "eval: --top-k must be from 1 to --ways (", ways,
+                 "), got ", top_k);
+  ClassTally tally;
+  meta::EpisodeObserver observe;
+  if (!regression)
+    observe = [&](int64_t, const meta::Task& t, const tensor::Tensor& outputs) { tally.add(t, outputs, top_k); };
   const auto t0 = std::chrono::steady_clock::now();
-  meta::EvalResult r = meta::evaluate(*algo, tasks, episodes, steps);
+  meta::EvalResult r = meta::evaluate(*algo, tasks, episodes, steps, {}, observe);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   json out{{"checkpoint", path},
            {"algo", cfg["algo"]},
@@ -120,6 +174,29 @@ int run_eval(int argc, char** argv) {
            {"std", r.stddev},
            {"seconds", secs}};
   if (regression) out["mse"] = -r.mean;
+  std::vector<std::pair<std::string, double>> class_accuracy;  // worst first
+  std::vector<std::pair<std::pair<std::string, std::string>, int64_t>> confused(tally.confusions.begin(),
+                                                                                 tally.confusions.end());
+  std::stable_sort(confused.begin(), confused.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  if (!regression) {
+    json per_class = json::object();
+    for (const auto& [name, counts] : tally.per_class) {
+      const double acc = static_cast<double>(counts.first) / counts.second;
+      per_class[name] = {{"accuracy", acc}, {"correct", counts.first}, {"queries", counts.second}};
+      class_accuracy.push_back({name, acc});
+    }
+    std::stable_sort(class_accuracy.begin(), class_accuracy.end(),
+                     [](const auto& a, const auto& b) { return a.second < b.second; });
+    out["per_class"] = per_class;
+    json most = json::array();
+    for (size_t i = 0; i < confused.size() && i < 20; ++i)
+      most.push_back({{"true", confused[i].first.first}, {"predicted", confused[i].first.second}, {"count", confused[i].second}});
+    out["most_confused"] = most;
+    if (top_k > 1) {
+      out["top_k"] = top_k;
+      out["top_k_accuracy"] = static_cast<double>(tally.top_k_correct) / static_cast<double>(tally.queries);
+    }
+  }
   if (meta::find_algorithm(cfg["algo"]).reads("matching_attention")) out["matching_attention"] = cfg["matching_attention"];
   if (args.count("json")) {
     std::printf("%s\n", out.dump().c_str());
@@ -139,6 +216,22 @@ int run_eval(int argc, char** argv) {
                   cfg["algo"].get<std::string>().c_str(), split.c_str(), static_cast<long long>(ways),
                   static_cast<long long>(shots), static_cast<long long>(episodes), static_cast<long long>(steps),
                   cfg["bn"].get<std::string>().c_str(), value, interval.c_str());
+    if (!regression) {
+      if (top_k > 1)
+        std::printf("top-%lld accuracy %.2f%%\n", static_cast<long long>(top_k),
+                    100.0 * static_cast<double>(tally.top_k_correct) / static_cast<double>(tally.queries));
+      std::printf("%zu classes met; the least recognised:", class_accuracy.size());
+      for (size_t i = 0; i < class_accuracy.size() && i < 5; ++i)
+        std::printf("%s %s %.1f%%", i ? "," : "", class_accuracy[i].first.c_str(), 100 * class_accuracy[i].second);
+      std::printf("\n");
+      if (!confused.empty()) {
+        std::printf("most confused (true -> predicted, queries):");
+        for (size_t i = 0; i < confused.size() && i < 5; ++i)
+          std::printf("%s %s -> %s %lld", i ? "," : "", confused[i].first.first.c_str(),
+                      confused[i].first.second.c_str(), static_cast<long long>(confused[i].second));
+        std::printf("\n");
+      }
+    }
   }
   return 0;
 }

@@ -132,7 +132,7 @@ EvalResult summarize(const std::vector<double>& scores) {
 }
 
 EvalResult evaluate(const Algorithm& algo, const std::function<Task(uint64_t)>& task_at, int64_t episodes,
-                    int64_t steps, const std::function<bool()>& stop) {
+                    int64_t steps, const std::function<bool()>& stop, const EpisodeObserver& observe) {
   MF_CHECK(episodes > 0, "evaluate: the number of episodes must be positive, got ", episodes);
   std::vector<double> scores(static_cast<size_t>(episodes));
   std::atomic<bool> cancelled{false};
@@ -142,7 +142,9 @@ EvalResult evaluate(const Algorithm& algo, const std::function<Task(uint64_t)>& 
       return;
     }
     Task t = task_at(static_cast<uint64_t>(i));
-    scores[static_cast<size_t>(i)] = Algorithm::score(algo.predict(t, steps), t.query_y, t.regression());
+    const Tensor outputs = algo.predict(t, steps);
+    scores[static_cast<size_t>(i)] = Algorithm::score(outputs, t.query_y, t.regression());
+    if (observe) observe(i, t, outputs);
   });
   EvalResult r = summarize(scores);
   r.cancelled = cancelled.load();

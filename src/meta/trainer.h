@@ -45,8 +45,10 @@ struct EvalResult {
 // reports the mean score with its 95% interval. Episodes run in parallel; the result does not depend on it.
 // `stop` (optional) is polled before each episode; once it returns true the remaining episodes are skipped
 // and the result has `cancelled` set (its figures are then of a partial run and must not be used).
+// `observe` (optional) sees each episode's task and outputs, from the thread that ran it, in no fixed order.
+using EpisodeObserver = std::function<void(int64_t episode, const Task& task, const Tensor& outputs)>;
 EvalResult evaluate(const Algorithm& algo, const std::function<Task(uint64_t)>& task_at, int64_t episodes,
-                    int64_t steps, const std::function<bool()>& stop = {});
+                    int64_t steps, const std::function<bool()>& stop = {}, const EpisodeObserver& observe = {});
 
 // mean and 95% interval of a list of scores.
 EvalResult summarize(const std::vector<double>& scores);

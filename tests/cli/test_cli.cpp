@@ -171,7 +171,7 @@ TEST_CASE("cli: adapt and predict label each query independently of the rest of 
 }
 
 
-TEST_CASE("cli: adapt and predict report per-class accuracy, the confusion matrix and top-k, consistent with the labels") {
+TEST_CASE("cli: adapt, predict and eval report per-class accuracy, confusions and top-k, consistent with the labels") {
   TempDir tmp;
   const fs::path run = tmp.path / "run";
   Result train = metafew("meta-train " + small("--algo protonet --iterations 20 --val-every 20 --out ") + run.string(),
@@ -230,6 +230,39 @@ TEST_CASE("cli: adapt and predict report per-class accuracy, the confusion matri
   Result bad = metafew("adapt --checkpoint " + run.string() + task + " --top-k 6", tmp.path);
   CHECK(bad.code == 2);
   CHECK(bad.err.find("--top-k must be from 1 to 5") != std::string::npos);
+
+  // eval: per dataset class over all episodes, the same counts at 1 and 2 threads, summing to the accuracy.
+  json by_threads[2];
+  for (int threads : {1, 2}) {
+    Result ev = metafew("eval --checkpoint " + run.string() + " --episodes 30 --queries 4 --top-k 2 --json --threads " +
+                            std::to_string(threads),
+                        tmp.path);
+    INFO(ev.err);
+    REQUIRE(ev.code == 0);
+    by_threads[threads - 1] = json::parse(ev.out);
+  }
+  const json& e = by_threads[1];
+  CHECK(e["per_class"] == by_threads[0]["per_class"]);
+  CHECK(e["most_confused"] == by_threads[0]["most_confused"]);
+  int64_t queries = 0, right = 0, wrong_listed = 0;
+  for (const auto& [name, pc] : e["per_class"].items()) {
+    CHECK(name.rfind("glyph", 0) == 0);
+    queries += pc["queries"].get<int64_t>();
+    right += pc["correct"].get<int64_t>();
+  }
+  for (const json& m : e["most_confused"]) {
+    CHECK(m["true"] != m["predicted"]);
+    wrong_listed += m["count"].get<int64_t>();
+  }
+  CHECK(queries == 30 * 5 * 4);
+  CHECK(e["accuracy"].get<double>() == doctest::Approx(static_cast<double>(right) / queries).epsilon(1e-12));
+  CHECK(wrong_listed <= queries - right);
+  CHECK(e["top_k_accuracy"].get<double>() >= e["accuracy"].get<double>());
+  Result ev_text = metafew("eval --checkpoint " + run.string() + " --episodes 5 --top-k 3", tmp.path);
+  REQUIRE(ev_text.code == 0);
+  CHECK(ev_text.out.find("top-3 accuracy") != std::string::npos);
+  CHECK(ev_text.out.find("classes met; the least recognised:") != std::string::npos);
+  CHECK(metafew("eval --checkpoint " + run.string() + " --episodes 5 --top-k 0", tmp.path).code == 2);
 }
 
 TEST_CASE("cli: --split-file gives meta-train and eval their class splits; eval takes the run's or its own") {
