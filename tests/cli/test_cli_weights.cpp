@@ -52,8 +52,10 @@ TEST_CASE("cli: export --format safetensors is read by an independent parser; --
   REQUIRE(parsed["tensors"].size() == params.size());
   CHECK(parsed["tensors"]["block1.conv.weight"]["shape"] == json::array({16, 1, 3, 3}));
   CHECK(parsed["tensors"]["head.weight"]["shape"] == json::array({5, 16}));
-  for (const auto& [name, t] : params) {
-    INFO(name);
+  for (const auto& entry : params) {
+    const std::string& name = entry.first;
+    const tensor::Tensor& t = entry.second;
+    INFO(name);  // (clang 14 cannot capture a structured binding in INFO's lambda)
     REQUIRE(parsed["tensors"].contains(name));
     const json& p = parsed["tensors"][name];
     CHECK(p["dtype"] == "F32");
