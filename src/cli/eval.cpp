@@ -4,12 +4,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <cstdio>
 #include <map>
 #include <mutex>
 
 #include "cli/common.h"
 #include "data/options.h"
+#include "io/run_dir.h"
 #include "meta/registry.h"
 #include "meta/trainer.h"
 
@@ -55,6 +57,27 @@ struct ClassTally {
   }
 };
 
+// Note [Recorded evaluations]: an evaluation of a checkpoint inside a run folder (one holding config.json
+// and metrics.jsonl) is appended, as one JSON line, to that folder's evals.jsonl, so `metafew report` can
+// show it beside the run's curves without the user saving eval's output. The line is eval's --json object
+// plus every confusion (eval's output lists the 20 most frequent) and the checkpoint's iteration. It is
+// written with one append of a whole line, so two evaluations of one run at once do not interleave; a
+// folder that cannot be written (a read-only copy) gets a warning, and the evaluation's output is
+// unaffected. --no-record skips it. A new run in the folder (meta-train without --resume) removes the file
+// with the rest of the previous run.
+void record_eval(const std::string& checkpoint, const json& record) {
+  namespace fs = std::filesystem;
+  const fs::path folder = fs::path(checkpoint).parent_path().empty() ? fs::path(".") : fs::path(checkpoint).parent_path();
+  std::error_code ec;
+  if (!fs::is_regular_file(folder / "config.json", ec) || !fs::is_regular_file(folder / "metrics.jsonl", ec)) return;
+  const std::string target = (folder / "evals.jsonl").string();
+  try {
+    io::append_line(target, record.dump(-1, ' ', false, json::error_handler_t::replace));
+  } catch (const Error& e) {
+    std::fprintf(stderr, "warning: eval: not recorded for metafew report (%s)\n", e.what());
+  }
+}
+
 }  // namespace
 
 int run_eval(int argc, char** argv) {
@@ -83,7 +106,8 @@ int run_eval(int argc, char** argv) {
       "matching-attention",
       "Matching Networks: test-time attention (default: the run's): cosine or supnorm (at 1 shot both "
       "predict the same labels)",
-      cxxopts::value<std::string>());
+      cxxopts::value<std::string>())(
+      "no-record", "do not append this evaluation to the run folder's evals.jsonl (read by metafew report)");
   cxxopts::ParseResult args = parse_options(opts, argc, argv, "eval");
   if (args.count("help")) {
     std::printf("%s\n", opts.help().c_str());
@@ -198,6 +222,14 @@ int run_eval(int argc, char** argv) {
     }
   }
   if (meta::find_algorithm(cfg["algo"]).reads("matching_attention")) out["matching_attention"] = cfg["matching_attention"];
+  if (!args.count("no-record")) {
+    json record = out;
+    json all = json::array();  // every confusion, for the report's matrix (stdout keeps the top 20)
+    for (const auto& [pair, count] : confused) all.push_back({pair.first, pair.second, count});
+    if (!regression) record["confusions"] = all;
+    record["checkpoint_iteration"] = ck.header.value("iteration", json(nullptr));
+    record_eval(path, record);
+  }
   if (args.count("json")) {
     std::printf("%s\n", out.dump().c_str());
   } else {

@@ -1,4 +1,4 @@
-// metafew entry point: dispatches the subcommands (meta-train, eval, adapt, predict, export, bench, data, demo)
+// metafew entry point: dispatches the subcommands (meta-train, eval, adapt, predict, export, report, bench, data, demo)
 // and --version / --help.
 #include <omp.h>
 
@@ -15,6 +15,7 @@
 #include "cli/eval.h"
 #include "cli/export_cmd.h"
 #include "cli/meta_train.h"
+#include "cli/report.h"
 #include "core/error.h"
 #include "core/version.h"
 
@@ -29,6 +30,7 @@ void print_usage(FILE* to) {
                "  adapt       adapt a checkpoint to a new task from image folders and label query images\n"
                "  predict     label images with a model saved by adapt --save-adapted\n"
                "  export      a trained model without its optimizer state (smaller, for sharing)\n"
+               "  report      an HTML page of runs: curves overlaid, settings side by side, evaluations\n"
                "  bench       measured speed: seconds per meta-iteration, GFLOP/s, share of peak, memory\n"
                "  demo        second-order MAML on sinusoid regression: a smoke demo of the engine\n"
                "  data        show a dataset's layout, splits, counts and cache (--data PATH|builtin:glyphs)\n\n"
@@ -64,6 +66,7 @@ int main(int argc, char** argv) {
     if (cmd == "adapt") return metafew::cli::run_adapt(argc - 1, argv + 1);
     if (cmd == "predict") return metafew::cli::run_predict(argc - 1, argv + 1);
     if (cmd == "export") return metafew::cli::run_export(argc - 1, argv + 1);
+    if (cmd == "report") return metafew::cli::run_report(argc - 1, argv + 1);
     if (cmd == "bench") return metafew::cli::run_bench(argc - 1, argv + 1);
     if (cmd == "demo") return metafew::cli::run_demo(argc - 1, argv + 1);
     if (cmd == "data") return metafew::cli::run_data(argc - 1, argv + 1);

@@ -170,19 +170,37 @@ void RunDir::write_json(const std::string& name, const nlohmann::json& j) const 
   write_file_atomic(file(name), text, "run directory " + path_);
 }
 
-void RunDir::append_metrics(const nlohmann::json& line) const {
-  const std::string text = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
-  const std::string target = file("metrics.jsonl");
-  std::unique_ptr<std::FILE, FileCloser> f(std::fopen(target.c_str(), "ab"));
-  if (!f) {
+void append_line(const std::string& path, const std::string& line) {
+  const std::string text = line + "\n";
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
     const int err = errno;
-    throw Error(metafew::detail::concat("run directory ", path_, ": cannot open ", target,
-                                        " for appending: ", os_error(err)));
+    throw Error(metafew::detail::concat("cannot open ", path, " for appending: ", os_error(err)));
   }
-  if (std::fwrite(text.data(), 1, text.size(), f.get()) != text.size() || std::fflush(f.get()) != 0) {
+  // One write() of the whole line: with O_APPEND the kernel places it at the end in one piece, so lines of
+  // two writers do not interleave (a regular file on a local file system takes it whole).
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = errno;
+      ::close(fd);
+      throw Error(metafew::detail::concat("cannot append to ", path, ": ", os_error(err)));
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::close(fd) != 0) {
     const int err = errno;
-    throw Error(
-        metafew::detail::concat("run directory ", path_, ": cannot append to ", target, ": ", os_error(err)));
+    throw Error(metafew::detail::concat("cannot append to ", path, ": ", os_error(err)));
+  }
+}
+
+void RunDir::append_metrics(const nlohmann::json& line) const {
+  try {
+    append_line(file("metrics.jsonl"), line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  } catch (const Error& e) {
+    throw Error(metafew::detail::concat("run directory ", path_, ": ", e.what()));
   }
 }
 
@@ -243,7 +261,7 @@ bool RunDir::holds_run() const {
 
 void RunDir::clear_run() const {
   MF_CHECK(lock_ != nullptr, "run directory ", path_, ": clear_run without the lock");
-  for (const char* name : {"config.json", "metrics.jsonl", "last", "best"}) {
+  for (const char* name : {"config.json", "metrics.jsonl", "last", "best", "evals.jsonl"}) {
     std::error_code ec;
     fs::remove(fs::path(path_) / name, ec);
     MF_CHECK(!ec, "run directory ", path_, ": cannot remove ", name, ": ", ec.message());

@@ -55,6 +55,10 @@ class AtomicFile {
 // Writes `bytes` to `path` through an AtomicFile.
 void write_file_atomic(const std::string& path, std::string_view bytes, const std::string& context);
 
+// Appends `line` and a newline to `path` (created when missing) with one O_APPEND write, so concurrent
+// appenders never interleave within a line. Throws metafew::Error naming the file.
+void append_line(const std::string& path, const std::string& line);
+
 // A folder that holds one run: config.json (the resolved config), metrics.jsonl (one JSON object per line),
 // checkpoints (`last`, `best`) and whatever else the command writes through file().
 class RunDir {
