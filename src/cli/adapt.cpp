@@ -78,13 +78,81 @@ std::string printable(const std::string& s) {
   return out;
 }
 
-std::vector<std::string> image_files_in(const fs::path& dir) {
+// What the folders of a task held besides images: warned about in one line (Note [Skipped files]).
+struct Skipped {
+  std::map<std::string, int64_t> by_kind;  // ".webp" -> 3, "folder" -> 1
+  void add(const fs::directory_entry& e) {
+    const std::string name = e.path().filename().string();
+    if (!name.empty() && name[0] == '.') return;  // hidden files (.DS_Store): never images, never news
+    if (e.is_directory()) {
+      ++by_kind["folders inside class folders"];
+    } else {
+      std::string ext = e.path().extension().string();
+      std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+      ++by_kind[ext.empty() ? "without an extension" : ext];
+    }
+  }
+  void warn(const std::string& who, const std::string& where) const {
+    if (by_kind.empty()) return;
+    int64_t total = 0;
+    std::string kinds;
+    for (const auto& [kind, n] : by_kind) {
+      total += n;
+      kinds += detail::concat(kinds.empty() ? "" : ", ", n, " ", kind);
+    }
+    std::fprintf(stderr,
+                 "%s: warning: %lld entries of the %s were skipped (%s); images are read from .png, .jpg, .jpeg, "
+                 ".bmp, .pgm and .ppm files directly inside each class folder\n",
+                 who.c_str(), static_cast<long long>(total), where.c_str(), kinds.c_str());
+  }
+};
+
+std::vector<std::string> image_files_in(const fs::path& dir, Skipped* skipped) {
   std::vector<std::string> files;
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.is_regular_file() && data::has_image_extension(e.path().filename().string())) files.push_back(e.path().string());
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.is_regular_file() && data::has_image_extension(e.path().filename().string()))
+      files.push_back(e.path().string());
+    else if (skipped)
+      skipped->add(e);
+  }
   std::sort(files.begin(), files.end());
   return files;
 }
+
+// Note [Polarity]: Omniglot's files are dark strokes on white; metafew inverts them when it reads the
+// Omniglot layout, so its models see light strokes on dark, and a user's drawing must be inverted the same
+// way (adapt does, from the checkpoint's preprocessing.invert) unless it is light on dark already. The
+// checkpoint records the mean brightness of the training images as the model saw them (preprocessing.mean);
+// when the support set's mean lies on the other side of one half, far from it, adapt warns and names the
+// --invert value that would bring the images to the model's polarity. --invert yes|no overrides the record.
+void warn_polarity(const io::Checkpoint& ck, const tensor::Tensor& support, bool invert, const std::string& who) {
+  const json& p = ck.header.value("preprocessing", json::object());
+  if (!p.contains("mean") || !p["mean"].is_number() || support.numel() == 0) return;
+  const double trained = p["mean"];
+  const std::vector<double> v = support.to_vector();
+  double mean = 0;
+  for (double x : v) mean += x;
+  mean /= static_cast<double>(v.size());
+  if ((trained < 0.5) == (mean < 0.5) || std::abs(trained - mean) < 0.3) return;
+  std::fprintf(stderr,
+               "%s: warning: after preprocessing%s the support images are mostly %s (mean brightness %.2f) but the "
+               "model was trained on mostly %s images (mean %.2f); if the images are drawn the other way round "
+               "from the training data, pass --invert %s\n",
+               who.c_str(), invert ? " (inverted, as the model's training images were)" : "",
+               mean < 0.5 ? "dark" : "light", mean, trained < 0.5 ? "dark" : "light", trained, invert ? "no" : "yes");
+}
+
+// --invert yes|no, else the checkpoint's record.
+void apply_invert_flag(Preprocess& pre, const cxxopts::ParseResult& args, const std::string& who) {
+  if (!args.count("invert")) return;
+  const std::string v = args["invert"].as<std::string>();
+  MF_USAGE_CHECK(v == "yes" || v == "no", who, ": --invert must be yes or no, got '", v, "'");
+  pre.invert = v == "yes";
+}
+
+constexpr const char* kInvertHelp =
+    "invert the images (v -> 1 - v) before the model sees them: yes or no (default: as the model's training "
+    "images were; Omniglot models invert, so that dark strokes on white become light on dark)";
 
 tensor::Tensor load_images(const std::vector<std::string>& files, const Preprocess& pre) {
   const int64_t n = static_cast<int64_t>(files.size());
@@ -116,18 +184,21 @@ Queries collect_queries(const std::vector<std::string>& paths, const std::string
     MF_USAGE_CHECK(fs::exists(p, ec), who, ": query path ", p, " does not exist");
     if (fs::is_directory(p, ec)) {
       std::vector<fs::path> subdirs;
+      Skipped skipped;
       for (const auto& e : fs::directory_iterator(p))
         if (e.is_directory()) subdirs.push_back(e.path());
+        else if (!(e.is_regular_file() && data::has_image_extension(e.path().filename().string()))) skipped.add(e);
       std::sort(subdirs.begin(), subdirs.end());
-      for (const std::string& f : image_files_in(p)) {
+      for (const std::string& f : image_files_in(p, nullptr)) {
         q.files.push_back(f);
         q.true_class.push_back("");
       }
       for (const auto& d : subdirs)
-        for (const std::string& f : image_files_in(d)) {
+        for (const std::string& f : image_files_in(d, &skipped)) {
           q.files.push_back(f);
           q.true_class.push_back(d.filename().string());
         }
+      skipped.warn(who, "query folder " + p);
     } else {
       MF_USAGE_CHECK(data::has_image_extension(p), who, ": query file ", p,
                      " is not an image (expected .png, .jpg, .jpeg, .bmp, .pgm or .ppm)");
@@ -247,19 +318,22 @@ int label_queries(const meta::Algorithm& algo, const meta::Adapted& adapted, con
 
 int run_adapt(int argc, char** argv) {
   cxxopts::Options opts("metafew adapt",
-                        "Adapt a meta-trained checkpoint to a new task (DIR/<class>/<K images>) and label query "
+                        "Adapt a meta-trained checkpoint to a new task (DIR/<class>/<images>) and label query "
                         "images; results on stdout (or --out), one line per image or JSON.");
   opts.set_width(100);
   add_shared_flags(opts, {SharedFlag::checkpoint, SharedFlag::threads, SharedFlag::json_output});
   opts.add_options()(
-      "support", "folder with one sub-folder of K images per class (folder names are the labels)",
+      "support",
+      "folder with one sub-folder of images per class (folder names are the labels; classes may hold different "
+      "numbers of images)",
       cxxopts::value<std::string>())("query", "query images: a folder, class folders, or image files (repeatable)",
                                      cxxopts::value<std::vector<std::string>>())(
       "steps", "inner steps (default: the run's eval_steps)", cxxopts::value<int64_t>())(
       "save-adapted", "write the adapted model to this file, for `metafew predict`", cxxopts::value<std::string>())(
       "out", "write the predictions to this file instead of stdout", cxxopts::value<std::string>())(
       "bn", kQueryBnHelp, cxxopts::value<std::string>()->default_value(kQueryBnDefault))(
-      "top-k", kTopKHelp, cxxopts::value<int64_t>()->default_value("1"))("convert-channels", kConvertChannelsHelp);
+      "top-k", kTopKHelp, cxxopts::value<int64_t>()->default_value("1"))("convert-channels", kConvertChannelsHelp)(
+      "invert", kInvertHelp, cxxopts::value<std::string>());
   auto args = parse_options(opts, argc, argv, "adapt");
   if (args.count("help")) {
     std::printf("%s\n", opts.help().c_str());
@@ -279,6 +353,7 @@ int run_adapt(int argc, char** argv) {
   json cfg = checkpoint_config(ck);
   Preprocess pre = preprocess_from(ck);
   pre.convert_channels = args.count("convert-channels") > 0;
+  apply_invert_flag(pre, args, "adapt");
   auto algo = algorithm_from_checkpoint(ck);
 
   // The support set: one folder per class, the same number of images in each.
@@ -290,30 +365,40 @@ int run_adapt(int argc, char** argv) {
     if (e.is_directory()) class_dirs.push_back(e.path());
   std::sort(class_dirs.begin(), class_dirs.end());
   MF_USAGE_CHECK(class_dirs.size() >= 2, "adapt: support folder ", support, " has ", class_dirs.size(),
-                 " class folders; a task needs at least 2 (one folder of K images per class)");
+                 " class folders; a task needs at least 2 (one folder of images per class)");
+  // Note [Uneven shots]: classes may bring different numbers of images (a user rarely has exactly K of each).
+  // The support set is the concatenation with its labels; ProtoNets averages each class's images into its
+  // prototype, Matching Networks attends over every image, and the gradient-based algorithms take the mean
+  // loss over all support images (a class with more images weighs more in the inner loop).
   std::vector<std::string> classes, files;
-  int64_t shots = -1;
+  std::vector<int64_t> shots;
+  Skipped skipped;
+  for (const auto& e : fs::directory_iterator(support))
+    if (!e.is_directory()) skipped.add(e);
   for (const auto& d : class_dirs) {
-    auto imgs = image_files_in(d);
+    auto imgs = image_files_in(d, &skipped);
     MF_USAGE_CHECK(!imgs.empty(), "adapt: class folder ", d.string(), " has no images");
-    if (shots < 0) shots = static_cast<int64_t>(imgs.size());
-    MF_USAGE_CHECK(static_cast<int64_t>(imgs.size()) == shots, "adapt: class folder ", d.string(), " has ",
-                   imgs.size(), " images but ", class_dirs.front().string(), " has ", shots,
-                   "; every class needs the same number of shots");
+    shots.push_back(static_cast<int64_t>(imgs.size()));
     classes.push_back(d.filename().string());
     files.insert(files.end(), imgs.begin(), imgs.end());
   }
+  skipped.warn("adapt", "support folder " + support);
   const int64_t ways = static_cast<int64_t>(classes.size());
+  const auto [fewest, most] = std::minmax_element(shots.begin(), shots.end());
+  if (*fewest != *most)
+    std::fprintf(stderr, "adapt: the support classes have %lld to %lld images (uneven shots; Note [Uneven shots])\n",
+                 static_cast<long long>(*fewest), static_cast<long long>(*most));
   if (meta::find_algorithm(cfg["algo"]).uses_head)
     MF_USAGE_CHECK(ways == cfg["ways"].get<int64_t>(), "adapt: the support folder has ", ways,
                    " classes but this ", cfg["algo"].get<std::string>(), " checkpoint has a ", cfg["ways"].get<int64_t>(),
                    "-way head");
   std::vector<int32_t> labels;
   for (int64_t c = 0; c < ways; ++c)
-    for (int64_t k = 0; k < shots; ++k) labels.push_back(static_cast<int32_t>(c));
+    for (int64_t k = 0; k < shots[static_cast<size_t>(c)]; ++k) labels.push_back(static_cast<int32_t>(c));
   meta::Task task;
   task.support_x = load_images(files, pre);
-  task.support_y = tensor::Tensor::from_indices(labels, {ways * shots});
+  warn_polarity(ck, task.support_x, pre.invert, "adapt");
+  task.support_y = tensor::Tensor::from_indices(labels, {static_cast<int64_t>(labels.size())});
   task.ways = ways;
   task.seed = cfg["seed"];
   const int64_t steps = args.count("steps") ? args["steps"].as<int64_t>() : cfg["eval_steps"].get<int64_t>();
@@ -324,6 +409,7 @@ int run_adapt(int argc, char** argv) {
     io::Checkpoint out;
     out.header = ck.header;
     out.header["kind"] = "adapted";
+    out.header["preprocessing"]["invert"] = pre.invert;  // predict reads the images as adapt did
     out.header["class_names"] = classes;
     out.header["adapted_from"] = path;
     out.header["adapt_steps"] = steps;
@@ -354,7 +440,8 @@ int run_predict(int argc, char** argv) {
       cxxopts::value<std::vector<std::string>>())("out", "write the predictions to this file",
                                                   cxxopts::value<std::string>())(
       "bn", std::string(kQueryBnHelp) + "; default: the mode adapt used", cxxopts::value<std::string>())(
-      "top-k", kTopKHelp, cxxopts::value<int64_t>()->default_value("1"))("convert-channels", kConvertChannelsHelp);
+      "top-k", kTopKHelp, cxxopts::value<int64_t>()->default_value("1"))("convert-channels", kConvertChannelsHelp)(
+      "invert", kInvertHelp, cxxopts::value<std::string>());
   add_shared_flags(opts, {SharedFlag::threads, SharedFlag::json_output});
   auto args = parse_options(opts, argc, argv, "predict");
   if (args.count("help")) {
@@ -382,6 +469,7 @@ int run_predict(int argc, char** argv) {
   std::vector<std::string> classes = ck.header["class_names"];
   Preprocess pre = preprocess_from(ck);
   pre.convert_channels = args.count("convert-channels") > 0;
+  apply_invert_flag(pre, args, "predict");
   return label_queries(*algo, adapted, classes, pre, args["query"].as<std::vector<std::string>>(), bn,
                        args["top-k"].as<int64_t>(), args.count("json") > 0,
                        args.count("out") ? args["out"].as<std::string>() : "", "predict");

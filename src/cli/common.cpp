@@ -246,6 +246,90 @@ meta::Task to_task(const data::Episode& e, int64_t ways, uint64_t seed) {
   return t;
 }
 
+// Note [Skipped files]: `metafew data` lists what a scan skipped; the other commands say it in one line, so
+// .webp files or images one folder too deep are not lost without a word. Hidden files (.DS_Store) are left
+// out of the warning. The colour warning follows Note [Colour read as grayscale] (dataset.cpp).
+std::string non_image_kinds(const data::ScanReport& r) {
+  std::vector<std::pair<std::string, int64_t>> kinds(r.non_image_extensions.begin(), r.non_image_extensions.end());
+  std::stable_sort(kinds.begin(), kinds.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  std::string out;
+  for (const auto& [ext, n] : kinds)
+    out += detail::concat(out.empty() ? "" : ", ", n, " ", ext.empty() ? "without an extension" : ext);
+  return out;
+}
+
+void warn_about_data(const data::Dataset& ds, const std::string& who, bool channels_chosen) {
+  const data::ScanReport& r = ds.scan_report();
+  int64_t skipped = r.skipped_links + r.skipped_other;
+  for (const auto& kind : r.non_image_extensions) skipped += kind.second;
+  std::string kinds = non_image_kinds(r);
+  if (r.skipped_other > 0)
+    kinds += detail::concat(kinds.empty() ? "" : ", ", r.skipped_other,
+                            " folders inside class folders or images outside them");
+  if (r.skipped_links > 0) kinds += detail::concat(kinds.empty() ? "" : ", ", r.skipped_links, " links");
+  if (skipped > 0)
+    std::fprintf(stderr,
+                 "%s: warning: %lld files of %s were skipped (%s); `metafew data --data %s` lists them\n",
+                 who.c_str(), static_cast<long long>(skipped), ds.source().c_str(), kinds.c_str(), ds.source().c_str());
+  if (r.colour_found > 0)
+    std::fprintf(stderr,
+                 "%s: warning: %s holds colour images (%lld of %lld sampled) and they are read as grayscale%s\n",
+                 who.c_str(), ds.source().c_str(), static_cast<long long>(r.colour_found),
+                 static_cast<long long>(r.colour_sampled),
+                 channels_chosen ? " (this model takes 1 channel)" : " (--channels 1, the default); pass --channels 3 to keep the colour");
+}
+
+// Note [Splits too small for the task]: a user's folder of ten classes is cut 64/16/20% into 6/2/2 classes
+// (Note [Ratio split]), so the default 5-way validation cannot be drawn from it. The sampler's own check
+// says only that; this one says which flags make the run work, for the command at hand: fewer ways (the
+// most every split allows), no validation, every class for eval, or the user's own split file.
+void require_split_fits(const json& cfg, const data::Dataset& ds, const std::string& split, int64_t ways,
+                        const std::string& who) {
+  std::string sizes;
+  int64_t smallest = INT64_MAX;
+  for (const data::Split& s : ds.splits()) {
+    sizes += detail::concat(sizes.empty() ? "" : ", ", s.name, " ", s.classes.size());
+    smallest = std::min<int64_t>(smallest, static_cast<int64_t>(s.classes.size()));
+  }
+  const std::string data = cfg["data"];
+  const std::string own_split = detail::concat("your own split: metafew data --data ", data,
+                                               " --write-split splits.txt, move class lines between its [train] [val] "
+                                               "[test] sections, then --split-file splits.txt");
+  if (!ds.has_split(split)) {
+    // A folder with train/ and test/ only, or a split file without [val]: say which flag names another.
+    const bool validation = who != "eval" && split == cfg.value("val_split", std::string());
+    const std::string fixes =
+        who == "eval" ? detail::concat("--split NAME (one of: ", sizes, "), or --split all (every class of the dataset: ",
+                                       ds.base_class_count(), ")")
+        : validation  ? detail::concat("--val-split '' (train without validation), or ", own_split)
+                      : detail::concat("--train-split NAME (one of: ", sizes, "), or ", own_split);
+    throw Error(detail::concat(who, ": ", data, " has no split '", split, "' (its splits: ", sizes, "). Use ", fixes),
+                ErrorKind::usage);
+  }
+  if (ways <= 0 || ds.class_count(split) >= ways) return;
+  const bool ratio = ds.layout() == data::Layout::folder && cfg.value("split_file", std::string()).empty() &&
+                     ds.has_split("train") && !ds.splits().empty() &&
+                     std::all_of(ds.splits().begin(), ds.splits().end(), [](const data::Split& s) {
+                       return s.name == "train" || s.name == "val" || s.name == "test";
+                     });
+  std::string fixes;
+  if (who == "eval") {
+    fixes = detail::concat("--ways ", ds.class_count(split), " or fewer");
+    if (split != "all") fixes += detail::concat(", or --split all (every class of the dataset: ", ds.base_class_count(), ")");
+  } else {
+    const bool validation = split == cfg.value("val_split", std::string()) && split != cfg.value("train_split", std::string());
+    if (smallest >= 2) fixes = detail::concat("--ways ", smallest, " --test-ways ", smallest, " (every split has ", smallest, " or more)");
+    if (validation) fixes += detail::concat(fixes.empty() ? "" : ", or ", "--val-split '' (train without validation)");
+    fixes += detail::concat(fixes.empty() ? "" : ", or ", own_split);
+  }
+  throw Error(detail::concat(who, ": split '", split, "' of ", data, " has ", ds.class_count(split), " classes, fewer than the ",
+                             ways, " of a ", ways, "-way task (the splits: ", sizes,
+                             ratio ? detail::concat("; a folder without train/val/test folders is split 64/16/20% by class")
+                                   : std::string(),
+                             "). Use ", fixes),
+              ErrorKind::usage);
+}
+
 TaskSource task_source(const json& cfg, const std::shared_ptr<const data::Dataset>& ds, const std::string& split,
                        int64_t ways, int64_t shots, int64_t queries, uint64_t seed) {
   if (data::is_regression(cfg)) {
@@ -268,11 +352,19 @@ TaskSource task_source(const json& cfg, const std::shared_ptr<const data::Datase
 }
 
 json preprocessing_of(const data::Dataset& ds) {
-  return json{{"channels", ds.image_spec().channels},
-              {"height", ds.image_spec().height},
-              {"width", ds.image_spec().width},
-              {"invert", ds.layout() == data::Layout::omniglot},
-              {"description", ds.preprocessing()}};
+  // The mean brightness of the images as the model sees them (after any inversion), for adapt's polarity
+  // check (Note [Polarity] in adapt.cpp): every stored pixel, in a fixed order, so it is the same each save.
+  uint64_t sum = 0;
+  const int64_t bytes = ds.base_image_count() * ds.image_spec().pixels();
+  const uint8_t* px = bytes > 0 ? ds.image_u8(0) : nullptr;
+  for (int64_t i = 0; i < bytes; ++i) sum += px[i];
+  json p{{"channels", ds.image_spec().channels},
+         {"height", ds.image_spec().height},
+         {"width", ds.image_spec().width},
+         {"invert", ds.layout() == data::Layout::omniglot},
+         {"description", ds.preprocessing()}};
+  if (bytes > 0) p["mean"] = static_cast<double>(sum) / (255.0 * static_cast<double>(bytes));
+  return p;
 }
 
 io::Checkpoint training_checkpoint(const json& cfg, const meta::Algorithm& algo, const optim::Optimizer& opt,

@@ -56,6 +56,15 @@ int64_t head_outputs(const json& cfg);
 // The configured dataset (nullptr for builtin:sinusoid, whose tasks are generated).
 std::shared_ptr<const data::Dataset> open_data(const json& cfg);
 
+// The non-image files of a scan by extension, most frequent first: "3 .webp, 1 .txt" (hidden files left out).
+std::string non_image_kinds(const data::ScanReport& r);
+// One-line warnings on stderr about what reading the dataset skipped and about colour images read as
+// grayscale (Note [Skipped files] in common.cpp); channels_chosen: the user or the model fixed --channels.
+void warn_about_data(const data::Dataset& ds, const std::string& who, bool channels_chosen);
+// Throws a usage error naming the flags that fix it when `split` has fewer classes than `ways` (Note [Splits
+// too small for the task] in common.cpp); `who` is the command ("meta-train" or "eval").
+void require_split_fits(const json& cfg, const data::Dataset& ds, const std::string& split, int64_t ways,
+                        const std::string& who);
 // Episode i of `split` as a task: a pure function of (seed, split, i).
 using TaskSource = std::function<meta::Task(uint64_t)>;
 TaskSource task_source(const json& cfg, const std::shared_ptr<const data::Dataset>& ds, const std::string& split,

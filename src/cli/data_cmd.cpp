@@ -141,6 +141,7 @@ int run_data(int argc, char** argv) {
     j["splits"] = splits;
     j["split_order"] = ds->split_names();
     j["skipped"] = {{"non_image_files", scan.non_image_files},
+                    {"non_image_by_extension", scan.non_image_extensions},
                     {"links", scan.skipped_links},
                     {"other", scan.skipped_other},
                     {"notes", scan.notes}};
@@ -165,9 +166,15 @@ int run_data(int argc, char** argv) {
   for (const data::Split& s : ds->splits())
     std::printf("  %-12s %6zu classes %8lld images%s\n", s.name.c_str(), s.classes.size(),
                 static_cast<long long>(s.images), s.rotated ? "  (90-degree rotations as classes)" : "");
-  std::printf("skipped     %lld non-image files, %lld links (loops, dangling, revisits), %lld other\n",
-              static_cast<long long>(scan.non_image_files), static_cast<long long>(scan.skipped_links),
-              static_cast<long long>(scan.skipped_other));
+  int64_t by_extension = 0;
+  for (const auto& kind : scan.non_image_extensions) by_extension += kind.second;
+  std::string kinds = non_image_kinds(scan);
+  if (scan.non_image_files > by_extension)
+    kinds += detail::concat(kinds.empty() ? "" : ", ", scan.non_image_files - by_extension, " hidden");
+  std::printf("skipped     %lld non-image files%s, %lld links (loops, dangling, revisits), %lld other (folders inside "
+              "class folders, images outside them)\n",
+              static_cast<long long>(scan.non_image_files), kinds.empty() ? "" : (" (" + kinds + ")").c_str(),
+              static_cast<long long>(scan.skipped_links), static_cast<long long>(scan.skipped_other));
   for (const std::string& n : scan.notes) std::printf("  %s\n", n.c_str());
   if (!d.write_split.empty()) std::printf("split file  written to %s\n", d.write_split.c_str());
   return 0;

@@ -87,7 +87,8 @@ int run_eval(int argc, char** argv) {
   opts.set_width(100);
   add_shared_flags(opts, {SharedFlag::checkpoint, SharedFlag::data, SharedFlag::threads, SharedFlag::json_output});
   opts.add_options()(
-      "split", "split to evaluate on", cxxopts::value<std::string>()->default_value("test"))(
+      "split", "split to evaluate on; all: every class of the dataset (a new dataset without a test/ folder)",
+      cxxopts::value<std::string>()->default_value("test"))(
       "split-file", "class splits from this file (default: the run's --split-file, else derived as in training)",
       cxxopts::value<std::string>())(
       "ways", "classes per episode (default: the run's test ways)", cxxopts::value<int64_t>())(
@@ -171,6 +172,10 @@ int run_eval(int argc, char** argv) {
 
   auto ds = open_data(cfg);
   const std::string split = args["split"].as<std::string>();
+  if (ds) {
+    warn_about_data(*ds, "eval", true);
+    require_split_fits(cfg, *ds, split, ways, "eval");
+  }
   TaskSource tasks = task_source(cfg, ds, split, regression ? 0 : ways, shots, queries, args["seed"].as<uint64_t>());
   const int64_t top_k = args["top-k"].as<int64_t>();
   MF_USAGE_CHECK(regression || (top_k >= 1 && top_k <= ways), "eval: --top-k must be from 1 to --ways (", ways,

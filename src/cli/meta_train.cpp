@@ -74,6 +74,7 @@ int run_meta_train(int argc, char** argv) {
   io::Checkpoint resume_from;
   const bool resuming = args.count("resume") > 0;
   std::unique_ptr<io::RunDir> run_holder;
+  bool channels_chosen = resuming || flags.contains("channels");  // else the default: colour read as gray is news
   if (resuming) {
     MF_USAGE_CHECK(!args.count("out") && !args.count("config") && !args.count("overwrite"),
                    "meta-train --resume continues the run in its own folder with its own settings; --out, --config "
@@ -99,6 +100,7 @@ int run_meta_train(int argc, char** argv) {
     io::validate_settings(cfg, "");  // the new --iterations and --threads get the checks of a new run's
   } else {
     json file = args.count("config") ? io::read_config_file(args["config"].as<std::string>()) : json::object();
+    channels_chosen = channels_chosen || file.contains("channels");
     cfg = resolve_config(file, flags);
     out = args["out"].as<std::string>();
     run_holder = std::make_unique<io::RunDir>(out, true);
@@ -116,6 +118,11 @@ int run_meta_train(int argc, char** argv) {
   const bool head = meta::find_algorithm(cfg["algo"]).uses_head;
   MF_USAGE_CHECK(!head || regression || test_ways == ways, "meta-train: --algo ", cfg["algo"].get<std::string>(),
                  " has a ", ways, "-way head, so --test-ways must equal --ways (got ", test_ways, ")");
+  if (ds) {
+    warn_about_data(*ds, "meta-train", channels_chosen);
+    require_split_fits(cfg, *ds, cfg["train_split"], ways, "meta-train");
+    if (!cfg["val_split"].get<std::string>().empty()) require_split_fits(cfg, *ds, cfg["val_split"], test_ways, "meta-train");
+  }
   const uint64_t seed = cfg["seed"];
   TaskSource train = task_source(cfg, ds, cfg["train_split"], ways, cfg["shots"], cfg["queries"], seed);
   const std::string val_split = cfg["val_split"];

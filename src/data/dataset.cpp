@@ -101,6 +101,12 @@ Dataset::Dataset(Contents contents) : c_(std::move(contents)) {
       s.images += class_size(sc);
     }
   }
+  // Note [The split "all"]: every class of the dataset, unrotated, whatever its splits: what a user means by
+  // "evaluate on this new dataset" (eval --split all), without building a test/ folder by hand. A real split
+  // named "all" (a folder or a split file's) takes precedence. It is not listed among the splits.
+  all_.name = "all";
+  for (int64_t i = 0; i < base_class_count(); ++i) all_.classes.push_back({static_cast<int32_t>(i), 0});
+  all_.images = image_count_;
 }
 
 const ClassEntry& Dataset::base_class(int64_t i) const {
@@ -116,16 +122,18 @@ std::vector<std::string> Dataset::split_names() const {
 }
 
 bool Dataset::has_split(const std::string& name) const {
-  return std::any_of(c_.splits.begin(), c_.splits.end(), [&](const Split& s) { return s.name == name; });
+  return name == "all" ||
+         std::any_of(c_.splits.begin(), c_.splits.end(), [&](const Split& s) { return s.name == name; });
 }
 
 const Split& Dataset::split(const std::string& name) const {
   for (const Split& s : c_.splits)
     if (s.name == name) return s;
+  if (name == "all") return all_;
   std::string names;
   for (const Split& s : c_.splits) names += (names.empty() ? "" : ", ") + s.name;
   throw Error(::metafew::detail::concat("data: dataset ", c_.source, " has no split '", name,
-                                        "'; its splits are: ", names),
+                                        "'; its splits are: ", names, " (and 'all': every class)"),
               ErrorKind::usage);
 }
 
@@ -308,6 +316,23 @@ std::shared_ptr<const Dataset> open_folder(const std::string& root, const OpenOp
   c.image = opt.image;
   c.preprocessing = preprocessing_line(opt.image, invert);
   c.scan = listing.report;
+  // Note [Colour read as grayscale]: with channels 1 a colour image is reduced to its luminance, which is
+  // what a grayscale model needs but loses what a user may have meant to keep. A few files (the first of up
+  // to 8 classes spread over the listing) are decoded to see whether the folder holds colour, so the
+  // commands can warn; the same files whether or not the cache is used.
+  if (opt.image.channels == 1 && !listing.classes.empty()) {
+    const size_t n = listing.classes.size(), samples = std::min<size_t>(n, 8);
+    for (size_t i = 0; i < samples; ++i) {
+      const detail::SourceClass& sc = listing.classes[i * n / samples];
+      try {
+        const DecodedImage img = decode_image_file(sc.files.front().path, 1);
+        ++c.scan.colour_sampled;
+        c.scan.colour_found += img.source_channels == 3;
+      } catch (const Error&) {
+        // decode_all names the file if it is really unreadable
+      }
+    }
+  }
   c.cache.key = key;
   for (const auto& sc : listing.classes) {
     const int64_t first = c.classes.empty() ? 0 : c.classes.back().first_image + c.classes.back().image_count;

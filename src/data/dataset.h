@@ -84,6 +84,11 @@ struct ScanReport {
   int64_t skipped_links = 0;       // symlink loops, dangling links, links back to a visited folder
   int64_t skipped_other = 0;       // stray folders inside class folders, files where folders were expected
   std::vector<std::string> notes;  // the first few skipped paths with the reason
+  // Files without an image extension by lower-case extension (".webp", "" for none), hidden files left out.
+  std::map<std::string, int64_t> non_image_extensions;
+  // Read as grayscale (channels 1): of a few sampled images (the first of up to 8 classes spread over the
+  // listing), how many hold colour (Note [Colour read as grayscale] in dataset.cpp).
+  int64_t colour_sampled = 0, colour_found = 0;
 };
 
 struct CacheReport {
@@ -124,8 +129,10 @@ class Dataset {
 
   // Splits in their canonical order (Omniglot: train, val, test, background, evaluation).
   std::vector<std::string> split_names() const;
+  // True for split_names() and for "all" (every class, unrotated: Note [The split "all"] in dataset.cpp).
   bool has_split(const std::string& name) const;
-  // Throws (usage) naming the available splits when `name` is unknown.
+  // Throws (usage) naming the available splits when `name` is unknown; "all" is every class unless the
+  // dataset has a split of that name.
   const Split& split(const std::string& name) const;
   int64_t class_count(const std::string& split_name) const {
     return static_cast<int64_t>(split(split_name).classes.size());
@@ -146,6 +153,7 @@ class Dataset {
  private:
   Contents c_;
   int64_t image_count_ = 0;
+  Split all_;
 };
 
 // Opens a dataset. `spec` is a folder or "builtin:glyphs". Throws metafew::Error with the folder, class or

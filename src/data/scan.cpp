@@ -56,6 +56,14 @@ void note(ScanReport& rep, const std::string& what) {
   if (rep.notes.size() < kMaxNotes) rep.notes.push_back(what);
 }
 
+void count_extension(ScanReport& rep, const std::string& name) {
+  if (!name.empty() && name[0] == '.') return;  // hidden files (.DS_Store) are nobody's images
+  const size_t dot = name.rfind('.');
+  std::string ext = dot == std::string::npos || dot == 0 ? "" : name.substr(dot);
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char ch) { return std::tolower(ch); });
+  ++rep.non_image_extensions[ext];
+}
+
 class Scanner {
  public:
   explicit Scanner(ScanReport& rep) : rep_(rep) {}
@@ -132,6 +140,7 @@ class Scanner {
         note(rep_, e.path.string() + ": skipped, a folder inside class folder '" + c.name + "'");
       } else if (!has_image_extension(e.name)) {
         ++rep_.non_image_files;
+        count_extension(rep_, e.name);
         ++others;
         note(rep_, e.path.string() + ": skipped, not an image file");
       } else {
@@ -151,6 +160,7 @@ class Scanner {
       note(rep_, e.path.string() + ": skipped, an image outside a class folder (" + where + ")");
     } else {
       ++rep_.non_image_files;
+      count_extension(rep_, e.name);
       note(rep_, e.path.string() + ": skipped, not an image file");
     }
   }
