@@ -386,7 +386,7 @@ int run_adapt(int argc, char** argv) {
   const int64_t ways = static_cast<int64_t>(classes.size());
   const auto [fewest, most] = std::minmax_element(shots.begin(), shots.end());
   if (*fewest != *most)
-    std::fprintf(stderr, "adapt: the support classes have %lld to %lld images (uneven shots; Note [Uneven shots])\n",
+    std::fprintf(stderr, "adapt: the support classes have %lld to %lld images each (uneven shots)\n",
                  static_cast<long long>(*fewest), static_cast<long long>(*most));
   if (meta::find_algorithm(cfg["algo"]).uses_head)
     MF_USAGE_CHECK(ways == cfg["ways"].get<int64_t>(), "adapt: the support folder has ", ways,

@@ -8,6 +8,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include "cli/common.h"
 #include "core/version.h"
@@ -181,7 +182,7 @@ std::string tick_label(double v, double step) {
 // One line chart (every run's series over iterations), as an SVG figure.
 std::string line_chart(const std::string& metric, const std::string& title, const std::string& unit,
                        const std::vector<Series>& series) {
-  constexpr double W = 560, H = 300, L = 64, R = 16, T = 30, B = 40;
+  constexpr double W = 560, H = 300, L = 76, R = 16, T = 30, B = 40;  // L: room for "0.00104" and the unit
   std::ostringstream o;
   o << "<figure class=\"chart\" data-metric=\"" << metric << "\"><svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 "
     << W << " " << H << "\" width=\"" << W << "\" height=\"" << H << "\" role=\"img\" aria-label=\"" << html_escape(title)
@@ -230,7 +231,7 @@ std::string line_chart(const std::string& metric, const std::string& title, cons
   o << "</g><rect class=\"frame\" x=\"" << L << "\" y=\"" << T << "\" width=\"" << W - L - R << "\" height=\""
     << H - T - B << "\"/>";
   o << "<text class=\"axis\" x=\"" << (L + W - R) / 2 << "\" y=\"" << H - 6 << "\" text-anchor=\"middle\">iteration</text>";
-  o << "<text class=\"axis\" transform=\"translate(14," << (T + H - B) / 2 << ") rotate(-90)\" text-anchor=\"middle\">"
+  o << "<text class=\"axis\" transform=\"translate(12," << (T + H - B) / 2 << ") rotate(-90)\" text-anchor=\"middle\">"
     << html_escape(unit) << "</text>";
   for (const Series& s : series) {
     // The interval band first, under every line.
@@ -350,8 +351,10 @@ std::string heat_map(const std::vector<std::string>& classes, const std::vector<
 }
 
 // The confusions of an evaluation: adapt's full matrix, or, for eval's sparse list over a split's many
-// classes, the matrix among the classes most involved in errors (at most 20), with their correct queries on
-// the diagonal.
+// classes, the matrix among the classes of the most frequent confusions (at most 20), with their correct
+// queries on the diagonal. Classes are taken a confusion at a time (both its true and its predicted class),
+// most frequent first: choosing classes by how often each is involved would, over a thousand classes with
+// a few errors each, pick 20 classes whose errors all lead outside the 20, and the matrix would show none.
 std::string confusion_of(const json& result, const std::string& run) {
   if (result.contains("confusion") && result["confusion"].is_object()) {
     const json& c = result["confusion"];
@@ -367,15 +370,26 @@ std::string confusion_of(const json& result, const std::string& run) {
     return heat_map(classes, cells, detail::concat("confusion matrix (", n, " classes)"), run);
   }
   if (!result.contains("confusions") || !result["confusions"].is_array() || result["confusions"].empty()) return "";
-  std::map<std::string, int64_t> involvement;
+  struct Pair {
+    std::string truth, predicted;
+    int64_t count;
+  };
+  std::vector<Pair> pairs;
   for (const json& e : result["confusions"])
-    if (e.is_array() && e.size() == 3 && e[0].is_string() && e[1].is_string() && e[2].is_number_integer()) {
-      involvement[e[0]] += e[2].get<int64_t>();
-      involvement[e[1]] += e[2].get<int64_t>();
-    }
-  std::vector<std::pair<std::string, int64_t>> order(involvement.begin(), involvement.end());
-  std::stable_sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
-  order.resize(std::min<size_t>(order.size(), 20));
+    if (e.is_array() && e.size() == 3 && e[0].is_string() && e[1].is_string() && e[2].is_number_integer())
+      pairs.push_back({e[0], e[1], e[2]});
+  std::stable_sort(pairs.begin(), pairs.end(), [](const Pair& a, const Pair& b) {
+    return a.count != b.count ? a.count > b.count : std::tie(a.truth, a.predicted) < std::tie(b.truth, b.predicted);
+  });
+  std::set<std::string> chosen;
+  for (const Pair& p : pairs) {
+    const size_t added = !chosen.count(p.truth) + (p.predicted != p.truth && !chosen.count(p.predicted));
+    if (chosen.size() + added > 20) continue;
+    chosen.insert(p.truth);
+    chosen.insert(p.predicted);
+  }
+  std::vector<std::pair<std::string, int64_t>> order;
+  for (const std::string& name : chosen) order.emplace_back(name, 0);
   std::sort(order.begin(), order.end());  // by name: an alphabet's characters side by side
   std::vector<std::string> classes;
   std::map<std::string, size_t> index;
@@ -392,7 +406,7 @@ std::string confusion_of(const json& result, const std::string& run) {
         cells[i][i] = (*it)["correct"];
     }
   return heat_map(classes, cells,
-                  detail::concat("confusions among the ", classes.size(), " classes most often confused (of ",
+                  detail::concat("confusions among the ", classes.size(), " classes of the most frequent confusions (of ",
                                  result.contains("per_class") ? result["per_class"].size() : 0, ")"),
                   run);
 }

@@ -246,7 +246,7 @@ TEST_CASE("cli: adapt takes uneven shots; ProtoNets' probabilities do not depend
                        tmp.path);
     INFO(r.err);
     REQUIRE(r.code == 0);
-    CHECK(r.err.find("the support classes have 1 to 3 images") != std::string::npos);
+    CHECK(r.err.find("the support classes have 1 to 3 images each (uneven shots)") != std::string::npos);
     return json::parse(r.out);
   };
   const json first = adapt(tmp.path / "first"), last = adapt(tmp.path / "last");
