@@ -12,6 +12,7 @@
 #include <set>
 #include <string>
 
+#include "data/batch.h"
 #include "data/episode.h"
 #include "data/sinusoid.h"
 #include "io/config.h"
@@ -348,6 +349,21 @@ TaskSource task_source(const json& cfg, const std::shared_ptr<const data::Datase
   auto sampler = std::make_shared<data::EpisodeSampler>(ds, split, data::EpisodeSpec{ways, shots, queries}, seed);
   return [sampler, ways, seed](uint64_t i) {
     return to_task(sampler->episode(i), ways, core::derive_key(seed, {i, 0x7461736bULL}));
+  };
+}
+
+TaskSource batch_source(const json& cfg, const std::shared_ptr<const data::Dataset>& ds, const std::string& split,
+                        uint64_t seed) {
+  auto sampler = std::make_shared<data::BatchSampler>(ds, split, cfg["batch_size"].get<int64_t>(), seed);
+  const int64_t classes = sampler->classes();
+  return [sampler, classes, seed](uint64_t i) {
+    data::Batch b = sampler->batch(i);
+    meta::Task t;
+    t.query_x = b.x;
+    t.query_y = b.y;
+    t.ways = classes;
+    t.seed = core::derive_key(seed, {i, 0x7461736bULL});
+    return t;
   };
 }
 

@@ -89,6 +89,10 @@ using io::checkpoint_config;
 std::string resolve_checkpoint_path(const std::string& path);
 
 // The image preprocessing recorded for a dataset (size, channels, inversion), for `adapt` on new images.
+// Pretraining's mini-batch i of `split` as a task: its images and class labels as the query set, ways = the
+// split's class count, no support set (Note [Pretraining batches] in data/batch.cpp).
+TaskSource batch_source(const json& cfg, const std::shared_ptr<const data::Dataset>& ds, const std::string& split,
+                        uint64_t seed);
 json preprocessing_of(const data::Dataset& ds);
 
 std::string json_type_name(const json& j);

@@ -115,16 +115,28 @@ int run_meta_train(int argc, char** argv) {
   const bool regression = data::is_regression(cfg);
   const int64_t ways = regression ? 0 : cfg["ways"].get<int64_t>();
   const int64_t test_ways = regression ? 0 : cfg["test_ways"].get<int64_t>();
-  const bool head = meta::find_algorithm(cfg["algo"]).uses_head;
+  const meta::AlgorithmEntry& entry = meta::find_algorithm(cfg["algo"]);
+  const bool head = entry.uses_head;
   MF_USAGE_CHECK(!head || regression || test_ways == ways, "meta-train: --algo ", cfg["algo"].get<std::string>(),
                  " has a ", ways, "-way head, so --test-ways must equal --ways (got ", test_ways, ")");
   if (ds) {
     warn_about_data(*ds, "meta-train", channels_chosen);
-    require_split_fits(cfg, *ds, cfg["train_split"], ways, "meta-train");
+    // Pretraining draws batches from every training class, not ways-class episodes (2 classes at least).
+    require_split_fits(cfg, *ds, cfg["train_split"], entry.batch_training ? 2 : ways, "meta-train");
     if (!cfg["val_split"].get<std::string>().empty()) require_split_fits(cfg, *ds, cfg["val_split"], test_ways, "meta-train");
   }
+  if (entry.batch_training && !resuming) {
+    // The classifier's size: the training split's classes (Note [Pretraining] in meta/pretrain.cpp).
+    const int64_t classes = ds->class_count(cfg["train_split"]);
+    MF_USAGE_CHECK(cfg["pretrain_classes"] == 0 || cfg["pretrain_classes"] == classes, "meta-train: --pretrain-classes ",
+                   cfg["pretrain_classes"].get<int64_t>(), " does not match the ", classes, " classes of split '",
+                   cfg["train_split"].get<std::string>(), "' (leave it unset: meta-train fills it in)");
+    cfg["pretrain_classes"] = classes;
+  }
   const uint64_t seed = cfg["seed"];
-  TaskSource train = task_source(cfg, ds, cfg["train_split"], ways, cfg["shots"], cfg["queries"], seed);
+  TaskSource train = entry.batch_training
+                         ? batch_source(cfg, ds, cfg["train_split"], seed)
+                         : task_source(cfg, ds, cfg["train_split"], ways, cfg["shots"], cfg["queries"], seed);
   const std::string val_split = cfg["val_split"];
   TaskSource val;
   if (!val_split.empty())
@@ -164,11 +176,19 @@ int run_meta_train(int argc, char** argv) {
   const meta::TrainOptions options = meta::train_options(cfg);
   MF_USAGE_CHECK(start.iteration <= options.iterations, "meta-train --resume: the run is already at iteration ",
                  start.iteration, " of ", options.iterations, "; pass a larger --iterations to continue it");
-  std::fprintf(stderr, "meta-train: %s on %s, %s, %lld-way %lld-shot, meta-batch %lld, %lld iterations, %d threads -> %s\n",
-               cfg["algo"].get<std::string>().c_str(), cfg["data"].get<std::string>().c_str(),
-               cfg["train_split"].get<std::string>().c_str(), static_cast<long long>(ways),
-               static_cast<long long>(cfg["shots"].get<int64_t>()), static_cast<long long>(options.meta_batch),
-               static_cast<long long>(options.iterations), omp_get_max_threads(), out.c_str());
+  if (entry.batch_training)
+    std::fprintf(stderr,
+                 "meta-train: %s on %s, %s (%lld classes), batches of %lld images, %lld iterations, %d threads -> %s\n",
+                 cfg["algo"].get<std::string>().c_str(), cfg["data"].get<std::string>().c_str(),
+                 cfg["train_split"].get<std::string>().c_str(), static_cast<long long>(cfg["pretrain_classes"].get<int64_t>()),
+                 static_cast<long long>(cfg["batch_size"].get<int64_t>()), static_cast<long long>(options.iterations),
+                 omp_get_max_threads(), out.c_str());
+  else
+    std::fprintf(stderr, "meta-train: %s on %s, %s, %lld-way %lld-shot, meta-batch %lld, %lld iterations, %d threads -> %s\n",
+                 cfg["algo"].get<std::string>().c_str(), cfg["data"].get<std::string>().c_str(),
+                 cfg["train_split"].get<std::string>().c_str(), static_cast<long long>(ways),
+                 static_cast<long long>(cfg["shots"].get<int64_t>()), static_cast<long long>(options.meta_batch),
+                 static_cast<long long>(options.iterations), omp_get_max_threads(), out.c_str());
   if (resuming) std::fprintf(stderr, "meta-train: resumed at iteration %lld\n", static_cast<long long>(start.iteration));
 
   // The trainer (meta/training.h) runs the loop; this front end writes the run folder and the terminal.

@@ -95,6 +95,10 @@ Variable protonet_logits(const Variable& support_features, const Tensor& support
 Variable matching_log_probs(const Variable& support_features, const Tensor& support_y,
                             const Variable& query_features, int64_t ways,
                             MatchingAttention attention = MatchingAttention::cosine);
+// Pretraining's test-time head (Note [Pretraining] in pretrain.cpp): the nearest class centroid of
+// L2-normalised features, logits -|q/|q| - mean_c(s/|s|)|^2. Not differentiated (features are taken as data).
+Variable centroid_logits(const Variable& support_features, const Tensor& support_y, const Variable& query_features,
+                         int64_t ways);
 // ParamNet: head weights W = P A^T and biases b_c = s0 |p_c|^2 + s1 predicted from the prototypes P.
 std::pair<Variable, Variable> paramnet_head(const Variable& prototypes, const Variable& a, const Variable& s);
 

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <tuple>
 
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
@@ -39,6 +40,13 @@ std::vector<Variable> sgd_step(const std::vector<Variable>& fast, const Variable
     next[i] = rates ? ops::sub(fast[i], ops::mul((*rates)[i], g[k])) : ops::sub(fast[i], ops::mul_scalar(g[k], lr));
   }
   return next;
+}
+
+AdaptedFeatures adapted_features(const nn::Model& model, const Adapted& a, const Tensor& query_x) {
+  AdaptedFeatures f;
+  for (const auto& t : a.weights) f.weights.emplace_back(t);
+  std::tie(f.support, f.query) = model.embed_pair(f.weights, Variable(a.support_x), Variable(query_x));
+  return f;
 }
 
 Tensor forward_query(const nn::Model& model, const Adapted& a, const Tensor& query_x) {

@@ -17,6 +17,14 @@ void write_grads(const Variable& loss, const std::vector<Variable>& wrt, std::ve
 std::vector<Variable> sgd_step(const std::vector<Variable>& fast, const Variable& loss, bool create_graph,
                                double lr, const std::vector<Variable>* rates,
                                const std::vector<bool>* adapted = nullptr);
+// An adapted model's weights as variables, and the support and query features they give (embed_pair, so
+// under the model's batch-norm mode); for the methods that classify features against the support set.
+// Call under a NoGradGuard.
+struct AdaptedFeatures {
+  std::vector<Variable> weights;
+  Variable support, query;
+};
+AdaptedFeatures adapted_features(const nn::Model& model, const Adapted& a, const Tensor& query_x);
 // Query outputs of an adapted gradient-based model (weights = a full parameter list of the model).
 Tensor forward_query(const nn::Model& model, const Adapted& a, const Tensor& query_x);
 
@@ -29,6 +37,8 @@ std::unique_ptr<Algorithm> make_reptile(const nn::Model& model, const AlgoConfig
 // The metric methods: the query logits from support features by prototypes (ProtoNets), attention (Matching
 // Networks) or a predicted linear head (ParamNet).
 enum class MetricHead { prototypes, matching, paramnet };
+// Supervised pretraining on mini-batches of every training class (Note [Pretraining] in pretrain.cpp).
+std::unique_ptr<Algorithm> make_pretrain(const nn::Model& model, const AlgoConfig& config, core::Rng& rng);
 std::unique_ptr<Algorithm> make_metric(const nn::Model& model, const AlgoConfig& config, core::Rng& rng,
                                        MetricHead head);
 

@@ -57,15 +57,13 @@ class Metric : public Algorithm {
 
   Tensor predict_adapted(const Adapted& a, const Tensor& query_x) const override {
     autograd::NoGradGuard ng;
-    std::vector<Variable> p;
-    for (const auto& t : a.weights) p.emplace_back(t);
-    auto [fs, fq] = model_.embed_pair(p, Variable(a.support_x), Variable(query_x));
-    if (head_ == MetricHead::prototypes) return protonet_logits(fs, a.support_y, fq, a.ways).data();
+    const AdaptedFeatures f = adapted_features(model_, a, query_x);
+    if (head_ == MetricHead::prototypes) return protonet_logits(f.support, a.support_y, f.query, a.ways).data();
     if (head_ == MetricHead::matching)
-      return matching_log_probs(fs, a.support_y, fq, a.ways, config_.matching_attention).data();
+      return matching_log_probs(f.support, a.support_y, f.query, a.ways, config_.matching_attention).data();
     const size_t n = params_.size();
     MF_CHECK(a.weights.size() == n + 2, "paramnet: the adapted model lacks its predicted head");
-    return nn::Model::head(p[n], p[n + 1], fq).data();
+    return nn::Model::head(f.weights[n], f.weights[n + 1], f.query).data();
   }
 
  private:

@@ -40,6 +40,11 @@ std::vector<core::Setting> algorithm_settings() {
       core::text_setting("matching_attention", matching_attention_name(d.matching_attention),
                          "Matching Networks: cosine (the paper) or supnorm (q.s/|s|, as the reference code)",
                          [](const std::string& v) { parse_matching_attention(v); }),
+      core::integer_setting("batch_size", d.batch_size, 1, 100000,
+                            "pretrain: images per mini-batch, drawn from every class of the training split"),
+      core::integer_setting("pretrain_classes", d.pretrain_classes, 0, 10000000,
+                            "pretrain: classes of the classifier (0: the training split's, filled in when a run "
+                            "starts)"),
   };
 }
 
@@ -55,6 +60,8 @@ AlgoConfig algo_config(const nlohmann::json& cfg) {
   a.carry_inner_state = cfg["inner_state"] == "carry";
   a.refine_steps = cfg["refine_steps"];
   a.matching_attention = parse_matching_attention(cfg["matching_attention"]);
+  a.batch_size = cfg["batch_size"];
+  a.pretrain_classes = cfg["pretrain_classes"];
   return a;
 }
 

@@ -35,10 +35,14 @@ struct AlgoConfig {
   int64_t refine_steps = 0;
   // Matching Networks: the attention's similarity (Note [Matching Networks attention]).
   MatchingAttention matching_attention = MatchingAttention::cosine;
+  // Pretraining (--algo pretrain): images per mini-batch, and the classes of its classifier (the training
+  // split's, set by meta-train when a run starts; 0 until then).
+  int64_t batch_size = 64;
+  int64_t pretrain_classes = 0;
 };
 
 // The algorithm settings (algo, inner_steps, inner_lr, first_order, inner_bn, inner_batch, inner_optimizer,
-// inner_state, refine_steps, matching_attention).
+// inner_state, refine_steps, matching_attention, batch_size, pretrain_classes).
 std::vector<core::Setting> algorithm_settings();
 AlgoConfig algo_config(const nlohmann::json& cfg);
 

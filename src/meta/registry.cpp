@@ -22,20 +22,20 @@ const nlohmann::json kMetricDefaults = {{"meta_batch", 1}, {"eval_steps", 0}};
 const std::vector<AlgorithmEntry>& algorithms() {
   using C = const AlgoConfig&;
   static const std::vector<AlgorithmEntry> all{
-      {"maml", true, true, false, nlohmann::json::object(), {"inner_bn"}, second_order_flop,
+      {"maml", true, true, false, false, nlohmann::json::object(), {"inner_bn"}, second_order_flop,
        [](const nn::Model& m, C c, core::Rng& r) { return make_maml(m, c, r, false); }},
-      {"fomaml", true, true, false, nlohmann::json::object(), {"inner_bn"}, first_order_flop,
+      {"fomaml", true, true, false, false, nlohmann::json::object(), {"inner_bn"}, first_order_flop,
        [](const nn::Model& m, C c, core::Rng& r) {
          AlgoConfig first = c;
          first.first_order = true;
          return make_maml(m, first, r, false);
        }},
-      {"metasgd", true, true, false, nlohmann::json::object(), {"inner_bn"}, second_order_flop,
+      {"metasgd", true, true, false, false, nlohmann::json::object(), {"inner_bn"}, second_order_flop,
        [](const nn::Model& m, C c, core::Rng& r) { return make_maml(m, c, r, true); }},
-      {"anil", true, true, false, nlohmann::json::object(), {}, one_pass_flop, make_anil},
+      {"anil", true, true, false, false, nlohmann::json::object(), {}, one_pass_flop, make_anil},
       // supervised-reptile's Omniglot recipe: SGD outer loop with step size 1 annealed linearly, 5 inner Adam
       // steps at 0.001 on batches of 10 from 10 shots, meta-batch 5, 50 steps at test time on 1-shot tasks.
-      {"reptile", true, true, true,
+      {"reptile", true, true, true, false,
        {{"optimizer", "sgd"},
         {"outer_lr", 1.0},
         {"schedule", "linear"},
@@ -49,12 +49,14 @@ const std::vector<AlgorithmEntry>& algorithms() {
         {"test_queries", 15}},
        {"inner_batch", "inner_optimizer", "inner_state"},
        [](const FlopShape& s) { return 3 * s.steps * s.inner_batch * s.forward; }, make_reptile},
-      {"protonet", true, false, false, kMetricDefaults, {}, one_pass_flop,
+      {"protonet", true, false, false, false, kMetricDefaults, {}, one_pass_flop,
        [](const nn::Model& m, C c, core::Rng& r) { return make_metric(m, c, r, MetricHead::prototypes); }},
-      {"matchingnet", false, false, false, kMetricDefaults, {"matching_attention"}, one_pass_flop,
+      {"matchingnet", false, false, false, false, kMetricDefaults, {"matching_attention"}, one_pass_flop,
        [](const nn::Model& m, C c, core::Rng& r) { return make_metric(m, c, r, MetricHead::matching); }},
-      {"paramnet", false, false, false, kMetricDefaults, {"refine_steps"}, one_pass_flop,
+      {"paramnet", false, false, false, false, kMetricDefaults, {"refine_steps"}, one_pass_flop,
        [](const nn::Model& m, C c, core::Rng& r) { return make_metric(m, c, r, MetricHead::paramnet); }},
+      {"pretrain", false, false, false, true, {{"meta_batch", 1}, {"eval_steps", 0}}, {"batch_size", "pretrain_classes"},
+       [](const FlopShape& s) { return 3 * s.query * s.forward; }, make_pretrain},
   };
   return all;
 }

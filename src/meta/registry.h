@@ -29,6 +29,9 @@ struct AlgorithmEntry {
   // Its standard benchmark row is its own recipe (shots, meta-batch, inner steps and rate from `defaults`)
   // rather than the common 5-way and 20-way rows (Reptile).
   bool own_bench_recipe;
+  // Trains on mini-batches of images from every class of the training split (data/batch.h) instead of
+  // episodes; validation and test still draw episodes (pretrain).
+  bool batch_training;
   // The settings it changes from the generic defaults (Note [Algorithm and dataset defaults] in io/settings.cpp).
   nlohmann::json defaults;
   // The settings only this algorithm reads (eval's --matching-attention applies where it is listed).

@@ -1,8 +1,11 @@
 #include "meta/training.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+
+#include "meta/registry.h"
 
 namespace metafew::meta {
 
@@ -40,6 +43,7 @@ TrainOptions train_options(const nlohmann::json& cfg) {
   o.val_episodes = cfg["val_episodes"];
   o.checkpoint_every = cfg["checkpoint_every"];
   o.init_from = cfg["init_from"];
+  if (find_algorithm(cfg["algo"]).batch_training) o.batch_images = cfg["batch_size"];
   return o;
 }
 
@@ -145,8 +149,9 @@ TrainOutcome Trainer::run(const TrainStart& start) {
       nlohmann::json line{{"iteration", it},
                           {"loss", window_loss / static_cast<double>(window)},
                           {regression_ ? "neg_mse" : "accuracy", window_acc / static_cast<double>(window)},
-                          {"tasks_per_second",
-                           secs > 0 ? static_cast<double>(window * o_.meta_batch) / secs : 0.0},
+                          {o_.batch_images > 0 ? "images_per_second" : "tasks_per_second",
+                           secs > 0 ? static_cast<double>(window * o_.meta_batch * std::max<int64_t>(o_.batch_images, 1)) / secs
+                                    : 0.0},
                           {"lr", opt_.current_lr()}};
       hooks_.metrics(line, "");  // a live line shows the loss already
       window_loss = window_acc = 0;

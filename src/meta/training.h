@@ -24,6 +24,8 @@ struct TrainOptions {
   // A file whose parameters start a new run instead of a fresh initialisation (the front end loads it:
   // Note [Initialising from a file] in cli/common.cpp); empty: none.
   std::string init_from;
+  // Pretraining: images per batch (a batch is one "task"; the logs count images per second); 0: episodes.
+  int64_t batch_images = 0;
 };
 
 // iterations, meta_batch, eval_steps, seed, threads, log_every, val_every, val_episodes, checkpoint_every,

@@ -113,7 +113,8 @@ TEST_CASE("cli: adapt and predict label each query independently of the rest of 
   TempDir tmp;
   write_task_folders(tmp.path);
   const fs::path query = tmp.path / "query";
-  for (const std::string algo : {"maml", "fomaml", "metasgd", "anil", "reptile", "protonet", "matchingnet", "paramnet"}) {
+  for (const std::string algo :
+       {"maml", "fomaml", "metasgd", "anil", "reptile", "protonet", "matchingnet", "paramnet", "pretrain"}) {
     CAPTURE(algo);
     const fs::path run = tmp.path / ("run_" + algo);
     std::string flags = algo == "reptile" ? " --inner-lr 0.001 --inner-steps 2 --outer-lr 1.0" : "";

@@ -33,7 +33,7 @@ TEST_CASE("cli: bad input gets a clear message and the documented exit code") {
   expect_error(metafew("meta-train --ways 5 --ways 7 --out " + (d / "r").string(), d), 2, "--ways is given 2 times");
   expect_error(metafew("meta-train --config /dev/zero --out " + (d / "r").string(), d), 1, "is not a regular file");
   expect_error(metafew("meta-train --inner-lr -1 --out " + (d / "r").string(), d), 2, "--inner-lr must be");
-  expect_error(metafew("meta-train --algo nope --out " + (d / "r").string(), d), 2, "--algo must be maml, fomaml, metasgd, anil, reptile, protonet, matchingnet or paramnet, got 'nope'");
+  expect_error(metafew("meta-train --algo nope --out " + (d / "r").string(), d), 2, "--algo must be maml, fomaml, metasgd, anil, reptile, protonet, matchingnet, paramnet or pretrain, got 'nope'");
   expect_error(metafew("meta-train --ways 5000 --out " + (d / "r").string(), d), 2, "5000");
   expect_error(metafew("meta-train --data " + (d / "missing").string() + " --out " + (d / "r").string(), d), 2,
                "missing' does not exist");

@@ -82,4 +82,13 @@ uint64_t episode_hash(const data::Episode& ep) {
   return h.value();
 }
 
+uint64_t batch_hash(const data::Batch& b) {
+  data::ChunkHasher h;
+  for (const tensor::Tensor* t : {&b.x, &b.y}) {
+    for (int64_t d : t->shape()) h.add_u64(static_cast<uint64_t>(d));
+    h.add(t->raw_data(), static_cast<size_t>(t->numel()) * tensor::dtype_size(t->dtype()));
+  }
+  return h.value();
+}
+
 }  // namespace metafew::testing

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "data/batch.h"
 #include "data/episode.h"
 
 namespace metafew::testing {
@@ -35,5 +36,7 @@ void make_class_folders(const std::filesystem::path& dir, int classes, int image
 
 // A stable hash of an episode's tensors and class names (bitwise).
 uint64_t episode_hash(const data::Episode& ep);
+// The same for a pretraining batch.
+uint64_t batch_hash(const data::Batch& b);
 
 }  // namespace metafew::testing

@@ -107,6 +107,7 @@ TEST_CASE("meta: every algorithm meta-trains and predicts through ResNet-12") {
     cfg.inner_steps = 2;
     cfg.inner_lr = 0.1;
     cfg.inner_batch = 3;
+    cfg.pretrain_classes = 3;  // pretrain: the task's query set as a batch labelled over 3 classes
     core::Rng init(7);
     auto algo = meta::make_algorithm(nn::Model(m), cfg, init);
     std::vector<Tensor> g;
@@ -356,6 +357,32 @@ TEST_CASE("meta: ParamNet head, loss and gradients on a hand-computed 2-way 1-sh
   auto g = autograd::grad({loss}, {a, s});
   check_vec(g[0], {-2 * kSigma1, 2 * kSigma1, 0, 0});
   check_vec(g[1], {0, 0});
+}
+
+TEST_CASE("meta: pretraining's centroid head on L2-normalised features, by hand") {
+  // Support: class 0 = (3, 0) and (0, 2) -> unit vectors (1, 0), (0, 1), centroid (0.5, 0.5); class 1 =
+  // (0, -5) -> (0, -1). Query (4, 4) -> (r, r) with r = 1/sqrt(2): squared distances 2 (r - 0.5)^2 to
+  // class 0 and r^2 + (r + 1)^2 to class 1.
+  const double r = 1.0 / std::sqrt(2.0);
+  const std::vector<double> support{3, 0, 0, 2, 0, -5};
+  // Built element by element: GCC 12 at -O3 -march=native (AVX-512) gave this test's queries{4, 4, 0, 0}
+  // as 4, 4, 4, 4 (the same declaration compiled alone was right); not understood yet.
+  std::vector<double> queries(4, 0.0);
+  queries[0] = queries[1] = 4;
+  Variable s(Tensor::from_vector(support, {3, 2}, DType::f64));
+  Variable q(Tensor::from_vector(queries, {2, 2}, DType::f64));
+  Tensor ys = Tensor::from_indices({0, 0, 1}, {3});
+  const std::vector<double> got = meta::centroid_logits(s, ys, q, 2).data().to_vector();
+  REQUIRE(got.size() == 4);
+  const double d0 = 2 * (r - 0.5) * (r - 0.5), d1 = r * r + (r + 1) * (r + 1);
+  CHECK(got[0] == doctest::Approx(-d0).epsilon(1e-12));
+  CHECK(got[1] == doctest::Approx(-d1).epsilon(1e-12));
+  // A zero feature row (every ReLU off) stays zero: its logits are minus the centroids' squared norms.
+  CHECK(got[2] == doctest::Approx(-0.5).epsilon(1e-12));
+  CHECK(got[3] == doctest::Approx(-1.0).epsilon(1e-12));
+  // Scaling a feature vector changes nothing (that is the normalisation).
+  Variable q3(Tensor::from_vector({0.4, 0.4}, {1, 2}, DType::f64));
+  CHECK(meta::centroid_logits(s, ys, q3, 2).data().to_vector()[0] == doctest::Approx(-d0).epsilon(1e-12));
 }
 
 }  // namespace
