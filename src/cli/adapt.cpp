@@ -87,8 +87,7 @@ struct Skipped {
     if (e.is_directory()) {
       ++by_kind["folders inside class folders"];
     } else {
-      std::string ext = e.path().extension().string();
-      std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+      const std::string ext = data::file_extension(name);
       ++by_kind[ext.empty() ? "without an extension" : ext];
     }
   }

@@ -45,13 +45,18 @@ void check_image_spec(const ImageSpec& spec, const char* who) {
                  ": image size must be in [1, 4096] on each side, got ", spec.height, "x", spec.width);
 }
 
+std::string file_extension(const std::string& filename) {
+  const size_t dot = filename.rfind('.');
+  if (dot == std::string::npos || dot == 0) return "";
+  std::string ext = filename.substr(dot);
+  for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return ext;
+}
+
 bool has_image_extension(const std::string& filename) {
   if (filename.empty() || filename[0] == '.') return false;
-  const size_t dot = filename.rfind('.');
-  if (dot == std::string::npos) return false;
-  std::string ext = filename.substr(dot + 1);
-  for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return ext == "png" || ext == "jpg" || ext == "jpeg" || ext == "bmp" || ext == "pgm" || ext == "ppm";
+  const std::string ext = file_extension(filename);
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp" || ext == ".pgm" || ext == ".ppm";
 }
 
 // Note [PNG chunk checksums]: stb_image skips the CRC-32 that ends every PNG chunk, so a flipped bit inside

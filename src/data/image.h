@@ -18,6 +18,8 @@ struct ImageSpec {
 // Throws (usage) unless channels is 1 or 3 and both sides are in [1, 4096]; `who` names the caller.
 void check_image_spec(const ImageSpec& spec, const char* who);
 
+// The lower-case extension with its dot (".webp"), "" when the name has none or only a leading dot.
+std::string file_extension(const std::string& filename);
 // True when the file name ends in an extension this reader decodes (case-insensitive): .png .jpg .jpeg .bmp
 // .pgm .ppm. Hidden files (leading '.') are never images.
 bool has_image_extension(const std::string& filename);

@@ -58,10 +58,7 @@ void note(ScanReport& rep, const std::string& what) {
 
 void count_extension(ScanReport& rep, const std::string& name) {
   if (!name.empty() && name[0] == '.') return;  // hidden files (.DS_Store) are nobody's images
-  const size_t dot = name.rfind('.');
-  std::string ext = dot == std::string::npos || dot == 0 ? "" : name.substr(dot);
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char ch) { return std::tolower(ch); });
-  ++rep.non_image_extensions[ext];
+  ++rep.non_image_extensions[file_extension(name)];
 }
 
 class Scanner {
