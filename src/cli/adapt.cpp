@@ -320,7 +320,7 @@ int run_adapt(int argc, char** argv) {
                         "Adapt a meta-trained checkpoint to a new task (DIR/<class>/<images>) and label query "
                         "images; results on stdout (or --out), one line per image or JSON.");
   opts.set_width(100);
-  add_shared_flags(opts, {SharedFlag::checkpoint, SharedFlag::threads, SharedFlag::json_output});
+  add_shared_flags(opts, {SharedFlag::checkpoint, SharedFlag::threads, SharedFlag::json_output, SharedFlag::head});
   opts.add_options()(
       "support",
       "folder with one sub-folder of images per class (folder names are the labels; classes may hold different "
@@ -349,6 +349,7 @@ int run_adapt(int argc, char** argv) {
   MF_USAGE_CHECK(ck.header["kind"] == "training", "adapt: ", path,
                  " is already an adapted model; use `metafew predict --model ", path, " --query ...`");
   const std::string bn = set_query_bn(ck, args, kQueryBnDefault);
+  apply_head_flags(ck, args);
   json cfg = checkpoint_config(ck);
   Preprocess pre = preprocess_from(ck);
   pre.convert_channels = args.count("convert-channels") > 0;
@@ -387,7 +388,7 @@ int run_adapt(int argc, char** argv) {
   if (*fewest != *most)
     std::fprintf(stderr, "adapt: the support classes have %lld to %lld images each (uneven shots)\n",
                  static_cast<long long>(*fewest), static_cast<long long>(*most));
-  if (meta::find_algorithm(cfg["algo"]).uses_head)
+  if (meta::find_algorithm(cfg["algo"]).uses_head && cfg["head"] == "own")
     MF_USAGE_CHECK(ways == cfg["ways"].get<int64_t>(), "adapt: the support folder has ", ways,
                    " classes but this ", cfg["algo"].get<std::string>(), " checkpoint has a ", cfg["ways"].get<int64_t>(),
                    "-way head");
@@ -400,7 +401,12 @@ int run_adapt(int argc, char** argv) {
   task.support_y = tensor::Tensor::from_indices(labels, {static_cast<int64_t>(labels.size())});
   task.ways = ways;
   task.seed = cfg["seed"];
-  const int64_t steps = args.count("steps") ? args["steps"].as<int64_t>() : cfg["eval_steps"].get<int64_t>();
+  MF_USAGE_CHECK(cfg["head"] == "own" || !args.count("steps") || args["steps"].as<int64_t>() == 0,
+                 "adapt: --steps applies to the algorithm's own head; the ", cfg["head"].get<std::string>(),
+                 " head classifies the frozen backbone's features (no inner steps)");
+  const int64_t steps = cfg["head"] != "own" ? 0
+                        : args.count("steps") ? args["steps"].as<int64_t>()
+                                              : cfg["eval_steps"].get<int64_t>();
   MF_USAGE_CHECK(steps >= 0, "adapt: --steps must be >= 0, got ", steps);
   meta::Adapted adapted = algo->adapt(task, steps);
 

@@ -172,9 +172,26 @@ void add_shared_flags(cxxopts::Options& opts, std::initializer_list<SharedFlag> 
       case SharedFlag::json_output:
         adder("json", "print the result as JSON");
         break;
+      case SharedFlag::head:
+        adder("head", io::find_setting("head")->help + " (default: the run's)", cxxopts::value<std::string>());
+        adder("logreg-c", io::find_setting("logreg_c")->help + " (default: the run's)", cxxopts::value<double>());
+        break;
     }
   }
   adder("h,help", "show this help");
+}
+
+void apply_head_flags(io::Checkpoint& ck, const cxxopts::ParseResult& args) {
+  if (args.count("head")) {
+    const json head = args["head"].as<std::string>();
+    io::check_setting("head", head);
+    ck.header["config"]["head"] = head;
+  }
+  if (args.count("logreg-c")) {
+    const json c = args["logreg-c"].as<double>();
+    io::check_setting("logreg_c", c);
+    ck.header["config"]["logreg_c"] = c;
+  }
 }
 
 void apply_threads_flag(const cxxopts::ParseResult& args) {

@@ -34,8 +34,11 @@ cxxopts::ParseResult parse_options(cxxopts::Options& opts, int argc, char** argv
 
 // Flags several subcommands share, each declared once here (--threads and --data with the help and default of
 // their setting's declaration), plus -h/--help.
-enum class SharedFlag { checkpoint, data, threads, json_output };
+enum class SharedFlag { checkpoint, data, threads, json_output, head };
 void add_shared_flags(cxxopts::Options& opts, std::initializer_list<SharedFlag> flags);
+// --head and --logreg-c (SharedFlag::head), checked as the settings are, written into the checkpoint's
+// config so that the algorithm is built with them (Note [Test-time heads] in src/meta/heads.cpp).
+void apply_head_flags(io::Checkpoint& ck, const cxxopts::ParseResult& args);
 // Checks --threads as the setting is checked, and applies it (set_threads).
 void apply_threads_flag(const cxxopts::ParseResult& args);
 // OpenMP's thread count for the rest of the process: n > 0 threads, or OpenMP's default (every core, or

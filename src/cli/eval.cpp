@@ -85,7 +85,8 @@ int run_eval(int argc, char** argv) {
                         "Evaluate a checkpoint on test episodes: mean accuracy (or -MSE) and its 95% interval "
                         "(1.96 std / sqrt(episodes)). Without --data, the dataset it was trained on.");
   opts.set_width(100);
-  add_shared_flags(opts, {SharedFlag::checkpoint, SharedFlag::data, SharedFlag::threads, SharedFlag::json_output});
+  add_shared_flags(opts, {SharedFlag::checkpoint, SharedFlag::data, SharedFlag::threads, SharedFlag::json_output,
+                          SharedFlag::head});
   opts.add_options()(
       "split", "split to evaluate on; all: every class of the dataset (a new dataset without a test/ folder)",
       cxxopts::value<std::string>()->default_value("test"))(
@@ -137,6 +138,7 @@ int run_eval(int argc, char** argv) {
     meta::parse_matching_attention(args["matching-attention"].as<std::string>());  // names the accepted values
     ck.header["config"]["matching_attention"] = args["matching-attention"].as<std::string>();
   }
+  apply_head_flags(ck, args);
   json cfg = checkpoint_config(ck);
   auto algo = algorithm_from_checkpoint(ck);
   if (args.count("data")) {
@@ -154,7 +156,12 @@ int run_eval(int argc, char** argv) {
   const int64_t ways = args.count("ways") ? args["ways"].as<int64_t>() : cfg["test_ways"].get<int64_t>();
   const int64_t shots = args.count("shots") ? args["shots"].as<int64_t>() : cfg["test_shots"].get<int64_t>();
   const int64_t queries = args.count("queries") ? args["queries"].as<int64_t>() : cfg["test_queries"].get<int64_t>();
-  const int64_t steps = args.count("steps") ? args["steps"].as<int64_t>() : cfg["eval_steps"].get<int64_t>();
+  MF_USAGE_CHECK(cfg["head"] == "own" || !args.count("steps") || args["steps"].as<int64_t>() == 0,
+                 "eval: --steps applies to the algorithm's own head; the ", cfg["head"].get<std::string>(),
+                 " head classifies the frozen backbone's features (no inner steps)");
+  const int64_t steps = cfg["head"] != "own" ? 0
+                        : args.count("steps") ? args["steps"].as<int64_t>()
+                                              : cfg["eval_steps"].get<int64_t>();
   const int64_t episodes = args["episodes"].as<int64_t>();
   MF_USAGE_CHECK(regression || ways >= 2, "eval: --ways must be at least 2 (a 1-way task is always 100% correct), got ",
                  ways);
@@ -166,7 +173,7 @@ int run_eval(int argc, char** argv) {
                  episodes);
   for (const auto& [flag, v] : {std::pair{"--ways", ways}, {"--shots", shots}, {"--queries", queries}})
     MF_USAGE_CHECK(v <= 10000, "eval: ", flag, " must be at most 10000, got ", v);
-  if (meta::find_algorithm(cfg["algo"]).uses_head && !regression)
+  if (meta::find_algorithm(cfg["algo"]).uses_head && cfg["head"] == "own" && !regression)
     MF_USAGE_CHECK(ways == cfg["ways"].get<int64_t>(), "eval: this ", cfg["algo"].get<std::string>(),
                    " checkpoint has a ", cfg["ways"].get<int64_t>(), "-way head; --ways ", ways, " does not fit it");
 
@@ -196,6 +203,7 @@ int run_eval(int argc, char** argv) {
            {"queries", queries},
            {"steps", steps},
            {"bn", cfg["bn"]},
+           {"head", cfg["head"]},
            {"episodes", r.episodes},
            {"seed", args["seed"].as<uint64_t>()},
            {regression ? "neg_mse" : "accuracy", r.mean},
@@ -249,8 +257,10 @@ int run_eval(int argc, char** argv) {
                   split.c_str(), static_cast<long long>(shots), static_cast<long long>(episodes),
                   static_cast<long long>(steps), value, interval.c_str());
     else
-      std::printf("%s %s, %lld-way %lld-shot, %lld episodes, %lld steps, %s batch norm: %s%s\n",
-                  cfg["algo"].get<std::string>().c_str(), split.c_str(), static_cast<long long>(ways),
+      std::printf("%s%s %s, %lld-way %lld-shot, %lld episodes, %lld steps, %s batch norm: %s%s\n",
+                  cfg["algo"].get<std::string>().c_str(),
+                  cfg["head"] == "own" ? "" : (" + " + cfg["head"].get<std::string>() + " head").c_str(),
+                  split.c_str(), static_cast<long long>(ways),
                   static_cast<long long>(shots), static_cast<long long>(episodes), static_cast<long long>(steps),
                   cfg["bn"].get<std::string>().c_str(), value, interval.c_str());
     if (!regression) {

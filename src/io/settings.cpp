@@ -225,6 +225,8 @@ json checkpoint_config(const io::Checkpoint& ck) {
   if (!cfg.contains("split_file")) cfg["split_file"] = "";                 // and --split-file
   if (!cfg.contains("batch_size")) cfg["batch_size"] = 64;               // and pretraining
   if (!cfg.contains("pretrain_classes")) cfg["pretrain_classes"] = 0;
+  if (!cfg.contains("head")) cfg["head"] = "own";                       // test-time heads later still
+  if (!cfg.contains("logreg_c")) cfg["logreg_c"] = 1.0;
   const std::string where = "checkpoint " + ck.source;
   io::validate_settings(cfg, where);
   // The header's own fields that size or index something (Note [One check for every source]).

@@ -1,9 +1,28 @@
 #include "meta/algorithm.h"
 
 #include "autograd/grad_mode.h"
+#include "meta/heads.h"
+#include "meta/inner_loop.h"
 #include "ops/ops.h"
 
 namespace metafew::meta {
+
+Adapted Algorithm::adapt(const Task& t, int64_t steps) const {
+  if (config_.head == TestHead::own) return adapt_own(t, steps);
+  MF_USAGE_CHECK(!t.regression(), "--head ", test_head_name(config_.head),
+                 " classifies images; a regression model predicts with its own head (--head own)");
+  // The frozen backbone: the meta-learned parameters as they are (Note [Test-time heads]).
+  Adapted a{{}, t.support_x, t.support_y, t.ways};
+  for (const auto& p : params_) a.weights.push_back(p.data());
+  return a;
+}
+
+Tensor Algorithm::predict_adapted(const Adapted& a, const Tensor& query_x) const {
+  if (config_.head == TestHead::own) return predict_own(a, query_x);
+  autograd::NoGradGuard ng;
+  const AdaptedFeatures f = adapted_features(model_, a, query_x);
+  return feature_head_logits(config_.head, f.support, a.support_y, f.query, a.ways, config_.logreg_c);
+}
 
 Variable Algorithm::task_loss(const Variable& outputs, const Tensor& labels, bool regression) {
   return regression ? ops::mse(outputs, Variable(labels)) : ops::cross_entropy(outputs, labels);

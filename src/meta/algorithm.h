@@ -63,9 +63,10 @@ class Algorithm {
   // Adapts to the support set with `steps` inner steps (ignored by metric methods) and returns query
   // outputs: logits (Q, ways) or regression predictions (Q, 1). No graph is kept.
   Tensor predict(const Task& task, int64_t steps) const { return predict_adapted(adapt(task, steps), task.query_x); }
-  // Adaptation alone (the task's query set is not used), and prediction with an adapted model.
-  virtual Adapted adapt(const Task& task, int64_t steps) const = 0;
-  virtual Tensor predict_adapted(const Adapted& adapted, const Tensor& query_x) const = 0;
+  // Adaptation alone (the task's query set is not used), and prediction with an adapted model: the
+  // algorithm's own head, or the test-time head config().head names (Note [Test-time heads] in heads.cpp).
+  Adapted adapt(const Task& task, int64_t steps) const;
+  Tensor predict_adapted(const Adapted& adapted, const Tensor& query_x) const;
 
   // The loss of outputs against labels (cross-entropy, or MSE for regression), and the score of predictions.
   static Variable task_loss(const Variable& outputs, const Tensor& labels, bool regression);
@@ -73,6 +74,9 @@ class Algorithm {
 
  protected:
   Algorithm(nn::Model model, AlgoConfig config) : model_(std::move(model)), config_(std::move(config)) {}
+  // The algorithm's own adaptation and prediction.
+  virtual Adapted adapt_own(const Task& task, int64_t steps) const = 0;
+  virtual Tensor predict_own(const Adapted& adapted, const Tensor& query_x) const = 0;
   nn::Model model_;
   AlgoConfig config_;
   std::vector<Variable> params_;

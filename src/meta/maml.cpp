@@ -48,7 +48,7 @@ class Maml : public Algorithm {
     return r;
   }
 
-  Adapted adapt(const Task& t, int64_t steps) const override {
+  Adapted adapt_own(const Task& t, int64_t steps) const override {
     std::vector<Variable> fast;
     const size_t n = model_.specs().size();
     for (size_t i = 0; i < n; ++i) fast.emplace_back(params_[i].data(), true);
@@ -66,7 +66,7 @@ class Maml : public Algorithm {
     return a;
   }
 
-  Tensor predict_adapted(const Adapted& a, const Tensor& query_x) const override {
+  Tensor predict_own(const Adapted& a, const Tensor& query_x) const override {
     return forward_query(model_, a, query_x);
   }
 
@@ -109,7 +109,7 @@ class Anil : public Algorithm {
     return r;
   }
 
-  Adapted adapt(const Task& t, int64_t steps) const override {
+  Adapted adapt_own(const Task& t, int64_t steps) const override {
     autograd::NoGradGuard ng;
     const size_t hb = model_.head_begin();
     Variable fs = model_.embed(params_, Variable(t.support_x));
@@ -127,7 +127,7 @@ class Anil : public Algorithm {
     return a;
   }
 
-  Tensor predict_adapted(const Adapted& a, const Tensor& query_x) const override {
+  Tensor predict_own(const Adapted& a, const Tensor& query_x) const override {
     return forward_query(model_, a, query_x);
   }
 

@@ -41,7 +41,7 @@ class Metric : public Algorithm {
     return r;
   }
 
-  Adapted adapt(const Task& t, int64_t steps) const override {
+  Adapted adapt_own(const Task& t, int64_t steps) const override {
     Adapted a{{}, t.support_x, t.support_y, t.ways};
     for (const auto& p : params_) a.weights.push_back(p.data());
     if (head_ == MetricHead::paramnet) {
@@ -55,7 +55,7 @@ class Metric : public Algorithm {
     return a;
   }
 
-  Tensor predict_adapted(const Adapted& a, const Tensor& query_x) const override {
+  Tensor predict_own(const Adapted& a, const Tensor& query_x) const override {
     autograd::NoGradGuard ng;
     const AdaptedFeatures f = adapted_features(model_, a, query_x);
     if (head_ == MetricHead::prototypes) return protonet_logits(f.support, a.support_y, f.query, a.ways).data();

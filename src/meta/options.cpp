@@ -45,6 +45,13 @@ std::vector<core::Setting> algorithm_settings() {
       core::integer_setting("pretrain_classes", d.pretrain_classes, 0, 10000000,
                             "pretrain: classes of the classifier (0: the training split's, filled in when a run "
                             "starts)"),
+      core::text_setting("head", test_head_name(d.head),
+                         "head at validation and test time: own (the algorithm's), centroid (nearest centroid of "
+                         "L2-normalised features) or logreg (logistic regression on them, as RFS)",
+                         [](const std::string& v) { parse_test_head(v); }),
+      core::Setting{"logreg_c", d.logreg_c,
+              "logreg head: inverse L2 strength, scikit-learn's C (RFS: 1); the fit minimises C x the summed "
+              "cross-entropy + |W|^2/2", 1e-6, 1e6, {}},
   };
 }
 
@@ -62,6 +69,8 @@ AlgoConfig algo_config(const nlohmann::json& cfg) {
   a.matching_attention = parse_matching_attention(cfg["matching_attention"]);
   a.batch_size = cfg["batch_size"];
   a.pretrain_classes = cfg["pretrain_classes"];
+  a.head = parse_test_head(cfg["head"]);
+  a.logreg_c = cfg["logreg_c"];
   return a;
 }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/setting.h"
+#include "meta/heads.h"
 
 namespace metafew::meta {
 
@@ -39,10 +40,14 @@ struct AlgoConfig {
   // split's, set by meta-train when a run starts; 0 until then).
   int64_t batch_size = 64;
   int64_t pretrain_classes = 0;
+  // The head at validation and test time: the algorithm's own, or a test-time head on frozen features (Note
+  // [Test-time heads] in heads.cpp), and the logistic-regression head's inverse L2 strength.
+  TestHead head = TestHead::own;
+  double logreg_c = 1.0;
 };
 
 // The algorithm settings (algo, inner_steps, inner_lr, first_order, inner_bn, inner_batch, inner_optimizer,
-// inner_state, refine_steps, matching_attention, batch_size, pretrain_classes).
+// inner_state, refine_steps, matching_attention, batch_size, pretrain_classes, head, logreg_c).
 std::vector<core::Setting> algorithm_settings();
 AlgoConfig algo_config(const nlohmann::json& cfg);
 

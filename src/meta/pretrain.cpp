@@ -21,21 +21,6 @@ namespace metafew::meta {
 
 namespace {
 
-tensor::Tensor l2_normalised_rows(const Tensor& f) {
-  MF_CHECK(f.dim() == 2, "centroid head: features must be (N, D), got ", tensor::to_string(f.shape()));
-  const std::vector<double> v = f.to_vector();
-  const int64_t n = f.shape()[0], d = f.shape()[1];
-  std::vector<double> out(v.size());
-  for (int64_t i = 0; i < n; ++i) {
-    double sq = 0;
-    for (int64_t j = 0; j < d; ++j) sq += v[static_cast<size_t>(i * d + j)] * v[static_cast<size_t>(i * d + j)];
-    // A row of zeros (every ReLU off) stays zero: equally far from every unit-length centroid's direction.
-    const double inv = sq > 0 ? 1.0 / std::sqrt(sq) : 0.0;
-    for (int64_t j = 0; j < d; ++j) out[static_cast<size_t>(i * d + j)] = v[static_cast<size_t>(i * d + j)] * inv;
-  }
-  return Tensor::from_vector(out, f.shape(), f.dtype());
-}
-
 class Pretrain : public Algorithm {
  public:
   Pretrain(nn::Model model, AlgoConfig config, core::Rng& rng) : Algorithm(std::move(model), std::move(config)) {
@@ -68,14 +53,14 @@ class Pretrain : public Algorithm {
     return r;
   }
 
-  Adapted adapt(const Task& t, int64_t steps) const override {
+  Adapted adapt_own(const Task& t, int64_t steps) const override {
     (void)steps;  // the centroid head has nothing to step
     Adapted a{{}, t.support_x, t.support_y, t.ways};
     for (const auto& p : params_) a.weights.push_back(p.data());
     return a;
   }
 
-  Tensor predict_adapted(const Adapted& a, const Tensor& query_x) const override {
+  Tensor predict_own(const Adapted& a, const Tensor& query_x) const override {
     autograd::NoGradGuard ng;
     const AdaptedFeatures f = adapted_features(model_, a, query_x);
     return centroid_logits(f.support, a.support_y, f.query, a.ways).data();
@@ -83,10 +68,6 @@ class Pretrain : public Algorithm {
 };
 
 }  // namespace
-
-Variable centroid_logits(const Variable& fs, const Tensor& ys, const Variable& fq, int64_t ways) {
-  return protonet_logits(Variable(l2_normalised_rows(fs.data())), ys, Variable(l2_normalised_rows(fq.data())), ways);
-}
 
 std::unique_ptr<Algorithm> make_pretrain(const nn::Model& model, const AlgoConfig& config, core::Rng& rng) {
   MF_USAGE_CHECK(model.config().outputs == 0, "pretrain: the backbone's classifier is the algorithm's own; the model "

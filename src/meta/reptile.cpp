@@ -92,13 +92,13 @@ class Reptile : public Algorithm {
     state_ = std::move(next);
   }
 
-  Adapted adapt(const Task& t, int64_t steps) const override {
+  Adapted adapt_own(const Task& t, int64_t steps) const override {
     Adapted a{{}, t.support_x, t.support_y, t.ways};
     for (const auto& p : inner_loop(t, steps, nullptr)) a.weights.push_back(p.data());
     return a;
   }
 
-  Tensor predict_adapted(const Adapted& a, const Tensor& query_x) const override {
+  Tensor predict_own(const Adapted& a, const Tensor& query_x) const override {
     return forward_query(model_, a, query_x);
   }
 

@@ -1,6 +1,7 @@
 // --algo pretrain (Note [Pretraining] in meta/pretrain.cpp): supervised training on mini-batches of every
 // training class, validated and tested by nearest centroid on episodes; the same parameters at 1 and 2
-// threads and after a resume; its checkpoint starts a ProtoNets run (Meta-Baseline's second stage).
+// threads and after a resume; its checkpoint starts a ProtoNets run (Meta-Baseline's second stage); the
+// test-time heads (--head centroid | logreg) on it and on a MAML checkpoint.
 #include <doctest/doctest.h>
 
 #include "support/cli_run.h"
@@ -81,6 +82,42 @@ TEST_CASE("cli: pretrain learns a classifier over the training classes, the same
   REQUIRE(ad.code == 0);
   CHECK(json::parse(ad.out)["predictions"].size() == 15);
 
+  // Test-time heads (Note [Test-time heads] in src/meta/heads.cpp): centroid is pretrain's own head, so the
+  // same figure; logreg fits each episode's support set (measured: 20 episodes at 63-69%).
+  auto eval_json = [&](const std::string& extra) {
+    Result r = metafew("eval --checkpoint " + one.string() + " --episodes 20 --json --no-record " + extra, tmp.path);
+    INFO(r.err);
+    REQUIRE(r.code == 0);
+    return json::parse(r.out);
+  };
+  CHECK(eval_json("--head centroid")["accuracy"] == e["accuracy"]);
+  const json lr = eval_json("--head logreg");
+  CHECK(lr["head"] == "logreg");
+  CHECK(lr["steps"] == 0);
+  CHECK(lr["accuracy"].get<double>() > 0.5);
+  CHECK(lr["accuracy"] != e["accuracy"]);
+  CHECK(eval_json("--head logreg --logreg-c 1000")["accuracy"] != lr["accuracy"]);
+  // adapt --head logreg: the saved model keeps the head and predict labels exactly as adapt did.
+  const fs::path saved = tmp.path / "logreg.mf";
+  Result adl = metafew("adapt --checkpoint " + one.string() + " --head logreg --support " +
+                           (tmp.path / "support").string() + " --query " + (tmp.path / "query").string() +
+                           " --json --save-adapted " + saved.string(),
+                       tmp.path);
+  INFO(adl.err);
+  REQUIRE(adl.code == 0);
+  Result pr = metafew("predict --model " + saved.string() + " --query " + (tmp.path / "query").string() + " --json",
+                      tmp.path);
+  INFO(pr.err);
+  REQUIRE(pr.code == 0);
+  CHECK(json::parse(pr.out)["predictions"] == json::parse(adl.out)["predictions"]);
+  CHECK(json::parse(pr.out)["predictions"] != json::parse(ad.out)["predictions"]);  // not the centroid's
+  expect_error(metafew("eval --checkpoint " + one.string() + " --head svm", tmp.path), 2,
+               "--head must be own, centroid or logreg, got 'svm'");
+  expect_error(metafew("eval --checkpoint " + one.string() + " --head logreg --steps 3", tmp.path), 2,
+               "eval: --steps applies to the algorithm's own head; the logreg head classifies the frozen");
+  expect_error(metafew("eval --checkpoint " + one.string() + " --head logreg --logreg-c 0", tmp.path), 2,
+               "--logreg-c must be a finite number >= 1e-06, got 0");
+
   // Meta-Baseline's second stage: ProtoNets from the pretrained backbone (the classifier is left out).
   Result mb = metafew("meta-train --data builtin:glyphs --split-file " + split.string() +
                           " --algo protonet --filters 16 --iterations 2 --val-episodes 4 --init-from " + one.string() +
@@ -90,6 +127,20 @@ TEST_CASE("cli: pretrain learns a classifier over the training classes, the same
   REQUIRE(mb.code == 0);
   CHECK(mb.err.find("not in this model, ignored: pretrain.classifier.bias, pretrain.classifier.weight") !=
         std::string::npos);
+
+  // A MAML checkpoint's 5-way head does not bind a test-time head: 3-way episodes on its features.
+  Result maml = metafew("meta-train --data builtin:glyphs --split-file " + split.string() +
+                            " --algo maml --filters 16 --iterations 2 --val-episodes 4 --out " + (tmp.path / "maml").string(),
+                        tmp.path);
+  REQUIRE(maml.code == 0);
+  expect_error(metafew("eval --checkpoint " + (tmp.path / "maml").string() + " --ways 3 --episodes 4", tmp.path), 2,
+               "5-way head; --ways 3 does not fit it");
+  Result m3 = metafew("eval --checkpoint " + (tmp.path / "maml").string() +
+                          " --ways 3 --episodes 4 --head centroid --json --no-record",
+                      tmp.path);
+  INFO(m3.err);
+  REQUIRE(m3.code == 0);
+  CHECK(json::parse(m3.out)["ways"] == 3);
 
   expect_error(metafew("bench --algo pretrain", tmp.path), 2, "trains on mini-batches");
   expect_error(metafew("meta-train --data builtin:sinusoid --algo pretrain --iterations 2 --out " +
