@@ -227,6 +227,8 @@ json checkpoint_config(const io::Checkpoint& ck) {
   if (!cfg.contains("pretrain_classes")) cfg["pretrain_classes"] = 0;
   if (!cfg.contains("head")) cfg["head"] = "own";                       // test-time heads later still
   if (!cfg.contains("logreg_c")) cfg["logreg_c"] = 1.0;
+  if (!cfg.contains("momentum")) cfg["momentum"] = 0.0;                 // plain SGD before momentum
+  if (!cfg.contains("weight_decay")) cfg["weight_decay"] = 0.0;
   const std::string where = "checkpoint " + ck.source;
   io::validate_settings(cfg, where);
   // The header's own fields that size or index something (Note [One check for every source]).

@@ -33,13 +33,39 @@ void check_grads(const std::vector<Variable>& params, const std::vector<Tensor>&
 void Sgd::step(std::vector<Variable>& params, const std::vector<Tensor>& grads) {
   check_grads(params, grads, "sgd");
   const float lr = static_cast<float>(current_lr());
+  const float mu = static_cast<float>(momentum_), wd = static_cast<float>(weight_decay_);
+  if (momentum_ > 0 && velocity_.empty())
+    for (const Variable& p : params) velocity_.push_back(Tensor::zeros(p.shape()));
+  MF_CHECK(momentum_ == 0 || velocity_.size() == params.size(), "sgd: momentum for ", velocity_.size(),
+           " parameters, given ", params.size());
   for (size_t i = 0; i < params.size(); ++i) {
     if (!grads[i].defined()) continue;
-    float* w = params[i].mutable_data().data<float>();
-    const float* g = grads[i].data<float>();
-    for (int64_t j = 0; j < grads[i].numel(); ++j) w[j] -= lr * g[j];
+    float* __restrict w = params[i].mutable_data().data<float>();
+    const float* __restrict g = grads[i].data<float>();
+    const int64_t n = grads[i].numel();
+    if (momentum_ > 0) {
+      float* __restrict v = velocity_[i].data<float>();
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) {
+        v[j] = mu * v[j] + (g[j] + wd * w[j]);
+        w[j] -= lr * v[j];
+      }
+    } else if (weight_decay_ > 0) {
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) w[j] -= lr * (g[j] + wd * w[j]);
+    } else {
+      for (int64_t j = 0; j < n; ++j) w[j] -= lr * g[j];
+    }
   }
   ++steps_;
+}
+
+void Sgd::load_state(int64_t steps, const std::vector<Tensor>& state) {
+  MF_CHECK(momentum_ > 0 || state.empty(), "sgd: a momentum state of ", state.size(),
+           " tensors for SGD without momentum");
+  velocity_.clear();
+  for (const Tensor& t : state) velocity_.push_back(t.clone());
+  steps_ = steps;
 }
 
 void Adam::step(std::vector<Variable>& params, const std::vector<Tensor>& grads) {
@@ -57,7 +83,7 @@ void Adam::step(std::vector<Variable>& params, const std::vector<Tensor>& grads)
   const double c2 = 1.0 - std::pow(beta2_, static_cast<double>(t));
   const float b1 = static_cast<float>(beta1_), b2 = static_cast<float>(beta2_);
   const float step = static_cast<float>(lr / c1), rc2 = static_cast<float>(1.0 / std::sqrt(c2));
-  const float eps = static_cast<float>(eps_);
+  const float eps = static_cast<float>(eps_), wd = static_cast<float>(weight_decay_);
   for (size_t i = 0; i < params.size(); ++i) {
     if (!grads[i].defined()) continue;
     // Distinct tensors (restrict): without it GCC keeps the loop scalar, and Reptile's inner loop runs an
@@ -69,8 +95,9 @@ void Adam::step(std::vector<Variable>& params, const std::vector<Tensor>& grads)
     const int64_t n = grads[i].numel();
 #pragma omp simd
     for (int64_t j = 0; j < n; ++j) {
-      m[j] = b1 * m[j] + (1 - b1) * g[j];
-      v[j] = b2 * v[j] + (1 - b2) * g[j] * g[j];
+      const float gj = g[j] + wd * w[j];
+      m[j] = b1 * m[j] + (1 - b1) * gj;
+      v[j] = b2 * v[j] + (1 - b2) * gj * gj;
       w[j] -= step * m[j] / (std::sqrt(v[j]) * rc2 + eps);
     }
   }

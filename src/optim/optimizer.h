@@ -38,24 +38,36 @@ class Optimizer {
   int64_t steps_ = 0;
 };
 
-// w -= lr * g
+// Both optimisers take weight decay as PyTorch's weight_decay: an L2 term wd * w added to each gradient
+// before the update (so Adam scales it too; not AdamW's decoupled decay).
+
+// SGD, with PyTorch's momentum: v = momentum * v + (g + wd * w), w -= lr * v (v starts at 0, so the first
+// step is plain SGD). Momentum 0 keeps no state.
 class Sgd : public Optimizer {
  public:
-  Sgd(double lr, Schedule schedule = {}) : Optimizer(lr, std::move(schedule)) {}
+  Sgd(double lr, Schedule schedule = {}, double momentum = 0, double weight_decay = 0)
+      : Optimizer(lr, std::move(schedule)), momentum_(momentum), weight_decay_(weight_decay) {}
   void step(std::vector<Variable>& params, const std::vector<Tensor>& grads) override;
+  std::vector<Tensor> state() const override { return velocity_; }
+  void load_state(int64_t steps, const std::vector<Tensor>& state) override;
+
+ private:
+  double momentum_, weight_decay_;
+  std::vector<Tensor> velocity_;
 };
 
 // Adam (Kingma & Ba) with bias correction; beta1 = 0 gives Reptile's inner optimiser.
 class Adam : public Optimizer {
  public:
-  Adam(double lr, Schedule schedule = {}, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8)
-      : Optimizer(lr, std::move(schedule)), beta1_(beta1), beta2_(beta2), eps_(eps) {}
+  Adam(double lr, Schedule schedule = {}, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8,
+       double weight_decay = 0)
+      : Optimizer(lr, std::move(schedule)), beta1_(beta1), beta2_(beta2), eps_(eps), weight_decay_(weight_decay) {}
   void step(std::vector<Variable>& params, const std::vector<Tensor>& grads) override;
   std::vector<Tensor> state() const override;
   void load_state(int64_t steps, const std::vector<Tensor>& state) override;
 
  private:
-  double beta1_, beta2_, eps_;
+  double beta1_, beta2_, eps_, weight_decay_;
   std::vector<Tensor> m_, v_;
 };
 

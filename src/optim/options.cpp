@@ -13,6 +13,10 @@ std::vector<core::Setting> optimizer_settings() {
       core::integer_setting("schedule_step", d.schedule.step_size, 1, core::kMaxCount,
                             "step schedule: iterations between decays"),
       core::number_setting("schedule_gamma", d.schedule.gamma, "step schedule: decay factor"),
+      core::Setting{"momentum", d.momentum,
+                    "sgd optimizer: momentum as PyTorch's (v = momentum v + g, w -= lr v; RFS: 0.9)", 0, 0.999999, {}},
+      core::number_setting("weight_decay", d.weight_decay,
+                           "L2 weight decay added to every gradient, as PyTorch's weight_decay (RFS: 5e-4)"),
   };
 }
 
@@ -22,8 +26,11 @@ std::unique_ptr<Optimizer> make_optimizer(const nlohmann::json& cfg) {
   s.step_size = cfg["schedule_step"];
   s.gamma = cfg["schedule_gamma"];
   s.total = cfg["iterations"];
-  if (cfg["optimizer"] == "sgd") return std::make_unique<Sgd>(cfg["outer_lr"].get<double>(), s);
-  return std::make_unique<Adam>(cfg["outer_lr"].get<double>(), s);
+  const double wd = cfg["weight_decay"];
+  if (cfg["optimizer"] == "sgd") return std::make_unique<Sgd>(cfg["outer_lr"].get<double>(), s, cfg["momentum"].get<double>(), wd);
+  MF_USAGE_CHECK(cfg["momentum"].get<double>() == 0, "--momentum applies to --optimizer sgd (Adam has its own "
+                 "moments), got ", cfg["momentum"].get<double>(), " with adam");
+  return std::make_unique<Adam>(cfg["outer_lr"].get<double>(), s, 0.9, 0.999, 1e-8, wd);
 }
 
 }  // namespace metafew::optim

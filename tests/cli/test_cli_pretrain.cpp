@@ -25,6 +25,7 @@ TEST_CASE("cli: pretrain learns a classifier over the training classes, the same
   }
   const std::string flags = "meta-train --data builtin:glyphs --split-file " + split.string() +
                             " --algo pretrain --filters 16 --batch-size 32 --iterations 60 --log-every 10 "
+                            "--optimizer sgd --outer-lr 0.05 --momentum 0.9 --weight-decay 5e-4 "
                             "--val-every 30 --val-episodes 20 --checkpoint-every 30 ";
   const fs::path one = tmp.path / "one", two = tmp.path / "two";
   Result r1 = metafew(flags + "--threads 1 --out " + one.string(), tmp.path);
@@ -43,7 +44,8 @@ TEST_CASE("cli: pretrain learns a classifier over the training classes, the same
   CHECK(params.back().shape() == tensor::Shape{20});
 
   // It learns: the training windows log images per second, and accuracy over the 20 classes rises from
-  // chance (5%) well above it in 60 batches of 32 (measured: 4.7% in the first window, 54% in the last).
+  // near chance (5%) to nearly all in 60 batches of 32 with RFS's SGD (measured: 19% in the first window, 99%
+  // in the last).
   std::vector<json> windows;
   std::ifstream metrics(one / "metrics.jsonl");
   for (std::string line; std::getline(metrics, line);) {
@@ -52,8 +54,8 @@ TEST_CASE("cli: pretrain learns a classifier over the training classes, the same
   }
   REQUIRE(windows.size() == 6);
   for (const json& w : windows) CHECK(w["images_per_second"].get<double>() > 0);
-  CHECK(windows.front()["accuracy"].get<double>() < 0.15);
-  CHECK(windows.back()["accuracy"].get<double>() > 0.4);
+  CHECK(windows.front()["accuracy"].get<double>() < 0.3);
+  CHECK(windows.back()["accuracy"].get<double>() > 0.9);
   CHECK(windows.back()["loss"].get<double>() < windows.front()["loss"].get<double>() - 1.0);
 
   // Stopped at 30 and resumed: the batches after the resume are the ones an uninterrupted run draws.
@@ -83,7 +85,7 @@ TEST_CASE("cli: pretrain learns a classifier over the training classes, the same
   CHECK(json::parse(ad.out)["predictions"].size() == 15);
 
   // Test-time heads (Note [Test-time heads] in src/meta/heads.cpp): centroid is pretrain's own head, so the
-  // same figure; logreg fits each episode's support set (measured: 20 episodes at 63-69%).
+  // same figure; logreg fits each episode's support set (measured: centroid 92.4%, logreg 90.1%, C = 1000 92.9%).
   auto eval_json = [&](const std::string& extra) {
     Result r = metafew("eval --checkpoint " + one.string() + " --episodes 20 --json --no-record " + extra, tmp.path);
     INFO(r.err);
@@ -94,7 +96,7 @@ TEST_CASE("cli: pretrain learns a classifier over the training classes, the same
   const json lr = eval_json("--head logreg");
   CHECK(lr["head"] == "logreg");
   CHECK(lr["steps"] == 0);
-  CHECK(lr["accuracy"].get<double>() > 0.5);
+  CHECK(lr["accuracy"].get<double>() > 0.7);
   CHECK(lr["accuracy"] != e["accuracy"]);
   CHECK(eval_json("--head logreg --logreg-c 1000")["accuracy"] != lr["accuracy"]);
   // adapt --head logreg: the saved model keeps the head and predict labels exactly as adapt did.
