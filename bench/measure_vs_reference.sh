@@ -4,7 +4,8 @@
 # MATRIX=1: every cell of issue 6's table (6 algorithms x {5w1s, 20w1s} x {1, 2} threads) as a markdown table
 # (about 20 minutes); CELLS="algo:ways:threads ...": those cells only, as MATRIX; ONE_THREAD=1: the main rows at 1 thread;
 # IMAGES=1: issue 26's rows (ResNet-12 at 32x32x3 and 84x84x3, conv-4 at miniImageNet's shape; about 15 minutes,
-# REPEATS=3 timed iterations each, 1 warm-up); neither: the main rows.
+# REPEATS=3 timed iterations each, 1 warm-up); PRETRAIN=1: issue 27's pretraining rows (conv-4 28x28x1 and
+# ResNet-12 32x32x3 at 1 and 2 threads; LARGE=1 adds ResNet-12 84x84x3, batch 32); neither: the main rows.
 cd "$(dirname "$0")/.."
 BL=$(dirname "$(dpkg -L libopenblas0-openmp | grep '/libblas.so.3$' | head -1)")
 ref() { env MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=536870912 LD_LIBRARY_PATH=$BL /usr/bin/python3 ../shared/peers/torch_meta.py --mode bench "$@" --warmup 2 --timed 5 2>/dev/null | tail -1; }
@@ -40,8 +41,31 @@ image_row() {
       --channels "$ch" $rflags --warmup 1 --timed "${REPEATS:-3}" 2>/dev/null | tail -1)
   jq -rn --argjson m "$m" --argjson r "$r" --arg t "$(date +%H:%M:%S)" '"| \($m.algo) \($m.model) \($m.image_size)x\($m.image_size)x\($m.channels) mb \($m.meta_batch) steps \($m.inner_steps) | \($m.conv_algorithm) | \($m.threads) | \($m.seconds_per_iter_median * 1000 | round / 1000) | \($r.seconds_per_meta_iter_median) | \($r.seconds_per_meta_iter_median / $m.seconds_per_iter_median * 100 | round / 100)x | \($m.gflops | round) | \($m.bare_conv_gflops | round) | \($m.peak_fraction * 100 | round)% | \($m.peak_rss_mb | round) | \($r.peak_rss_mb | round) | \($t) |"'
 }
+# One row of issue 27's pretraining table (Note [Benchmarking pretraining] in src/cli/bench.cpp): a mini-batch
+# of BATCH images over 64 classes, SGD with momentum; the speed-up is metafew's images/s over the reference's.
+# pretrain_row threads model image_size channels widths_or_filters batch
+pretrain_row() {
+  local t=$1 model=$2 size=$3 ch=$4 wf=$5 b=$6 mflags rflags m r
+  if [ "$model" = resnet12 ]; then mflags="--model resnet12 --widths $wf"; rflags="--arch resnet12 --widths $wf"
+  else mflags="--filters $wf"; rflags="--filters $wf"; fi
+  m=$(./build/metafew bench --algo pretrain --threads "$t" --batch-size "$b" --pretrain-classes 64 \
+      --image-size "$size" --channels "$ch" $mflags --warmup 1 --repeats "${REPEATS:-5}" --json 2>/dev/null)
+  r=$(env MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=536870912 \
+      LD_LIBRARY_PATH=$BL /usr/bin/python3 ../shared/peers/torch_meta.py --mode bench --algo pretrain --threads "$t" \
+      --meta-batch "$b" --pretrain-classes 64 --image-size "$size" --channels "$ch" $rflags --warmup 1 \
+      --timed "${REPEATS:-5}" 2>/dev/null | tail -1)
+  jq -rn --argjson m "$m" --argjson r "$r" --arg t "$(date +%H:%M:%S)" '"| pretrain \($m.model) \($m.image_size)x\($m.image_size)x\($m.channels) batch \($m.batch_size) | \($m.conv_algorithm) | \($m.threads) | \($m.images_per_second * 10 | round / 10) | \($r.images_per_second) | \($m.images_per_second / $r.images_per_second * 100 | round / 100)x | \($m.gflops | round) | \($r.achieved_gflops | round) | \($m.bare_conv_gflops | round) | \($m.peak_fraction * 100 | round)% | \($m.peak_rss_mb | round) | \($r.peak_rss_mb | round) | \($t) |"'
+}
 uptime
-if [ "${IMAGES:-0}" = 1 ]; then
+if [ "${PRETRAIN:-0}" = 1 ]; then  # issue 27's rows: conv-4 28x28x1, ResNet-12 32x32x3, ResNet-12 84x84x3 (batch 32)
+  echo "| row | convolutions | threads | metafew images/s | PyTorch images/s | speed-up | metafew GFLOP/s | PyTorch GFLOP/s | bare conv GFLOP/s | of bare conv | metafew RSS MB | PyTorch RSS MB | time |"
+  echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+  for t in 1 2; do
+    pretrain_row $t conv4 28 1 64 64
+    pretrain_row $t resnet12 32 3 64,160,320,640 64
+  done
+  if [ "${LARGE:-0}" = 1 ]; then for t in 1 2; do pretrain_row $t resnet12 84 3 64,160,320,640 32; done; fi
+elif [ "${IMAGES:-0}" = 1 ]; then
   echo "| row | convolutions | threads | metafew s/iter | PyTorch s/iter | speed-up | metafew GFLOP/s | bare conv GFLOP/s | of bare conv | metafew RSS MB | PyTorch RSS MB | time |"
   echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
   for t in 1 2; do

@@ -35,7 +35,29 @@ struct Setting {
   std::string algo;
   int64_t ways, shots, queries, meta_batch, inner_steps;
   double inner_lr;
+  // Pretraining (batch_training algorithms): images per mini-batch; `ways` is then the classifier's classes.
+  int64_t batch = 0;
 };
+
+// Note [Benchmarking pretraining]: one iteration of --algo pretrain is one mini-batch of --batch-size images
+// over --pretrain-classes classes (default 64 and 64: miniImageNet's training classes), cross-entropy and an
+// SGD step with momentum 0.9 and weight decay 5e-4 (RFS's optimiser), as the PyTorch reference's `--algo
+// pretrain` times it. The images are B / C per class (at least 1) from C glyph classes, the first B kept,
+// as the reference draws them; the rate is images per second.
+meta::Task pretrain_batch(const data::Episode& e, int64_t classes, int64_t batch, uint64_t seed) {
+  meta::Task t;
+  const int64_t n = std::min(batch, e.query_x.shape()[0]);
+  tensor::Shape shape = e.query_x.shape();
+  shape[0] = n;
+  t.query_x = tensor::Tensor::empty(shape);
+  const int64_t per_image = e.query_x.numel() / e.query_x.shape()[0];
+  std::copy_n(e.query_x.data<float>(), n * per_image, t.query_x.data<float>());
+  std::vector<int32_t> labels(e.query_y.data<int32_t>(), e.query_y.data<int32_t>() + n);
+  t.query_y = tensor::Tensor::from_indices(labels, {n});
+  t.ways = classes;
+  t.seed = seed;
+  return t;
+}
 
 // The table of issue 6 (PyTorch reference measured on this machine): 5-way 1-shot, 15 queries, meta-batch 32,
 // 1 inner step at lr 0.4 (the generic defaults); 20-way 1-shot, 5 queries, meta-batch 16, 5 inner steps at lr
@@ -65,7 +87,7 @@ double analytic_gflop(const Setting& s, const nn::Model& model, int64_t inner_ba
   meta::FlopShape shape;
   shape.forward = 2.0 * model.forward_macs(1);
   shape.support = static_cast<double>(s.ways * s.shots);
-  shape.query = static_cast<double>(s.ways * s.queries);
+  shape.query = static_cast<double>(s.batch > 0 ? s.batch : s.ways * s.queries);
   shape.steps = static_cast<double>(s.inner_steps);
   shape.inner_batch = static_cast<double>(inner_batch);
   return meta::find_algorithm(s.algo).task_flop(shape) * static_cast<double>(s.meta_batch) / 1e9;
@@ -107,6 +129,9 @@ int run_bench(int argc, char** argv) {
       cxxopts::value<int64_t>()->default_value(io::settings_defaults()["image_size"].dump()))(
       "channels", "image channels (1, or 3: the glyphs replicated)",
       cxxopts::value<int64_t>()->default_value(io::settings_defaults()["channels"].dump()))(
+      "batch-size", "pretrain: images per mini-batch", cxxopts::value<int64_t>()->default_value("64"))(
+      "pretrain-classes", "pretrain: classes of the classifier (miniImageNet: 64)",
+      cxxopts::value<int64_t>()->default_value("64"))(
       "scaling", "also measure every thread count from 1 to --threads")(
       "warmup", "untimed meta-iterations first", cxxopts::value<int>()->default_value("2"))(
       "repeats", "timed meta-iterations", cxxopts::value<int>()->default_value("5"));
@@ -142,9 +167,14 @@ int run_bench(int argc, char** argv) {
   std::vector<Setting> rows;
   if (args.count("algo")) {
     for (const std::string& a : args["algo"].as<std::vector<std::string>>()) {
-      // A usage error naming the algorithms; pretraining's batches are not measured here yet (issue 27).
-      MF_USAGE_CHECK(!meta::find_algorithm(a).batch_training, "bench: --algo ", a,
-                     " trains on mini-batches, which bench does not measure yet; it measures the episodic algorithms");
+      if (meta::find_algorithm(a).batch_training) {  // Note [Benchmarking pretraining]
+        const int64_t batch = args["batch-size"].as<int64_t>(), classes = args["pretrain-classes"].as<int64_t>();
+        io::check_setting("batch_size", batch);
+        MF_USAGE_CHECK(classes >= 2 && classes <= 960, "bench: --pretrain-classes must be from 2 to 960 (the glyph "
+                       "training classes it draws from), got ", classes);
+        rows.push_back({a, classes, 0, std::max<int64_t>(1, batch / classes), 1, 0, 0.0, batch});
+        continue;
+      }
       // The standard row of this algorithm at this width, then the settings given.
       const int64_t ways = args["ways"].as<int64_t>();
       const std::vector<Setting> standard = standard_matrix({a});
@@ -194,7 +224,8 @@ int run_bench(int argc, char** argv) {
       // Note [Bare conv of the model's layers]: the ceiling a row is compared with is the bare oneDNN forward
       // primitive of each of the model's convolutions on one task's query set (Reptile: an inner batch), one
       // task per thread, combined as one forward pass would spend its time: sum of FLOP / sum of seconds.
-      const int64_t n = s.ways * (meta::find_algorithm(s.algo).own_bench_recipe ? inner_batch : s.queries);
+      const int64_t n = s.batch > 0 ? s.batch
+                                    : s.ways * (meta::find_algorithm(s.algo).own_bench_recipe ? inner_batch : s.queries);
       if (!conv_peak.count(n)) {
         double flop = 0, seconds = 0;
         for (const tensor::ConvShape& cs : nn::Model(nn::model_config(model_cfg, 0)).conv_layers(n)) {
@@ -214,6 +245,10 @@ int run_bench(int argc, char** argv) {
       ac.algo = s.algo;
       ac.inner_steps = s.inner_steps;
       ac.inner_lr = s.inner_lr;
+      if (s.batch > 0) {
+        ac.batch_size = s.batch;
+        ac.pretrain_classes = s.ways;
+      }
       core::Rng init(1);
       nn::Model model(mc);
       auto algo = meta::make_algorithm(model, ac, init);
@@ -221,13 +256,15 @@ int run_bench(int argc, char** argv) {
       json outer = io::settings_defaults();
       outer.update(meta::find_algorithm(s.algo).defaults);
       outer["iterations"] = warmup + repeats;
+      if (s.batch > 0) outer.update({{"optimizer", "sgd"}, {"outer_lr", 0.05}, {"momentum", 0.9}, {"weight_decay", 5e-4}});
       opt = optim::make_optimizer(outer);
-      data::EpisodeSampler sampler(ds, "train", {s.ways, s.shots, s.queries}, 1);
+      data::EpisodeSampler sampler(ds, "train", {s.ways, std::max<int64_t>(s.shots, 1), s.queries}, 1);
       std::vector<std::vector<meta::Task>> batches(static_cast<size_t>(warmup + repeats));
       for (size_t b = 0; b < batches.size(); ++b)
         for (int64_t t = 0; t < s.meta_batch; ++t) {
           const uint64_t i = b * static_cast<uint64_t>(s.meta_batch) + static_cast<uint64_t>(t);
-          batches[b].push_back(to_task(sampler.episode(i), s.ways, i));
+          batches[b].push_back(s.batch > 0 ? pretrain_batch(sampler.episode(i), s.ways, s.batch, i)
+                                           : to_task(sampler.episode(i), s.ways, i));
         }
       std::vector<double> times;
       for (size_t b = 0; b < batches.size(); ++b) {
@@ -260,6 +297,8 @@ int run_bench(int argc, char** argv) {
                {"seconds_per_iter_min", *std::min_element(times.begin(), times.end())},
                {"seconds_per_iter_max", *std::max_element(times.begin(), times.end())},
                {"tasks_per_second", static_cast<double>(s.meta_batch) / med},
+               {"images_per_second", s.batch > 0 ? json(static_cast<double>(s.batch) / med) : json(nullptr)},
+               {"batch_size", s.batch > 0 ? json(s.batch) : json(nullptr)},
                {"gflop_per_iter", gflop},
                {"gflops", gflops},
                {"bare_conv_gflops", conv_peak[n]},
@@ -271,11 +310,14 @@ int run_bench(int argc, char** argv) {
       if (as_json) {
         std::printf("%s\n", row.dump().c_str());
       } else {
-        const std::string task = std::to_string(s.ways) + "w" + std::to_string(s.shots) + "s";
+        // Pretraining: "64c" (classes); its batch column is images per mini-batch and tasks/s images/s.
+        const std::string task = s.batch > 0 ? std::to_string(s.ways) + "c"
+                                             : std::to_string(s.ways) + "w" + std::to_string(s.shots) + "s";
+        const int64_t per_iter = s.batch > 0 ? s.batch : s.meta_batch;
         std::printf("%-11s %-8s %-6s %3d %7lld %9.3f %9.3f %8.1f %8.1f %8.1f %9.1f %6.0f%% %6.0f%% %8.0f\n",
                     s.algo.c_str(), model_cfg["model"].get<std::string>().c_str(), task.c_str(), threads,
-                    static_cast<long long>(s.meta_batch), med, spread,
-                    static_cast<double>(s.meta_batch) / med, gflop, gflops, conv_peak[n],
+                    static_cast<long long>(per_iter), med, spread,
+                    static_cast<double>(per_iter) / med, gflop, gflops, conv_peak[n],
                     100 * gflops / conv_peak[n], 100 * gflops / fma_peak, peak_resident_mb());
       }
       std::fflush(stdout);

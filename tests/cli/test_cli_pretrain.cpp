@@ -144,7 +144,21 @@ TEST_CASE("cli: pretrain learns a classifier over the training classes, the same
   REQUIRE(m3.code == 0);
   CHECK(json::parse(m3.out)["ways"] == 3);
 
-  expect_error(metafew("bench --algo pretrain", tmp.path), 2, "trains on mini-batches");
+  // bench times mini-batches (Note [Benchmarking pretraining] in src/cli/bench.cpp): images per second, and
+  // the FLOP of a forward and backward of the batch.
+  Result bench = metafew("bench --algo pretrain --filters 16 --batch-size 32 --pretrain-classes 16 --threads 1 "
+                         "--warmup 0 --repeats 1 --json",
+                         tmp.path);
+  INFO(bench.err);
+  REQUIRE(bench.code == 0);
+  const json b = json::parse(bench.out);
+  CHECK(b["algo"] == "pretrain");
+  CHECK(b["batch_size"] == 32);
+  CHECK(b["ways"] == 16);
+  CHECK(b["images_per_second"].get<double>() == doctest::Approx(32 / b["seconds_per_iter_median"].get<double>()));
+  CHECK(b["gflop_per_iter"].get<double>() > 0);
+  expect_error(metafew("bench --algo pretrain --pretrain-classes 1", tmp.path), 2,
+               "bench: --pretrain-classes must be from 2 to 960");
   expect_error(metafew("meta-train --data builtin:sinusoid --algo pretrain --iterations 2 --out " +
                            (tmp.path / "sin").string(),
                        tmp.path),
