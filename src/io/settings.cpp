@@ -229,6 +229,7 @@ json checkpoint_config(const io::Checkpoint& ck) {
   if (!cfg.contains("logreg_c")) cfg["logreg_c"] = 1.0;
   if (!cfg.contains("momentum")) cfg["momentum"] = 0.0;                 // plain SGD before momentum
   if (!cfg.contains("weight_decay")) cfg["weight_decay"] = 0.0;
+  if (!cfg.contains("distance")) cfg["distance"] = "euclidean";         // ProtoNets before Meta-Baseline's
   const std::string where = "checkpoint " + ck.source;
   io::validate_settings(cfg, where);
   // The header's own fields that size or index something (Note [One check for every source]).

@@ -30,6 +30,10 @@ class Metric : public Algorithm {
       params_.emplace_back(Tensor::from_vector({-1.0, 0.0}, {2}), true);
       names_.push_back("paramnet.s");
     }
+    if (head_ == MetricHead::prototypes && config_.cosine_prototypes) {
+      params_.emplace_back(Tensor::from_vector({10.0}, {1}), true);
+      names_.push_back("protonet.scale");
+    }
   }
 
   TaskOutput meta_gradient(const Task& t, std::vector<Tensor>& grads) const override {
@@ -58,7 +62,7 @@ class Metric : public Algorithm {
   Tensor predict_own(const Adapted& a, const Tensor& query_x) const override {
     autograd::NoGradGuard ng;
     const AdaptedFeatures f = adapted_features(model_, a, query_x);
-    if (head_ == MetricHead::prototypes) return protonet_logits(f.support, a.support_y, f.query, a.ways).data();
+    if (head_ == MetricHead::prototypes) return prototype_logits(f.support, a.support_y, f.query, a.ways, f.weights).data();
     if (head_ == MetricHead::matching)
       return matching_log_probs(f.support, a.support_y, f.query, a.ways, config_.matching_attention).data();
     const size_t n = params_.size();
@@ -70,10 +74,23 @@ class Metric : public Algorithm {
   Variable logits(const Task& t, int64_t steps, bool create_graph, bool meta) const {
     autograd::GradModeGuard mode(meta);
     auto [fs, fq] = model_.embed_pair(params_, Variable(t.support_x), Variable(t.query_x));
-    if (head_ == MetricHead::prototypes) return protonet_logits(fs, t.support_y, fq, t.ways);
+    if (head_ == MetricHead::prototypes) return prototype_logits(fs, t.support_y, fq, t.ways, params_);
     if (head_ == MetricHead::matching)
       return matching_log_probs(fs, t.support_y, fq, t.ways, config_.matching_attention);
     return paramnet_refined(fs, fq, t, steps, create_graph, meta);
+  }
+
+  // Note [Cosine prototypes]: Meta-Baseline (Chen et al. 2021) fine-tunes a pretrained backbone as ProtoNets
+  // with logits s * cos(q, p_c), p_c the mean of class c's support features and s a learned scale
+  // (protonet.scale, starting at 10 as its code); distance = cosine selects it, euclidean keeps the paper's
+  // -|q - p_c|^2. `weights` are the parameters (or an adapted model's), the scale after the model's.
+  Variable prototype_logits(const Variable& fs, const Tensor& ys, const Variable& fq, int64_t ways,
+                            const std::vector<Variable>& weights) const {
+    if (!config_.cosine_prototypes) return protonet_logits(fs, ys, fq, ways);
+    const size_t n = model_.specs().size();
+    MF_CHECK(weights.size() == n + 1, "protonet: cosine prototypes need the learned scale after the ", n,
+             " model parameters; got ", weights.size(), " tensors");
+    return ops::mul(weights[n], ops::cosine_similarity(fq, class_prototypes(fs, ys, ways)));
   }
 
   std::pair<Tensor, Tensor> paramnet_adapted_head(const Task& t, int64_t steps) const {

@@ -52,6 +52,10 @@ std::vector<core::Setting> algorithm_settings() {
       core::Setting{"logreg_c", d.logreg_c,
               "logreg head: inverse L2 strength, scikit-learn's C (RFS: 1); the fit minimises C x the summed "
               "cross-entropy + |W|^2/2", 1e-6, 1e6, {}},
+      core::text_setting("distance", d.cosine_prototypes ? "cosine" : "euclidean",
+                         "protonet: euclidean (minus the squared distance to each prototype, the paper) or cosine "
+                         "(a learned scale, starting at 10, times the cosine similarity: Meta-Baseline)",
+                         [](const std::string& v) { core::require_one_of("--distance", v, {"euclidean", "cosine"}); }),
   };
 }
 
@@ -71,6 +75,7 @@ AlgoConfig algo_config(const nlohmann::json& cfg) {
   a.pretrain_classes = cfg["pretrain_classes"];
   a.head = parse_test_head(cfg["head"]);
   a.logreg_c = cfg["logreg_c"];
+  a.cosine_prototypes = cfg["distance"] == "cosine";
   return a;
 }
 

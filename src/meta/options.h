@@ -44,10 +44,13 @@ struct AlgoConfig {
   // [Test-time heads] in heads.cpp), and the logistic-regression head's inverse L2 strength.
   TestHead head = TestHead::own;
   double logreg_c = 1.0;
+  // ProtoNets: logits from the squared Euclidean distance to each prototype (the paper), or Meta-Baseline's
+  // learned scale times the cosine similarity to it (Note [Cosine prototypes] in metric.cpp).
+  bool cosine_prototypes = false;
 };
 
 // The algorithm settings (algo, inner_steps, inner_lr, first_order, inner_bn, inner_batch, inner_optimizer,
-// inner_state, refine_steps, matching_attention, batch_size, pretrain_classes, head, logreg_c).
+// inner_state, refine_steps, matching_attention, batch_size, pretrain_classes, head, logreg_c, distance).
 std::vector<core::Setting> algorithm_settings();
 AlgoConfig algo_config(const nlohmann::json& cfg);
 

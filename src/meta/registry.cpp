@@ -49,7 +49,7 @@ const std::vector<AlgorithmEntry>& algorithms() {
         {"test_queries", 15}},
        {"inner_batch", "inner_optimizer", "inner_state"},
        [](const FlopShape& s) { return 3 * s.steps * s.inner_batch * s.forward; }, make_reptile},
-      {"protonet", true, false, false, false, kMetricDefaults, {}, one_pass_flop,
+      {"protonet", true, false, false, false, kMetricDefaults, {"distance"}, one_pass_flop,
        [](const nn::Model& m, C c, core::Rng& r) { return make_metric(m, c, r, MetricHead::prototypes); }},
       {"matchingnet", false, false, false, false, kMetricDefaults, {"matching_attention"}, one_pass_flop,
        [](const nn::Model& m, C c, core::Rng& r) { return make_metric(m, c, r, MetricHead::matching); }},

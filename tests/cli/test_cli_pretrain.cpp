@@ -120,15 +120,24 @@ TEST_CASE("cli: pretrain learns a classifier over the training classes, the same
   expect_error(metafew("eval --checkpoint " + one.string() + " --head logreg --logreg-c 0", tmp.path), 2,
                "--logreg-c must be a finite number >= 1e-06, got 0");
 
-  // Meta-Baseline's second stage: ProtoNets from the pretrained backbone (the classifier is left out).
+  // Meta-Baseline's second stage: ProtoNets with cosine prototypes from the pretrained backbone (the
+  // classifier is left out; the scale starts fresh at 10 and is learned).
   Result mb = metafew("meta-train --data builtin:glyphs --split-file " + split.string() +
-                          " --algo protonet --filters 16 --iterations 2 --val-episodes 4 --init-from " + one.string() +
-                          " --out " + (tmp.path / "mb").string(),
+                          " --algo protonet --distance cosine --filters 16 --iterations 2 --val-episodes 4 --init-from " +
+                          one.string() + " --out " + (tmp.path / "mb").string(),
                       tmp.path);
   INFO(mb.err);
   REQUIRE(mb.code == 0);
-  CHECK(mb.err.find("not in this model, ignored: pretrain.classifier.bias, pretrain.classifier.weight") !=
-        std::string::npos);
+  CHECK(mb.err.find("; fresh: protonet.scale; not in this model, ignored: pretrain.classifier.bias, "
+                    "pretrain.classifier.weight") != std::string::npos);
+  const std::vector<tensor::Tensor> mb_params = params_of(tmp.path / "mb" / "last");
+  REQUIRE(mb_params.back().numel() == 1);
+  CHECK(mb_params.back().to_vector()[0] != 10.0);  // two steps moved the scale
+  CHECK(json::parse(slurp(tmp.path / "mb" / "config.json"))["distance"] == "cosine");
+  expect_error(metafew("meta-train --data builtin:glyphs --algo protonet --distance manhattan --out " +
+                           (tmp.path / "bad").string(),
+                       tmp.path),
+               2, "--distance must be euclidean or cosine, got 'manhattan'");
 
   // A MAML checkpoint's 5-way head does not bind a test-time head: 3-way episodes on its features.
   Result maml = metafew("meta-train --data builtin:glyphs --split-file " + split.string() +

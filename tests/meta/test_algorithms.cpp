@@ -359,6 +359,45 @@ TEST_CASE("meta: ParamNet head, loss and gradients on a hand-computed 2-way 1-sh
   check_vec(g[1], {0, 0});
 }
 
+TEST_CASE("meta: ProtoNets with cosine prototypes (Meta-Baseline): scale x cosine, gradients by central differences") {
+  std::mt19937 rng(11);
+  meta::AlgoConfig cfg;
+  cfg.algo = "protonet";
+  cfg.cosine_prototypes = true;
+  core::Rng init(5);
+  auto algo = meta::make_algorithm(nn::Model(tiny_conv(0)), cfg, init);
+  REQUIRE(algo->parameter_names().back() == "protonet.scale");
+  CHECK(algo->parameters().back().data().to_vector() == std::vector<double>{10.0});
+  to_f64(*algo);
+  Task t = image_task(rng, 2, 2, 3, 16);
+  // Logits by hand from the model's features: 10 * cos(q, mean of the class's support features).
+  {
+    autograd::NoGradGuard ng;
+    const std::vector<Variable>& p = algo->parameters();
+    const std::vector<double> fs = algo->model().embed(p, Variable(t.support_x)).data().to_vector();
+    const Tensor got = algo->predict(t, 0);
+    const std::vector<double> fq = algo->model().embed(p, Variable(t.query_x)).data().to_vector();
+    const int64_t d = algo->model().feature_dim();
+    const std::vector<double> logits = got.to_vector();
+    for (int64_t i = 0; i < 6; ++i)
+      for (int64_t c = 0; c < 2; ++c) {
+        double dot = 0, qq = 0, pp = 0;
+        for (int64_t j = 0; j < d; ++j) {
+          const double proto = 0.5 * (fs[(2 * c) * d + j] + fs[(2 * c + 1) * d + j]);
+          dot += fq[i * d + j] * proto;
+          qq += fq[i * d + j] * fq[i * d + j];
+          pp += proto * proto;
+        }
+        CHECK(logits[i * 2 + c] == doctest::Approx(10 * dot / std::sqrt(qq * pp)).epsilon(1e-6));
+      }
+  }
+  // The meta-gradient, the scale's included, against central differences of the query loss.
+  std::vector<Tensor> g;
+  algo->meta_gradient(t, g);
+  CHECK(compare("cosine protonet", as_vars(g), numeric_meta_gradient(*algo, t, 0)) == 0);
+  CHECK(std::abs(g.back().to_vector()[0]) > 0);
+}
+
 TEST_CASE("meta: pretraining's centroid head on L2-normalised features, by hand") {
   // Support: class 0 = (3, 0) and (0, 2) -> unit vectors (1, 0), (0, 1), centroid (0.5, 0.5); class 1 =
   // (0, -5) -> (0, -1). Query (4, 4) -> (r, r) with r = 1/sqrt(2): squared distances 2 (r - 0.5)^2 to
