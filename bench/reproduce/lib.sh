@@ -151,3 +151,29 @@ train_reptile_5w() {
     --meta-batch 5 --inner-steps 5 --inner-batch 10 --inner-lr 0.001 --outer-lr 1.0 --schedule linear \
     --inner-state carry --eval-steps 50 --test-shots 1 --test-queries 1
 }
+
+# Pretraining (Baseline / SimpleShot / RFS; Note [Pretraining] in src/meta/pretrain.cpp): conv-4 and a
+# classifier over every training class (4,400 with the rotations) on mini-batches of 64 images, Adam 1e-3
+# with a cosine schedule over 15,000 batches (about 11 epochs); the best checkpoint chosen on 300 5-way
+# 1-shot validation episodes by the centroid head. The papers pretrain on miniImageNet with SGD; on
+# Omniglot's 4,400 classes SGD at RFS's 0.05 learned far slower here (0.5% training accuracy after 1,500
+# batches, against Adam's 1% after 1,000 and 43% after 3,000). Used by pretrain_*.sh and metabaseline_*.sh.
+train_pretrain() {
+  iterations - 15000
+  train pretrain --data "$OMNIGLOT" --algo pretrain --batch-size 64 --optimizer adam --outer-lr 0.001 \
+    --schedule cosine --val-every 1000 --val-episodes 300 --checkpoint-every 1000 --log-every 500
+}
+
+# Meta-Baseline's second stage (Chen et al. 2021): ProtoNets with cosine prototypes and a learned scale,
+# from the pretrained backbone, episodes as train_protonet's (60-way, 5 queries) with Meta-Baseline's
+# optimiser (SGD 0.001, momentum 0.9, weight decay 5e-4), 1,000 episodes; validation every 100 on 300
+# 5-way val episodes with the shots of the test. Used by metabaseline_{5,20}w{1,5}s.sh.
+train_metabaseline() {  # SHOTS
+  train_pretrain
+  local pretrained="$RESULTS/checkpoints/pretrain.mfck"
+  "$METAFEW" export --checkpoint "$RUNS/pretrain" --out "$pretrained" >&2 || die "exporting the pretrained run failed"
+  iterations - 1000
+  train "metabaseline_${1}shot" --data "$OMNIGLOT" --algo protonet --distance cosine --init-from "$pretrained" \
+    --ways 60 --shots "$1" --queries 5 --test-ways 5 --test-shots "$1" --test-queries 15 --optimizer sgd \
+    --outer-lr 0.001 --momentum 0.9 --weight-decay 5e-4 --val-every 100 --val-episodes 300 --checkpoint-every 100
+}

@@ -16,7 +16,13 @@ RESULTS = os.path.join(ROOT, "bench", "results", "omniglot")
 DOC = os.path.join(ROOT, "bench", "results", "omniglot.md")
 
 NAMES = {"protonet": "ProtoNets", "maml": "MAML", "fomaml": "first-order MAML", "metasgd": "Meta-SGD",
-         "anil": "ANIL", "reptile": "Reptile", "matchingnet": "Matching Networks", "paramnet": "ParamNet"}
+         "anil": "ANIL", "reptile": "Reptile", "matchingnet": "Matching Networks", "paramnet": "ParamNet",
+         "pretrain": "Pretraining"}
+
+
+def meta_baseline(r):
+    """ProtoNets with cosine prototypes from a pretrained backbone (lib.sh's train_metabaseline)."""
+    return r["result"]["algo"] == "protonet" and "--distance cosine" in r["training"]["command"]
 
 
 def hms(seconds):
@@ -49,6 +55,10 @@ def row_line(r):
     name = NAMES.get(res["algo"], res["algo"])
     if res["algo"] == "matchingnet":
         name += " (reference-code attention)" if reference_attention(r) else " (cosine in training; ablation)"
+    if meta_baseline(r):
+        name = "Meta-Baseline (pretraining, then ProtoNets with cosine prototypes)"
+    if res.get("head", "own") != "own":
+        name += f" + {res['head']} head"
     its = f"{tr['iterations']:,}"
     if tr["published_iterations"] is None:
         its += " (none stated)"
@@ -80,9 +90,10 @@ def main():
               "lake": [r for k, r in rows.items() if k.startswith("lake_")],
               "ablation": [r for r in rows.values() if ablation(r)]}
     order = {s: i for i, s in enumerate(["protonet", "maml", "fomaml", "metasgd", "anil", "reptile",
-                                         "matchingnet", "paramnet"])}
+                                         "matchingnet", "paramnet", "pretrain"])}
     for g in groups.values():
-        g.sort(key=lambda r: (r["row"].endswith("sinusoid"), order.get(r["result"]["algo"], 99),
+        g.sort(key=lambda r: (r["row"].endswith("sinusoid"), meta_baseline(r), order.get(r["result"]["algo"], 99),
+                              r["result"].get("head", "own"),
                               r["result"]["ways"], r["result"]["shots"],
                               r["result"].get("bn", "transductive") != "transductive"))
     text = open(DOC).read()

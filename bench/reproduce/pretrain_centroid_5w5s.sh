@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Pretraining + centroid head, Omniglot 5-way 5-shot: the pretrained conv-4 of lib.sh's train_pretrain, each
+# test episode classified by nearest centroid of L2-normalised features (SimpleShot's L2N).
+# No published Omniglot figure (the papers report miniImageNet); the comparison is the ProtoNets row.
+source "$(dirname "$0")/lib.sh"
+train_pretrain
+evaluate pretrain_centroid_5w5s pretrain "-" --ways 5 --shots 5 --queries 15 --episodes 1000 --head centroid
