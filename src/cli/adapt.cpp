@@ -401,12 +401,7 @@ int run_adapt(int argc, char** argv) {
   task.support_y = tensor::Tensor::from_indices(labels, {static_cast<int64_t>(labels.size())});
   task.ways = ways;
   task.seed = cfg["seed"];
-  MF_USAGE_CHECK(cfg["head"] == "own" || !args.count("steps") || args["steps"].as<int64_t>() == 0,
-                 "adapt: --steps applies to the algorithm's own head; the ", cfg["head"].get<std::string>(),
-                 " head classifies the frozen backbone's features (no inner steps)");
-  const int64_t steps = cfg["head"] != "own" ? 0
-                        : args.count("steps") ? args["steps"].as<int64_t>()
-                                              : cfg["eval_steps"].get<int64_t>();
+  const int64_t steps = test_steps(cfg, args, "adapt");
   MF_USAGE_CHECK(steps >= 0, "adapt: --steps must be >= 0, got ", steps);
   meta::Adapted adapted = algo->adapt(task, steps);
 

@@ -181,6 +181,16 @@ void add_shared_flags(cxxopts::Options& opts, std::initializer_list<SharedFlag> 
   adder("h,help", "show this help");
 }
 
+int64_t test_steps(const json& cfg, const cxxopts::ParseResult& args, const std::string& who) {
+  const bool given = args.count("steps") > 0;
+  if (cfg["head"] != "own") {
+    MF_USAGE_CHECK(!given || args["steps"].as<int64_t>() == 0, who, ": --steps applies to the algorithm's own head; the ",
+                   cfg["head"].get<std::string>(), " head classifies the frozen backbone's features (no inner steps)");
+    return 0;
+  }
+  return given ? args["steps"].as<int64_t>() : cfg["eval_steps"].get<int64_t>();
+}
+
 void apply_head_flags(io::Checkpoint& ck, const cxxopts::ParseResult& args) {
   if (args.count("head")) {
     const json head = args["head"].as<std::string>();

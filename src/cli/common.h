@@ -39,6 +39,9 @@ void add_shared_flags(cxxopts::Options& opts, std::initializer_list<SharedFlag> 
 // --head and --logreg-c (SharedFlag::head), checked as the settings are, written into the checkpoint's
 // config so that the algorithm is built with them (Note [Test-time heads] in src/meta/heads.cpp).
 void apply_head_flags(io::Checkpoint& ck, const cxxopts::ParseResult& args);
+// The inner steps at test time: --steps, else the run's eval_steps; 0 under a test-time head (which takes
+// none: --steps > 0 with one is a usage error naming `who`).
+int64_t test_steps(const json& cfg, const cxxopts::ParseResult& args, const std::string& who);
 // Checks --threads as the setting is checked, and applies it (set_threads).
 void apply_threads_flag(const cxxopts::ParseResult& args);
 // OpenMP's thread count for the rest of the process: n > 0 threads, or OpenMP's default (every core, or

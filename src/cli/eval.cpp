@@ -156,12 +156,7 @@ int run_eval(int argc, char** argv) {
   const int64_t ways = args.count("ways") ? args["ways"].as<int64_t>() : cfg["test_ways"].get<int64_t>();
   const int64_t shots = args.count("shots") ? args["shots"].as<int64_t>() : cfg["test_shots"].get<int64_t>();
   const int64_t queries = args.count("queries") ? args["queries"].as<int64_t>() : cfg["test_queries"].get<int64_t>();
-  MF_USAGE_CHECK(cfg["head"] == "own" || !args.count("steps") || args["steps"].as<int64_t>() == 0,
-                 "eval: --steps applies to the algorithm's own head; the ", cfg["head"].get<std::string>(),
-                 " head classifies the frozen backbone's features (no inner steps)");
-  const int64_t steps = cfg["head"] != "own" ? 0
-                        : args.count("steps") ? args["steps"].as<int64_t>()
-                                              : cfg["eval_steps"].get<int64_t>();
+  const int64_t steps = test_steps(cfg, args, "eval");
   const int64_t episodes = args["episodes"].as<int64_t>();
   MF_USAGE_CHECK(regression || ways >= 2, "eval: --ways must be at least 2 (a 1-way task is always 100% correct), got ",
                  ways);
