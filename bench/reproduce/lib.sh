@@ -166,13 +166,13 @@ train_pretrain() {
 
 # Meta-Baseline's second stage (Chen et al. 2021): ProtoNets with cosine prototypes and a learned scale,
 # from the pretrained backbone, episodes as train_protonet's (60-way, 5 queries) with Meta-Baseline's
-# optimiser (SGD 0.001, momentum 0.9, weight decay 5e-4), 1,000 episodes; validation every 100 on 300
+# optimiser (SGD 0.001, momentum 0.9, weight decay 5e-4), 500 episodes; validation every 100 on 300
 # 5-way val episodes with the shots of the test. Used by metabaseline_{5,20}w{1,5}s.sh.
 train_metabaseline() {  # SHOTS
   train_pretrain
   local pretrained="$RESULTS/checkpoints/pretrain.mfck"
   "$METAFEW" export --checkpoint "$RUNS/pretrain" --out "$pretrained" >&2 || die "exporting the pretrained run failed"
-  iterations - 1000
+  iterations - 500
   train "metabaseline_${1}shot" --data "$OMNIGLOT" --algo protonet --distance cosine --init-from "$pretrained" \
     --ways 60 --shots "$1" --queries 5 --test-ways 5 --test-shots "$1" --test-queries 15 --optimizer sgd \
     --outer-lr 0.001 --momentum 0.9 --weight-decay 5e-4 --val-every 100 --val-episodes 300 --checkpoint-every 100
