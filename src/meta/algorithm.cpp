@@ -11,7 +11,10 @@ Adapted Algorithm::adapt(const Task& t, int64_t steps) const {
   if (config_.head == TestHead::own) return adapt_own(t, steps);
   MF_USAGE_CHECK(!t.regression(), "--head ", test_head_name(config_.head),
                  " classifies images; a regression model predicts with its own head (--head own)");
-  // The frozen backbone: the meta-learned parameters as they are (Note [Test-time heads]).
+  return frozen(t);  // the meta-learned parameters as they are (Note [Test-time heads])
+}
+
+Adapted Algorithm::frozen(const Task& t) const {
   Adapted a{{}, t.support_x, t.support_y, t.ways};
   for (const auto& p : params_) a.weights.push_back(p.data());
   return a;

@@ -77,6 +77,9 @@ class Algorithm {
   // The algorithm's own adaptation and prediction.
   virtual Adapted adapt_own(const Task& task, int64_t steps) const = 0;
   virtual Tensor predict_own(const Adapted& adapted, const Tensor& query_x) const = 0;
+  // The support set with the parameters as they are: the frozen backbone of a test-time head, and the
+  // adapted model of the methods that do not step.
+  Adapted frozen(const Task& task) const;
   nn::Model model_;
   AlgoConfig config_;
   std::vector<Variable> params_;

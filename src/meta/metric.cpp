@@ -46,8 +46,7 @@ class Metric : public Algorithm {
   }
 
   Adapted adapt_own(const Task& t, int64_t steps) const override {
-    Adapted a{{}, t.support_x, t.support_y, t.ways};
-    for (const auto& p : params_) a.weights.push_back(p.data());
+    Adapted a = frozen(t);
     if (head_ == MetricHead::paramnet) {
       // The predicted (and refined) head is part of the adapted model.
       Task support_only = t;

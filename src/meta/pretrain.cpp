@@ -55,9 +55,7 @@ class Pretrain : public Algorithm {
 
   Adapted adapt_own(const Task& t, int64_t steps) const override {
     (void)steps;  // the centroid head has nothing to step
-    Adapted a{{}, t.support_x, t.support_y, t.ways};
-    for (const auto& p : params_) a.weights.push_back(p.data());
-    return a;
+    return frozen(t);
   }
 
   Tensor predict_own(const Adapted& a, const Tensor& query_x) const override {
