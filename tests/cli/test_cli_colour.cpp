@@ -1,5 +1,6 @@
 // End-to-end on colour images a user might bring: a generated class-per-folder dataset of RGB PNG and JPEG
-// files, meta-trained, evaluated, adapted to new classes and predicted, with conv-4 and with ResNet-12.
+// files, meta-trained, evaluated, adapted to new classes and predicted, with conv-4 and with ResNet-12; and
+// the pretraining recipe (issue 27) on a second one: pretrain, test-time heads, Meta-Baseline, adapt, predict.
 #include <doctest/doctest.h>
 #include <stb/stb_image_write.h>
 
@@ -102,6 +103,109 @@ TEST_CASE("cli: conv-4 and ResNet-12 meta-train, evaluate, adapt and predict on 
   const Result converted = metafew(predict + " --convert-channels --json", tmp.path);
   INFO(converted.err);
   CHECK(converted.code == 0);
+}
+
+// Class k's images for the pretraining test: a small disc of hue k on a background whose hue changes from
+// image to image (the nuisance that covers most of the pixels), the disc's place jittered. An untrained
+// network's features follow the background; features learned on the training classes follow the disc.
+void write_nuisance_class(const fs::path& dir, int k, int images, int side) {
+  fs::create_directories(dir);
+  auto hue = [](double h, int c) { return static_cast<unsigned char>(127 + 120 * std::sin(h + 2.1 * c)); };
+  for (int i = 0; i < images; ++i) {
+    std::vector<unsigned char> px(static_cast<size_t>(side * side * 3));
+    const double cx = side * 0.5 + (i % 5) - 2, cy = side * 0.5 + (i % 3) - 1, r = side * 0.22;
+    const double background = 0.37 * (k * 31 + i * 17 % 23) + 1.3 * i;
+    for (int y = 0; y < side; ++y)
+      for (int x = 0; x < side; ++x)
+        for (int c = 0; c < 3; ++c)
+          px[static_cast<size_t>((y * side + x) * 3 + c)] =
+              std::hypot(x - cx, y - cy) < r ? hue(0.9 * k, c) : hue(background, c);
+    const std::string stem = (dir / ("img" + std::to_string(i))).string();
+    REQUIRE(stbi_write_png((stem + ".png").c_str(), side, side, 3, px.data(), side * 3) != 0);
+  }
+}
+
+// Issue 27's recipe on a user's colour data: pretrain a backbone on the training classes, test it on new
+// classes with the test-time heads, and start Meta-Baseline's ProtoNets stage from it; adapt + predict agree.
+TEST_CASE("cli: pretrain, test-time heads and Meta-Baseline on a colour class-per-folder dataset") {
+  TempDir tmp;
+  const fs::path data = tmp.path / "colours";
+  int k = 0;
+  for (const auto& [split, classes] : {std::pair{"train", 8}, {"val", 5}, {"test", 5}})
+    for (int c = 0; c < classes; ++c, ++k) write_nuisance_class(data / split / class_name(k), k, 12, 16);
+  for (int c = 13; c < 18; ++c) {
+    const fs::path from = data / "test" / class_name(c);
+    fs::create_directories(tmp.path / "support" / class_name(c));
+    fs::copy_file(from / "img0.png", tmp.path / "support" / class_name(c) / "img0.png");
+    fs::create_directories(tmp.path / "query" / class_name(c));
+    for (const char* q : {"img1.png", "img2.png"}) fs::copy_file(from / q, tmp.path / "query" / class_name(c) / q);
+  }
+  const fs::path pre = tmp.path / "pretrain";
+  Result train = metafew("meta-train --data " + data.string() + " --channels 3 --image-size 16 --algo pretrain "
+                         "--model conv4 --filters 8 --batch-size 16 --queries 3 --iterations 150 --optimizer sgd --outer-lr 0.05 "
+                         "--momentum 0.9 --weight-decay 5e-4 --val-every 150 --val-episodes 10 --log-every 150 "
+                         "--threads 2 --out " + pre.string(),
+                         tmp.path);
+  INFO(train.err);
+  REQUIRE(train.code == 0);
+  CHECK(json::parse(slurp(pre / "config.json"))["pretrain_classes"] == 8);
+  auto test_accuracy = [&](const fs::path& run, const std::string& extra) {
+    Result r = metafew("eval --checkpoint " + run.string() + " --split test --ways 5 --shots 1 --queries 3 --episodes 50 --json "
+                       "--no-record --threads 2 " + extra,
+                       tmp.path);
+    INFO(r.err);
+    REQUIRE(r.code == 0);
+    return json::parse(r.out)["accuracy"].get<double>();
+  };
+  // Chance is 0.2; the five test hues were never trained on. The same network untrained (one step at
+  // learning rate 0) follows the background and stays near chance, so the figures are pretraining's
+  // (measured: trained centroid 93.1%, logreg 92.5%; untrained 29.3%, 29.2%).
+  const fs::path untrained = tmp.path / "untrained";
+  Result zero = metafew("meta-train --data " + data.string() + " --channels 3 --image-size 16 --algo pretrain "
+                        "--model conv4 --filters 8 --batch-size 16 --queries 3 --iterations 1 --optimizer sgd "
+                        "--outer-lr 0 --val-every 1 --val-episodes 2 --threads 2 --out " + untrained.string(),
+                        tmp.path);
+  INFO(zero.err);
+  REQUIRE(zero.code == 0);
+  for (const std::string head : {"--head centroid", "--head logreg --logreg-c 10"}) {
+    CAPTURE(head);
+    CHECK(test_accuracy(pre, head) > 0.85);
+    CHECK(test_accuracy(untrained, head) < 0.45);
+  }
+
+  const fs::path mb = tmp.path / "metabaseline";
+  Result second = metafew("meta-train --data " + data.string() + " --channels 3 --image-size 16 --algo protonet "
+                          "--distance cosine --model conv4 --filters 8 --ways 5 --shots 1 --queries 3 --iterations 20 "
+                          "--optimizer sgd --outer-lr 0.001 --momentum 0.9 --val-every 20 --val-episodes 10 "
+                          "--threads 2 --init-from " + pre.string() + " --out " + mb.string(),
+                          tmp.path);
+  INFO(second.err);
+  REQUIRE(second.code == 0);
+  CHECK(test_accuracy(mb, "") > 0.85);  // measured 93.6%
+
+  // adapt with the logistic-regression head on the pretrained backbone; predict from the saved model agrees.
+  const fs::path adapted = tmp.path / "logreg.mf";
+  Result ad = metafew("adapt --checkpoint " + pre.string() + " --head logreg --logreg-c 10 --support " +
+                          (tmp.path / "support").string() + " --query " + (tmp.path / "query").string() +
+                          " --json --save-adapted " + adapted.string(),
+                      tmp.path);
+  INFO(ad.err);
+  REQUIRE(ad.code == 0);
+  const json a = json::parse(ad.out);
+  int correct = 0;
+  for (const json& p : a["predictions"]) {
+    std::string folder = "/";
+    folder += p["label"].get<std::string>();
+    folder += '/';
+    correct += p["file"].get<std::string>().find(folder) != std::string::npos;
+  }
+  CHECK(a["predictions"].size() == 10);
+  CHECK(correct >= 8);
+  Result pr = metafew("predict --model " + adapted.string() + " --query " + (tmp.path / "query").string() + " --json",
+                      tmp.path);
+  INFO(pr.err);
+  REQUIRE(pr.code == 0);
+  CHECK(json::parse(pr.out)["predictions"] == a["predictions"]);
 }
 
 }  // namespace
