@@ -6,7 +6,10 @@
 #   4. a split file (5 classes to train on, 5 held out) and ProtoNets meta-trained on the 5, 1 and 5 shots,
 #      tested on the held-out 5 beside the Omniglot models;
 #   5. adapt on a few images of the held-out classes (even and uneven shots), with the Omniglot model's
-#      polarity warning and its fix.
+#      polarity warning and its fix;
+#   6. the pretraining recipe (issue 27) on the same split: a backbone pretrained on the 5 classes, tested
+#      5-way on the held-out 5 with the centroid and logistic-regression heads, Meta-Baseline's ProtoNets
+#      stage from it, and the Omniglot pretrained backbone beside them.
 # Usage: bench/fashion_mnist/run.sh            (OUT=runs/fashion_mnist THREADS=2 ITERATIONS=2000 EPISODES=600)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -88,6 +91,33 @@ ad adapt_fashion_protonet_5shot --checkpoint "$OUT/protonet_5shot/last" --suppor
 ad adapt_fashion_protonet_5shot_uneven --checkpoint "$OUT/protonet_5shot/last" --support "$task/uneven"
 ad adapt_omniglot_protonet_5shot --checkpoint "$CK/protonet_5shot.mfck" --support "$task/support5"
 ad adapt_omniglot_protonet_5shot_invert_no --checkpoint "$CK/protonet_5shot.mfck" --support "$task/support5" --invert no
+
+say "6. pretraining on the 5 training classes; test-time heads and Meta-Baseline on the other 5"
+# Omniglot's pretraining recipe (bench/reproduce/lib.sh train_pretrain: Adam 1e-3, cosine schedule, batches
+# of 64) for as many batches as the ProtoNets runs had episodes; no validation classes here, so the
+# logistic-regression penalty is the one chosen on Omniglot's validation split (C = 10).
+run "$METAFEW" meta-train --data "$data" --split-file "$split" --val-split '' --algo pretrain --batch-size 64 \
+  --optimizer adam --outer-lr 0.001 --schedule cosine --iterations "$ITERATIONS" --log-every 500 \
+  --threads "$THREADS" --out "$OUT/pretrain" --overwrite
+for shots in 1 5; do
+  ev fashion_pretrain_centroid_test_${shots}shot --checkpoint "$OUT/pretrain/last" --split test --ways 5 \
+    --shots "$shots" --head centroid
+  ev fashion_pretrain_logreg_test_${shots}shot --checkpoint "$OUT/pretrain/last" --split test --ways 5 \
+    --shots "$shots" --head logreg --logreg-c 10
+  # Meta-Baseline's second stage (bench/reproduce/lib.sh train_metabaseline), 5-way episodes of the 5 classes.
+  run "$METAFEW" meta-train --data "$data" --split-file "$split" --val-split '' --algo protonet --distance cosine \
+    --init-from "$OUT/pretrain/last" --ways 5 --shots "$shots" --queries 15 --iterations 500 --optimizer sgd \
+    --outer-lr 0.001 --momentum 0.9 --weight-decay 5e-4 --log-every 250 --threads "$THREADS" \
+    --out "$OUT/metabaseline_${shots}shot" --overwrite
+  ev fashion_metabaseline_${shots}shot_test_${shots}shot --checkpoint "$OUT/metabaseline_${shots}shot/last" \
+    --split test --ways 5 --shots "$shots"
+  for head in centroid logreg; do
+    ev omniglot_pretrain_${head}_test_${shots}shot --checkpoint "$CK/pretrain.mfck" --data "$data" \
+      --split-file "$split" --split test --ways 5 --shots "$shots" --head "$head" --logreg-c 10
+  done
+done
+ad adapt_fashion_pretrain_logreg_5shot --checkpoint "$OUT/pretrain/last" --support "$task/support5" --head logreg \
+  --logreg-c 10
 
 say "summary"
 python3 - "$res" <<'EOF'
