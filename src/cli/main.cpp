@@ -16,6 +16,7 @@
 #include "cli/export_cmd.h"
 #include "cli/meta_train.h"
 #include "cli/report.h"
+#include "core/dist.h"
 #include "core/error.h"
 #include "core/version.h"
 
@@ -42,10 +43,19 @@ void print_usage(FILE* to) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace {
+
+// The command line's exit code; errors are printed here (in a job of several processes, with the process
+// that met them named: the others are silent).
+int run(int argc, char** argv) {
   // The subcommand whose --help a usage error points to.
   const std::string sub = argc >= 2 && argv[1][0] != '-' ? argv[1] : "";
+  const auto error_prefix = [] {
+    return metafew::dist::active() ? "error (process " + std::to_string(metafew::dist::rank()) + "): "
+                                   : std::string("error: ");
+  };
   try {
+    metafew::dist::init(&argc, &argv);
     if (argc < 2) {
       print_usage(stderr);
       return 2;
@@ -56,11 +66,16 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (cmd == "--version") {
-      std::printf("metafew %s (%s)\noneDNN %s, ISA %s\nthreads %d\n", metafew::kVersion, metafew::kGitHash,
+      std::printf("metafew %s (%s)\noneDNN %s, ISA %s\nthreads %d\nMPI %s\n", metafew::kVersion, metafew::kGitHash,
                   metafew::backend::dnnl_backend::onednn_version().c_str(),
-                  metafew::backend::dnnl_backend::onednn_isa().c_str(), omp_get_max_threads());
+                  metafew::backend::dnnl_backend::onednn_isa().c_str(), omp_get_max_threads(),
+                  metafew::dist::library_version().c_str());
       return 0;
     }
+    // Only meta-train divides its work over several processes so far; any other command would run P copies.
+    MF_USAGE_CHECK(!metafew::dist::active() || cmd == "meta-train", "metafew ", cmd, " runs as one process; it was "
+                   "started as one of ", metafew::dist::size(), " (mpirun -np ", metafew::dist::size(),
+                   "): only meta-train divides its work over several processes; run ", cmd, " without mpirun");
     if (cmd == "meta-train") return metafew::cli::run_meta_train(argc - 1, argv + 1);
     if (cmd == "eval") return metafew::cli::run_eval(argc - 1, argv + 1);
     if (cmd == "adapt") return metafew::cli::run_adapt(argc - 1, argv + 1);
@@ -74,7 +89,7 @@ int main(int argc, char** argv) {
                  cmd.c_str());
     return 2;
   } catch (const metafew::Error& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    std::fprintf(stderr, "%s%s\n", error_prefix().c_str(), e.what());
     if (e.kind() == metafew::ErrorKind::usage) {
       if (sub.empty())
         std::fprintf(stderr, "hint: run 'metafew --help'\n");
@@ -85,11 +100,24 @@ int main(int argc, char** argv) {
     return 1;
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr,
-                 "error: out of memory: the settings ask for more memory than this machine can give (lower the "
-                 "meta-batch, episodes, shots, image size or filters)\n");
+                 "%sout of memory: the settings ask for more memory than this machine can give (lower the "
+                 "meta-batch, episodes, shots, image size or filters)\n", error_prefix().c_str());
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    std::fprintf(stderr, "%s%s\n", error_prefix().c_str(), e.what());
     return 1;
   }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int code = run(argc, argv);
+  // A process that failed ends the whole job: the others would wait for it in their next collective.
+  if (code != 0 && code != 130) {
+    std::fflush(stderr);
+    metafew::dist::abort_job(code);
+  }
+  metafew::dist::finalize();
+  return code;
 }

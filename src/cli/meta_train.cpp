@@ -12,6 +12,7 @@
 
 #include "cli/common.h"
 #include "cli/progress.h"
+#include "core/dist.h"
 #include "io/config.h"
 #include "io/run_dir.h"
 #include "io/settings.h"
@@ -68,6 +69,9 @@ int run_meta_train(int argc, char** argv) {
     return 0;
   }
 
+  // Over several processes (Note [Processes] in core/dist.h) process 0 alone owns the run folder and the
+  // terminal; the others read the same data and checkpoint, train their share, and stay silent.
+  const bool root = dist::rank() == 0;
   json flags = flags_given(args, defaults);
   json cfg;
   std::string out;
@@ -80,8 +84,10 @@ int run_meta_train(int argc, char** argv) {
                    "meta-train --resume continues the run in its own folder with its own settings; --out, --config "
                    "and --overwrite cannot be given with it");
     out = args["resume"].as<std::string>();
-    run_holder = std::make_unique<io::RunDir>(out, false);
-    run_holder->lock();  // before reading `last`: no other process may be writing it
+    if (root) {
+      run_holder = std::make_unique<io::RunDir>(out, false);
+      run_holder->lock();  // before reading `last`: no other process may be writing it
+    }
     resume_from = io::load_checkpoint((std::filesystem::path(out) / "last").string());
     cfg = checkpoint_config(resume_from);
     MF_USAGE_CHECK(resume_from.header["kind"] == "training", "meta-train --resume: ", out,
@@ -103,11 +109,13 @@ int run_meta_train(int argc, char** argv) {
     channels_chosen = channels_chosen || file.contains("channels");
     cfg = resolve_config(file, flags);
     out = args["out"].as<std::string>();
-    run_holder = std::make_unique<io::RunDir>(out, true);
-    run_holder->lock();
-    MF_USAGE_CHECK(!run_holder->holds_run() || args.count("overwrite"), "meta-train: ", out,
-                   " already holds a run (config.json, metrics.jsonl or checkpoints); continue it with --resume ",
-                   out, ", start over with --overwrite (deletes its checkpoints and metrics), or choose another --out");
+    if (root) {
+      run_holder = std::make_unique<io::RunDir>(out, true);
+      run_holder->lock();
+      MF_USAGE_CHECK(!run_holder->holds_run() || args.count("overwrite"), "meta-train: ", out,
+                     " already holds a run (config.json, metrics.jsonl or checkpoints); continue it with --resume ",
+                     out, ", start over with --overwrite (deletes its checkpoints and metrics), or choose another --out");
+    }
   }
   set_threads(cfg["threads"]);
 
@@ -120,7 +128,7 @@ int run_meta_train(int argc, char** argv) {
   MF_USAGE_CHECK(!head || regression || test_ways == ways, "meta-train: --algo ", cfg["algo"].get<std::string>(),
                  " has a ", ways, "-way head, so --test-ways must equal --ways (got ", test_ways, ")");
   if (ds) {
-    warn_about_data(*ds, "meta-train", channels_chosen);
+    if (root) warn_about_data(*ds, "meta-train", channels_chosen);
     // Pretraining draws batches from every training class, not ways-class episodes (2 classes at least).
     require_split_fits(cfg, *ds, cfg["train_split"], entry.batch_training ? 2 : ways, "meta-train");
     if (!cfg["val_split"].get<std::string>().empty()) require_split_fits(cfg, *ds, cfg["val_split"], test_ways, "meta-train");
@@ -159,66 +167,82 @@ int run_meta_train(int argc, char** argv) {
   } else {
     core::Rng init(core::derive_key(seed, {0x696e6974ULL}));
     algo = meta::make_algorithm(nn::Model(nn::model_config(cfg, head_outputs(cfg))), meta::algo_config(cfg), init);
-    if (!cfg["init_from"].get<std::string>().empty())
-      std::fprintf(stderr, "meta-train: --init-from: %s\n", init_parameters_from(*algo, cfg["init_from"]).c_str());
+    if (!cfg["init_from"].get<std::string>().empty()) {
+      const std::string report = init_parameters_from(*algo, cfg["init_from"]);
+      if (root) std::fprintf(stderr, "meta-train: --init-from: %s\n", report.c_str());
+    }
   }
 
-  io::RunDir& run = *run_holder;
-  if (!resuming) {
-    run.clear_run();  // --overwrite: the old run goes only now that the new one is ready to start
-  } else {
-    const int64_t dropped = run.trim_metrics(start.iteration);
-    if (dropped > 0)
-      std::fprintf(stderr, "meta-train: dropped %lld metrics lines logged after iteration %lld (or incomplete)\n",
-                   static_cast<long long>(dropped), static_cast<long long>(start.iteration));
+  if (root) {
+    io::RunDir& run = *run_holder;
+    if (!resuming) {
+      run.clear_run();  // --overwrite: the old run goes only now that the new one is ready to start
+    } else {
+      const int64_t dropped = run.trim_metrics(start.iteration);
+      if (dropped > 0)
+        std::fprintf(stderr, "meta-train: dropped %lld metrics lines logged after iteration %lld (or incomplete)\n",
+                     static_cast<long long>(dropped), static_cast<long long>(start.iteration));
+    }
+    run.write_json("config.json", cfg);
   }
-  run.write_json("config.json", cfg);
   const meta::TrainOptions options = meta::train_options(cfg);
+  const std::string last_file = (std::filesystem::path(out) / "last").string();
   MF_USAGE_CHECK(start.iteration <= options.iterations, "meta-train --resume: the run is already at iteration ",
                  start.iteration, " of ", options.iterations, "; pass a larger --iterations to continue it");
-  if (entry.batch_training)
+  const std::string threads = dist::active() ? detail::concat(omp_get_max_threads(), " threads x ", dist::size(),
+                                                               " processes")
+                                            : detail::concat(omp_get_max_threads(), " threads");
+  if (!root) {
+  } else if (entry.batch_training)
     std::fprintf(stderr,
-                 "meta-train: %s on %s, %s (%lld classes), batches of %lld images, %lld iterations, %d threads -> %s\n",
+                 "meta-train: %s on %s, %s (%lld classes), batches of %lld images, %lld iterations, %s -> %s\n",
                  cfg["algo"].get<std::string>().c_str(), cfg["data"].get<std::string>().c_str(),
                  cfg["train_split"].get<std::string>().c_str(), static_cast<long long>(cfg["pretrain_classes"].get<int64_t>()),
                  static_cast<long long>(cfg["batch_size"].get<int64_t>()), static_cast<long long>(options.iterations),
-                 omp_get_max_threads(), out.c_str());
+                 threads.c_str(), out.c_str());
   else
-    std::fprintf(stderr, "meta-train: %s on %s, %s, %lld-way %lld-shot, meta-batch %lld, %lld iterations, %d threads -> %s\n",
+    std::fprintf(stderr, "meta-train: %s on %s, %s, %lld-way %lld-shot, meta-batch %lld, %lld iterations, %s -> %s\n",
                  cfg["algo"].get<std::string>().c_str(), cfg["data"].get<std::string>().c_str(),
                  cfg["train_split"].get<std::string>().c_str(), static_cast<long long>(ways),
                  static_cast<long long>(cfg["shots"].get<int64_t>()), static_cast<long long>(options.meta_batch),
-                 static_cast<long long>(options.iterations), omp_get_max_threads(), out.c_str());
-  if (resuming) std::fprintf(stderr, "meta-train: resumed at iteration %lld\n", static_cast<long long>(start.iteration));
+                 static_cast<long long>(options.iterations), threads.c_str(), out.c_str());
+  if (resuming && root) std::fprintf(stderr, "meta-train: resumed at iteration %lld\n", static_cast<long long>(start.iteration));
 
   // The trainer (meta/training.h) runs the loop; this front end writes the run folder and the terminal.
   const json extra{{"preprocessing", ds ? preprocessing_of(*ds) : json{{"kind", "sinusoid"}}}};
-  Progress progress("meta-train", options.iterations, start.iteration);
+  std::unique_ptr<Progress> progress;
   meta::TrainHooks hooks;
-  hooks.save = [&](const std::string& name, int64_t iteration, bool pending, double best) {
-    json e = extra;
-    e["validation_pending"] = pending;
-    e["best_score"] = std::isfinite(best) ? json(best) : json(nullptr);
-    io::save_checkpoint(run.file(name), training_checkpoint(cfg, *algo, *opt, iteration, e));
-  };
-  hooks.metrics = [&](const json& line, const std::string& summary) {
-    json l = line;
-    if (!l.contains("split")) l["rss_mb"] = resident_mb();  // training windows
-    run.append_metrics(l);
-    progress.metrics(l.dump(), summary);
-  };
-  hooks.progress = [&](int64_t iteration, double loss) { progress.update(iteration, detail::concat("loss ", loss)); };
+  if (root) {
+    io::RunDir& run = *run_holder;
+    progress = std::make_unique<Progress>("meta-train", options.iterations, start.iteration);
+    hooks.save = [&](const std::string& name, int64_t iteration, bool pending, double best) {
+      json e = extra;
+      e["validation_pending"] = pending;
+      e["best_score"] = std::isfinite(best) ? json(best) : json(nullptr);
+      io::save_checkpoint(run.file(name), training_checkpoint(cfg, *algo, *opt, iteration, e));
+    };
+    hooks.metrics = [&](const json& line, const std::string& summary) {
+      json l = line;
+      if (!l.contains("split")) l["rss_mb"] = resident_mb();  // training windows
+      run.append_metrics(l);
+      progress->metrics(l.dump(), summary);
+    };
+    hooks.progress = [&](int64_t iteration, double loss) { progress->update(iteration, detail::concat("loss ", loss)); };
+  } else {
+    hooks.save = [](const std::string&, int64_t, bool, double) {};
+  }
   hooks.stop_requested = [] { return g_signal.load() != 0; };
-  hooks.last_checkpoint = run.file("last");
+  hooks.last_checkpoint = last_file;
   meta::TrainOutcome result;
   {
     SignalScope signals;
     meta::Trainer trainer(*algo, *opt, options, train, val, val_split, regression, hooks);
     result = trainer.run(start);
   }
-  progress.finish();
   const int64_t it = result.iteration;
   const bool interrupted = result.interrupted;
+  if (!root) return interrupted ? kExitInterrupted : 0;
+  progress->finish();
 
   json summary{{"run", out}, {"iterations", it}, {"algo", cfg["algo"]}, {"interrupted", interrupted}};
   if (result.validated) {
@@ -230,7 +254,7 @@ int run_meta_train(int argc, char** argv) {
     std::printf("%s\n", summary.dump().c_str());
   } else if (interrupted) {
     std::printf("interrupted at iteration %lld; checkpoint saved to %s (continue with --resume %s)\n",
-                static_cast<long long>(it), run.file("last").c_str(), out.c_str());
+                static_cast<long long>(it), last_file.c_str(), out.c_str());
   } else {
     std::printf("meta-trained %s for %lld iterations; checkpoints in %s", cfg["algo"].get<std::string>().c_str(),
                 static_cast<long long>(it), out.c_str());
@@ -240,7 +264,7 @@ int run_meta_train(int argc, char** argv) {
     std::printf("\n");
   }
   if (interrupted) std::fprintf(stderr, "meta-train: interrupted by signal %d; saved %s\n", g_signal.load(),
-                                run.file("last").c_str());
+                                last_file.c_str());
   return interrupted ? kExitInterrupted : 0;
 }
 

@@ -47,15 +47,14 @@ class Algorithm {
 
   // State carried from task to task besides the meta-parameters: not meta-learned, but part of the training
   // state (checkpoints keep it, --resume restores it). Empty except for Reptile with a carried inner Adam
-  // state (Note [Reptile's inner optimiser state]).
+  // state (Note [Reptile's inner optimiser state]). After a meta-step it becomes the task-order mean of the
+  // tasks' final states (TaskOutput::state; integer tensors, the same in every task, as they are), formed by
+  // the trainer with the meta-gradient (Note [Task-order reduction] in meta/trainer.cpp).
   const std::vector<Tensor>& state() const { return state_; }
   const std::vector<std::string>& state_names() const { return state_names_; }
   // Replaces the state (from a checkpoint); throws naming the tensor whose count, shape or dtype does not
   // fit.
   void set_state(const std::vector<Tensor>& state);
-  // Folds the tasks' final states (TaskOutput::state, in task order) into the carried state after a
-  // meta-step. The result depends on the task order only, never on which thread ran which task.
-  virtual void fold_state(const std::vector<std::vector<Tensor>>& task_states) { (void)task_states; }
 
   // One task's contribution to the meta-update, one tensor per parameter: the meta-gradient, or for
   // Reptile the direction (parameters - adapted parameters). Thread-safe: reads the parameters only.

@@ -64,34 +64,6 @@ class Reptile : public Algorithm {
     return r;
   }
 
-  void fold_state(const std::vector<std::vector<Tensor>>& task_states) override {
-    if (state_.empty()) return;
-    MF_CHECK(!task_states.empty(), "reptile: no task states to fold");
-    const size_t nv = state_.size() - 1;
-    for (const auto& s : task_states)
-      MF_CHECK(s.size() == state_.size(), "reptile: a task state has ", s.size(), " tensors, expected ",
-               state_.size());
-    std::vector<Tensor> next(state_.size());
-    const float inv = 1.0f / static_cast<float>(task_states.size());
-    for (size_t i = 0; i < nv; ++i) {
-      Tensor acc = task_states[0][i].clone();
-      float* a = acc.data<float>();
-      for (size_t k = 1; k < task_states.size(); ++k) {
-        const float* v = task_states[k][i].data<float>();
-        for (int64_t j = 0; j < acc.numel(); ++j) a[j] += v[j];
-      }
-      for (int64_t j = 0; j < acc.numel(); ++j) a[j] *= inv;
-      next[i] = acc;
-    }
-    const int32_t steps = task_states[0][nv].data<int32_t>()[0];
-    for (const auto& s : task_states)
-      MF_CHECK(s[nv].data<int32_t>()[0] == steps,
-               "reptile: the tasks of a meta-batch ended at different inner step ", "counts (", steps,
-               " and ", s[nv].data<int32_t>()[0], ")");
-    next[nv] = Tensor::from_indices({steps}, {1});
-    state_ = std::move(next);
-  }
-
   Adapted adapt_own(const Task& t, int64_t steps) const override {
     Adapted a{{}, t.support_x, t.support_y, t.ways};
     for (const auto& p : inner_loop(t, steps, nullptr)) a.weights.push_back(p.data());

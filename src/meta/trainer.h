@@ -19,8 +19,25 @@ struct StepResult {
 };
 
 // Mean of the tasks' meta-gradients, then one step of `opt` on algo.parameters(); an algorithm that carries a
-// state folds the tasks' final states into it (Algorithm::fold_state).
+// state gets the task-order mean of the tasks' final states (Note [Task-order reduction] in trainer.cpp).
 StepResult meta_step(Algorithm& algo, const std::vector<Task>& tasks, optim::Optimizer& opt);
+// The same over several processes: `tasks` are this process's block of a meta-batch of `total`, starting at
+// task `first` (dist::block); every process calls it, and every one ends with the same parameters.
+StepResult meta_step(Algorithm& algo, const std::vector<Task>& tasks, int64_t first, int64_t total,
+                     optim::Optimizer& opt);
+
+// One task's share of a meta-step: its tensors (meta-gradient, then final carried state) and scalars.
+struct TaskShare {
+  std::vector<Tensor> tensors;
+  std::vector<double> scalars;
+};
+// Note [Task-order reduction]: over every process, each f32 tensor summed in task order and scaled by 1/total
+// (in f32), each i32 tensor the same in every task (else throws naming it from `names`), each scalar summed
+// in task order from 0. `local` are this process's tasks, from task `first` of `total`; `like` gives the
+// tensors' shapes and dtypes.
+TaskShare reduce_in_task_order(std::vector<TaskShare>& local, int64_t first, int64_t total,
+                               const std::vector<Tensor>& like, const std::vector<std::string>& names,
+                               size_t scalars);
 
 // "" when every parameter and carried-state value of `algo` is finite; otherwise names the first tensor that is
 // not and counts its NaN and infinite values ("parameter conv0.weight: 12 of 576 values are NaN or
@@ -42,10 +59,12 @@ struct EvalResult {
 };
 
 // Runs `episodes` tasks (task_at(i) must be a pure function of i), adapting with `steps` inner steps, and
-// reports the mean score with its 95% interval. Episodes run in parallel; the result does not depend on it.
+// reports the mean score with its 95% interval. Episodes run in parallel, and over several processes each runs
+// a block of them (every process calls it); the result depends on neither.
 // `stop` (optional) is polled before each episode; once it returns true the remaining episodes are skipped
 // and the result has `cancelled` set (its figures are then of a partial run and must not be used).
-// `observe` (optional) sees each episode's task and outputs, from the thread that ran it, in no fixed order.
+// `observe` (optional) sees each episode's task and outputs, from the thread that ran it, in no fixed order
+// (over several processes, each process sees its own episodes only).
 using EpisodeObserver = std::function<void(int64_t episode, const Task& task, const Tensor& outputs)>;
 EvalResult evaluate(const Algorithm& algo, const std::function<Task(uint64_t)>& task_at, int64_t episodes,
                     int64_t steps, const std::function<bool()>& stop = {}, const EpisodeObserver& observe = {});

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "core/dist.h"
 #include "meta/registry.h"
 
 namespace metafew::meta {
@@ -100,7 +101,15 @@ bool Trainer::validate(int64_t at) {
     best_ = r.mean;
     save("best", at);
   }
+  dist::take_stats();  // a validation's communication is not the meta-steps'
   return true;
+}
+
+// A stop request, agreed by every process (each polls its own signal flag; all stop at the same iteration).
+// Called at the same points by every process.
+bool Trainer::stop_now() {
+  const bool mine = hooks_.stop_requested();
+  return dist::active() ? dist::any(mine) : mine;
 }
 
 TrainOutcome Trainer::run(const TrainStart& start) {
@@ -120,19 +129,22 @@ TrainOutcome Trainer::run(const TrainStart& start) {
   double window_loss = 0, window_acc = 0;
   int64_t window = 0;
   double t_window = hooks_.clock();
+  dist::take_stats();  // the windows count the meta-steps' communication only
   while (it < o_.iterations && !interrupted) {
+    // This process's block of the meta-batch (all of it in one process).
+    const auto [first, end] = dist::block(o_.meta_batch, dist::rank(), dist::size());
     std::vector<Task> tasks;
-    tasks.reserve(static_cast<size_t>(o_.meta_batch));
+    tasks.reserve(static_cast<size_t>(end - first));
     // A stop request while the batch is drawn (a large meta-batch takes a while) stops before the step.
     bool stop = false;
-    for (int64_t b = 0; b < o_.meta_batch && !(stop = hooks_.stop_requested()); ++b)
+    for (int64_t b = first; b < end && !(stop = !dist::active() && hooks_.stop_requested()); ++b)
       tasks.push_back(train_(static_cast<uint64_t>(it * o_.meta_batch + b)));
-    if (stop || hooks_.stop_requested()) {
+    if (stop || stop_now()) {
       interrupted = true;
       save("last", it);
       break;
     }
-    StepResult r = meta_step(algo_, tasks, opt_);
+    StepResult r = meta_step(algo_, tasks, first, o_.meta_batch, opt_);
     const std::string diverged =
         std::isfinite(r.loss) ? first_non_finite(algo_) : detail::concat("the meta-loss became ", r.loss);
     if (!diverged.empty())
@@ -153,6 +165,13 @@ TrainOutcome Trainer::run(const TrainStart& start) {
                            secs > 0 ? static_cast<double>(window * o_.meta_batch * std::max<int64_t>(o_.batch_images, 1)) / secs
                                     : 0.0},
                           {"lr", opt_.current_lr()}};
+      if (dist::active()) {
+        // Communication per iteration of this process (rank 0's, the one that logs): Note [Processes].
+        const dist::Stats c = dist::take_stats();
+        line["processes"] = dist::size();
+        line["comm_seconds_per_iteration"] = c.seconds / static_cast<double>(window);
+        line["comm_mb_per_iteration"] = static_cast<double>(c.bytes) / 1e6 / static_cast<double>(window);
+      }
       hooks_.metrics(line, "");  // a live line shows the loss already
       window_loss = window_acc = 0;
       window = 0;
@@ -163,7 +182,7 @@ TrainOutcome Trainer::run(const TrainStart& start) {
       break;
     }
     if (it % o_.checkpoint_every == 0 || it == o_.iterations) save("last", it);
-    if (hooks_.stop_requested()) {
+    if (stop_now()) {
       interrupted = it < o_.iterations;
       if (interrupted) save("last", it);
       break;

@@ -82,6 +82,7 @@ class Trainer {
 
  private:
   bool validate(int64_t at);
+  bool stop_now();
   void save(const std::string& name, int64_t at);
 
   Algorithm& algo_;

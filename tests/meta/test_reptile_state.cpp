@@ -58,31 +58,33 @@ TEST_CASE("reptile: the carried state is a second moment per parameter and a ste
   CHECK(reptile_mlp(false, 1)->state().empty());
 }
 
-TEST_CASE("reptile: fold_state takes the task-order mean of the moments and keeps the common step count") {
+TEST_CASE("reptile: the carried state after a meta-step is the task-order mean of the moments with the common step count") {
   auto a = reptile_mlp(true, 1);
   const size_t n = a->parameters().size();
-  // Task k holds v = (k + 1) + j at element j: the mean over 4 tasks is 2.5 + j, exact in f32.
-  std::vector<std::vector<Tensor>> states(4);
+  // Task k holds v = (k + 1) + j at element j: the mean over 4 tasks is 2.5 + j, exact in f32. The trainer
+  // forms it (meta::reduce_in_task_order, Note [Task-order reduction]) with the step count kept.
+  std::vector<meta::TaskShare> shares(4);
   for (int k = 0; k < 4; ++k) {
     for (size_t i = 0; i < n; ++i) {
       Tensor v = Tensor::zeros(a->parameters()[i].shape());
       for (int64_t j = 0; j < v.numel(); ++j) v.data<float>()[j] = static_cast<float>(k + 1 + j);
-      states[k].push_back(v);
+      shares[k].tensors.push_back(v);
     }
-    states[k].push_back(Tensor::from_indices({7}, {1}));
+    shares[k].tensors.push_back(Tensor::from_indices({7}, {1}));
   }
-  a->fold_state(states);
+  a->set_state(meta::reduce_in_task_order(shares, 0, 4, a->state(), a->state_names(), 0).tensors);
   for (size_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < a->state()[i].numel(); ++j)
       CHECK(a->state()[i].data<float>()[j] == static_cast<float>(2.5 + static_cast<double>(j)));
   CHECK(steps_of(*a) == 7);
 
   // Tasks that ended at different step counts, or a state of the wrong size, are refused.
-  states[2].back() = Tensor::from_indices({8}, {1});
-  CHECK_THROWS_WITH(a->fold_state(states), doctest::Contains("different inner step counts"));
-  states[2].pop_back();
-  const std::string expected = "expected " + std::to_string(n + 1);
-  CHECK_THROWS_WITH(a->fold_state(states), doctest::Contains(expected.c_str()));
+  shares[2].tensors.back() = Tensor::from_indices({8}, {1});
+  CHECK_THROWS_WITH(meta::reduce_in_task_order(shares, 0, 4, a->state(), a->state_names(), 0),
+                    "meta-step: the tasks of a meta-batch ended with different inner_adam.steps (7 and 8 at task 2)");
+  shares[2].tensors.pop_back();
+  const std::string expected = "meta-step: task 2 gives " + std::to_string(n) + " tensors, expected " + std::to_string(n + 1);
+  CHECK_THROWS_WITH(meta::reduce_in_task_order(shares, 0, 4, a->state(), a->state_names(), 0), expected.c_str());
   CHECK_THROWS_WITH(a->set_state({}), doctest::Contains("0 state tensors given"));
 }
 

@@ -1,0 +1,215 @@
+#include "core/dist.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+
+#include "core/error.h"
+
+#ifdef METAFEW_WITH_MPI
+#include <mpi.h>
+#endif
+
+namespace metafew::dist {
+
+namespace {
+
+int g_rank = 0;
+int g_size = 1;
+bool g_mpi = false;  // MPI_Init was called
+Stats g_stats;
+
+// The job size an MPI launcher announces to the processes it starts (0: not started by one).
+int launcher_size() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}) {
+    const char* v = std::getenv(var);
+    if (v != nullptr && *v != '\0') return std::max(1, std::atoi(v));
+  }
+  // PMIx launchers may announce only the rank; a rank variable alone still means "started by a launcher".
+  for (const char* var : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"}) {
+    const char* v = std::getenv(var);
+    if (v != nullptr && *v != '\0') return 1;
+  }
+  return 0;
+}
+
+constexpr size_t kPiece = size_t{1} << 30;  // MPI counts are int: large buffers go in pieces
+
+class Timed {
+ public:
+  explicit Timed(uint64_t bytes) : start_(std::chrono::steady_clock::now()) { g_stats.bytes += bytes; }
+  ~Timed() {
+    g_stats.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+
+ private:
+  std::chrono::steady_clock::time_point start_;
+};
+
+#ifdef METAFEW_WITH_MPI
+void check(int rc, const char* what) {
+  if (rc == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, text, &len);
+  throw Error(detail::concat("MPI ", what, " failed on process ", g_rank, ": ", std::string(text, static_cast<size_t>(len))));
+}
+#endif
+
+}  // namespace
+
+bool built_with_mpi() {
+#ifdef METAFEW_WITH_MPI
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::string library_version() {
+#ifdef METAFEW_WITH_MPI
+  char text[MPI_MAX_LIBRARY_VERSION_STRING];
+  int len = 0;
+  MPI_Get_library_version(text, &len);  // callable before MPI_Init
+  std::string v(text, static_cast<size_t>(len));
+  const size_t cut = v.find_first_of(",\n");
+  return cut == std::string::npos ? v : v.substr(0, cut);
+#else
+  return "none";
+#endif
+}
+
+void init(int* argc, char*** argv) {
+  const int launched = launcher_size();
+#ifdef METAFEW_WITH_MPI
+  if (launched == 0) return;  // one process, no MPI (Note [Processes])
+  int provided = 0;
+  // Only the main thread calls MPI; OpenMP threads never do.
+  check(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "initialisation");
+  g_mpi = true;
+  // A failing call returns its error (thrown with the process named) instead of aborting without a word.
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+#else
+  (void)argc;
+  (void)argv;
+  MF_USAGE_CHECK(launched <= 1, "this metafew was built without MPI, but it was started as one of ", launched,
+                 " processes (by mpirun or a batch system); install Open MPI (make deps installs libopenmpi-dev and "
+                 "openmpi-bin) and rebuild (make build), or run it as one process");
+#endif
+}
+
+void finalize() {
+#ifdef METAFEW_WITH_MPI
+  if (g_mpi) MPI_Finalize();
+  g_mpi = false;
+#endif
+}
+
+void abort_job(int code) {
+#ifdef METAFEW_WITH_MPI
+  if (g_mpi && g_size > 1) MPI_Abort(MPI_COMM_WORLD, code);
+#else
+  (void)code;
+#endif
+}
+
+int rank() { return g_rank; }
+int size() { return g_size; }
+bool active() { return g_size > 1; }
+
+std::pair<int64_t, int64_t> block(int64_t n, int r, int p) {
+  const int64_t base = n / p, extra = n % p;
+  const int64_t first = r * base + std::min<int64_t>(r, extra);
+  return {first, first + base + (r < extra ? 1 : 0)};
+}
+
+void send(const void* data, size_t bytes, int to) {
+#ifdef METAFEW_WITH_MPI
+  Timed t(bytes);
+  const char* p = static_cast<const char*>(data);
+  size_t off = 0;
+  do {
+    const size_t n = std::min(kPiece, bytes - off);
+    check(MPI_Send(p + off, static_cast<int>(n), MPI_BYTE, to, 0, MPI_COMM_WORLD), "send");
+    off += n;
+  } while (off < bytes);
+#else
+  (void)data, (void)bytes, (void)to;
+  MF_CHECK(false, "dist::send without MPI");
+#endif
+}
+
+void recv(void* data, size_t bytes, int from) {
+#ifdef METAFEW_WITH_MPI
+  Timed t(bytes);
+  char* p = static_cast<char*>(data);
+  size_t off = 0;
+  do {
+    const size_t n = std::min(kPiece, bytes - off);
+    check(MPI_Recv(p + off, static_cast<int>(n), MPI_BYTE, from, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE), "receive");
+    off += n;
+  } while (off < bytes);
+#else
+  (void)data, (void)bytes, (void)from;
+  MF_CHECK(false, "dist::recv without MPI");
+#endif
+}
+
+void broadcast(void* data, size_t bytes, int root) {
+  if (g_size == 1) return;
+#ifdef METAFEW_WITH_MPI
+  Timed t(bytes);
+  char* p = static_cast<char*>(data);
+  for (size_t off = 0; off < bytes; off += kPiece)
+    check(MPI_Bcast(p + off, static_cast<int>(std::min(kPiece, bytes - off)), MPI_BYTE, root, MPI_COMM_WORLD),
+          "broadcast");
+#else
+  (void)data, (void)bytes, (void)root;
+#endif
+}
+
+bool any(bool flag) {
+  if (g_size == 1) return flag;
+#ifdef METAFEW_WITH_MPI
+  Timed t(sizeof(int));
+  int mine = flag ? 1 : 0, all = 0;
+  check(MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD), "all-reduce");
+  return all != 0;
+#else
+  return flag;
+#endif
+}
+
+std::vector<double> allgather(const std::vector<double>& mine) {
+  if (g_size == 1) return mine;
+#ifdef METAFEW_WITH_MPI
+  Timed t(mine.size() * sizeof(double));
+  int n = static_cast<int>(mine.size());
+  std::vector<int> counts(static_cast<size_t>(g_size)), offsets(static_cast<size_t>(g_size));
+  check(MPI_Allgather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, MPI_COMM_WORLD), "all-gather");
+  int total = 0;
+  for (int r = 0; r < g_size; ++r) {
+    offsets[static_cast<size_t>(r)] = total;
+    total += counts[static_cast<size_t>(r)];
+  }
+  std::vector<double> all(static_cast<size_t>(total));
+  check(MPI_Allgatherv(mine.data(), n, MPI_DOUBLE, all.data(), counts.data(), offsets.data(), MPI_DOUBLE,
+                       MPI_COMM_WORLD),
+        "all-gather");
+  g_stats.bytes += static_cast<uint64_t>(total) * sizeof(double);
+  return all;
+#else
+  return mine;
+#endif
+}
+
+Stats take_stats() {
+  Stats s = g_stats;
+  g_stats = Stats{};
+  return s;
+}
+
+}  // namespace metafew::dist
