@@ -10,6 +10,7 @@
 #include <mutex>
 
 #include "cli/common.h"
+#include "core/dist.h"
 #include "data/options.h"
 #include "io/run_dir.h"
 #include "meta/registry.h"
@@ -54,6 +55,25 @@ struct ClassTally {
       ++queries;
       top_k_correct += rank < top_k;
     }
+  }
+
+  // Over several processes each counts its own episodes; the counts are integers, so adding the processes'
+  // tallies in any order gives one process's.
+  json to_json() const {
+    json classes = json::array(), wrong = json::array();
+    for (const auto& [name, c] : per_class) classes.push_back({name, c.first, c.second});
+    for (const auto& [pair, n] : confusions) wrong.push_back({pair.first, pair.second, n});
+    return {{"classes", classes}, {"confusions", wrong}, {"queries", queries}, {"top_k_correct", top_k_correct}};
+  }
+  void add(const json& other) {
+    for (const json& c : other["classes"]) {
+      auto& [correct, total] = per_class[c[0].get<std::string>()];
+      correct += c[1].get<int64_t>();
+      total += c[2].get<int64_t>();
+    }
+    for (const json& w : other["confusions"]) confusions[{w[0].get<std::string>(), w[1].get<std::string>()}] += w[2].get<int64_t>();
+    queries += other["queries"].get<int64_t>();
+    top_k_correct += other["top_k_correct"].get<int64_t>();
   }
 };
 
@@ -175,7 +195,7 @@ int run_eval(int argc, char** argv) {
   auto ds = open_data(cfg);
   const std::string split = args["split"].as<std::string>();
   if (ds) {
-    warn_about_data(*ds, "eval", true);
+    if (dist::rank() == 0) warn_about_data(*ds, "eval", true);
     require_split_fits(cfg, *ds, split, ways, "eval");
   }
   TaskSource tasks = task_source(cfg, ds, split, regression ? 0 : ways, shots, queries, args["seed"].as<uint64_t>());
@@ -187,7 +207,20 @@ int run_eval(int argc, char** argv) {
   if (!regression)
     observe = [&](int64_t, const meta::Task& t, const tensor::Tensor& outputs) { tally.add(t, outputs, top_k); };
   const auto t0 = std::chrono::steady_clock::now();
+  // Over several processes (Note [Processes] in core/dist.h) each runs a block of the episodes; the scores come
+  // back in episode order (the same mean and interval), the per-class counts are added on process 0, which
+  // alone records and prints.
   meta::EvalResult r = meta::evaluate(*algo, tasks, episodes, steps, {}, observe);
+  if (dist::active()) {
+    const std::vector<std::string> tallies = dist::gather_text(tally.to_json().dump(), 0);
+    if (dist::rank() != 0) return 0;
+    ClassTally merged;
+    for (const std::string& t : tallies) merged.add(json::parse(t));
+    tally.per_class = std::move(merged.per_class);
+    tally.confusions = std::move(merged.confusions);
+    tally.queries = merged.queries;
+    tally.top_k_correct = merged.top_k_correct;
+  }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   json out{{"checkpoint", path},
            {"algo", cfg["algo"]},

@@ -72,10 +72,11 @@ int run(int argc, char** argv) {
                   metafew::dist::library_version().c_str());
       return 0;
     }
-    // Only meta-train divides its work over several processes so far; any other command would run P copies.
-    MF_USAGE_CHECK(!metafew::dist::active() || cmd == "meta-train", "metafew ", cmd, " runs as one process; it was "
-                   "started as one of ", metafew::dist::size(), " (mpirun -np ", metafew::dist::size(),
-                   "): only meta-train divides its work over several processes; run ", cmd, " without mpirun");
+    // meta-train and eval divide their work over several processes; any other command would run P copies.
+    MF_USAGE_CHECK(!metafew::dist::active() || cmd == "meta-train" || cmd == "eval", "metafew ", cmd,
+                   " runs as one process; it was started as one of ", metafew::dist::size(), " (mpirun -np ",
+                   metafew::dist::size(), "): only meta-train and eval divide their work over several processes; run ",
+                   cmd, " without mpirun");
     if (cmd == "meta-train") return metafew::cli::run_meta_train(argc - 1, argv + 1);
     if (cmd == "eval") return metafew::cli::run_eval(argc - 1, argv + 1);
     if (cmd == "adapt") return metafew::cli::run_adapt(argc - 1, argv + 1);

@@ -206,6 +206,37 @@ std::vector<double> allgather(const std::vector<double>& mine) {
 #endif
 }
 
+std::vector<std::string> gather_text(const std::string& mine, int root) {
+  if (g_size == 1) return {mine};
+#ifdef METAFEW_WITH_MPI
+  Timed t(mine.size());
+  MF_CHECK(mine.size() < (size_t{1} << 31), "dist::gather_text: a text of ", mine.size(), " bytes");
+  int n = static_cast<int>(mine.size());
+  std::vector<int> counts(static_cast<size_t>(g_size)), offsets(static_cast<size_t>(g_size));
+  check(MPI_Gather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, root, MPI_COMM_WORLD), "gather");
+  int64_t total = 0;
+  for (int r = 0; r < g_size; ++r) {
+    offsets[static_cast<size_t>(r)] = static_cast<int>(total);
+    total += counts[static_cast<size_t>(r)];
+  }
+  MF_CHECK(g_rank != root || total < (int64_t{1} << 31), "dist::gather_text: ", total, " bytes in all");
+  std::string all(g_rank == root ? static_cast<size_t>(total) : 0, '\0');
+  check(MPI_Gatherv(mine.data(), n, MPI_CHAR, all.data(), counts.data(), offsets.data(), MPI_CHAR, root,
+                    MPI_COMM_WORLD),
+        "gather");
+  if (g_rank != root) return {};
+  g_stats.bytes += static_cast<uint64_t>(total);
+  std::vector<std::string> out;
+  for (int r = 0; r < g_size; ++r)
+    out.push_back(all.substr(static_cast<size_t>(offsets[static_cast<size_t>(r)]),
+                             static_cast<size_t>(counts[static_cast<size_t>(r)])));
+  return out;
+#else
+  (void)root;
+  return {mine};
+#endif
+}
+
 Stats take_stats() {
   Stats s = g_stats;
   g_stats = Stats{};

@@ -5,6 +5,14 @@
 // numbers and its tests do not depend on MPI. A binary built without MPI that finds itself started as one of
 // several processes stops with a clear error instead of running P copies of the same job.
 //
+// In a job of several processes, meta-train gives each process a contiguous block of every meta-batch's tasks
+// (block() below) and combines them in task order (Note [Task-order reduction] in meta/trainer.cpp); process
+// 0 alone owns the run folder and the terminal. A stop request (mpirun passes SIGINT / SIGTERM on to every
+// process as SIGTERM) is agreed with any() once per iteration, so every process stops at the same one and
+// process 0 saves. An error in any process prints its message with the process named and ends the job with
+// MPI_Abort (cli/main.cpp); a process killed outright makes mpirun end the others. Either way the last
+// checkpoint is whole (checkpoints are written to a temporary file and renamed).
+//
 // Every collective here is called by every process at the same point; with one process each is a no-op.
 // Message sizes are not limited by MPI's int counts (large buffers go in pieces of 1 GiB).
 #include <cstddef>
@@ -42,6 +50,8 @@ void broadcast(void* data, size_t bytes, int root);
 bool any(bool flag);
 // Every process's `mine` (any length each), concatenated in rank order, on every process.
 std::vector<double> allgather(const std::vector<double>& mine);
+// Every process's text, in rank order, on process `root` (the others get an empty list).
+std::vector<std::string> gather_text(const std::string& mine, int root);
 
 // Communication accounted since the last take_stats(): seconds inside the calls above (waiting for a slower
 // process included) and bytes this process sent and received.

@@ -1,7 +1,8 @@
 // meta-train over several processes (Note [Processes] in src/core/dist.h, Note [Task-order reduction] in
 // src/meta/trainer.cpp): under mpirun with 1, 2 and 3 processes (3 splits a meta-batch of 4 unevenly), every
 // algorithm ends with the parameters, carried state and checkpoints of the single-process run, bit for bit;
-// a run started over 2 processes resumes in one exactly; only process 0 writes.
+// a run started over 2 processes resumes in one exactly; eval over 3 gives one process's figures; only process
+// 0 writes.
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -109,7 +110,7 @@ TEST_CASE("cli: meta-train under mpirun gives the single-process parameters at 1
   }
 }
 
-TEST_CASE("cli: a run started over 2 processes resumes in one exactly, and other commands refuse several processes") {
+TEST_CASE("cli: a run started over 2 processes resumes in one exactly, and eval over 3 gives the same figures") {
   REQUIRE(dist::built_with_mpi());
   TempDir tmp;
   const std::string args = "meta-train --data builtin:glyphs --algo reptile --ways 3 --shots 1 --queries 2 "
@@ -135,10 +136,28 @@ TEST_CASE("cli: a run started over 2 processes resumes in one exactly, and other
   REQUIRE(w6.code == 0);
   check_same_bits(params_of(whole / "last"), params_of(parts / "last"));
 
-  Result ev = mpi_metafew(2, "eval --checkpoint " + whole.string() + " --episodes 4", tmp.path);
-  CHECK(ev.code == 2);
-  CHECK(ev.err.find("metafew eval runs as one process; it was started as one of 2 (mpirun -np 2)") !=
-        std::string::npos);
+  // eval splits its episodes over the processes: the same figures, per-class counts and confusions as one
+  // process (only the time differs); process 0 alone prints.
+  const std::string ev = "eval --checkpoint " + whole.string() + " --episodes 7 --ways 3 --top-k 2 --json --no-record";
+  Result e1 = metafew(ev, tmp.path);
+  INFO(e1.err);
+  REQUIRE(e1.code == 0);
+  Result e3 = mpi_metafew(3, ev, tmp.path);
+  INFO(e3.err);
+  REQUIRE(e3.code == 0);
+  json j1 = json::parse(e1.out), j3 = json::parse(e3.out);  // one JSON document: one process printed
+  CHECK(j1["per_class"].size() > 3);
+  j1.erase("seconds");
+  j3.erase("seconds");
+  CHECK(j1 == j3);
+
+  write_task_folders(tmp.path);
+  Result ad = mpi_metafew(2, "adapt --checkpoint " + whole.string() + " --support " + (tmp.path / "support").string() +
+                                 " --query " + (tmp.path / "query").string(),
+                          tmp.path);
+  CHECK(ad.code == 2);
+  CHECK(ad.err.find("metafew adapt runs as one process; it was started as one of 2 (mpirun -np 2): only meta-train "
+                    "and eval divide their work") != std::string::npos);
   Result v = metafew("--version", tmp.path);
   CHECK(v.out.find("MPI Open MPI") != std::string::npos);
 }
