@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include "core/error.h"
 
@@ -19,6 +20,7 @@ int g_rank = 0;
 int g_size = 1;
 bool g_mpi = false;  // MPI_Init was called
 Stats g_stats;
+double g_timeout = 600;  // seconds a process waits for another before ending the job (METAFEW_COMM_TIMEOUT)
 
 // The job size an MPI launcher announces to the processes it starts (0: not started by one).
 int launcher_size() {
@@ -54,6 +56,28 @@ void check(int rc, const char* what) {
   int len = 0;
   MPI_Error_string(rc, text, &len);
   throw Error(detail::concat("MPI ", what, " failed on process ", g_rank, ": ", std::string(text, static_cast<size_t>(len))));
+}
+
+// Note [Hung processes]: every call waits for its non-blocking operation by polling, for at most
+// METAFEW_COMM_TIMEOUT seconds (600 by default). A process that died makes mpirun end the job; one that hangs
+// (stopped, deadlocked, swapping) would otherwise hold the others forever in their next message, so the
+// first to give up names the operation and the process it waited for, and ends the job (cli/main.cpp calls
+// MPI_Abort on the error): the last checkpoint stays as it was. Polling spins for the first millisecond (a
+// step's messages are short) and then sleeps 100 us between tests; Open MPI's blocking calls spin too.
+void wait_for(MPI_Request* request, const char* what, int peer) {
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t polls = 0;; ++polls) {
+    int done = 0;
+    check(MPI_Test(request, &done, MPI_STATUS_IGNORE), what);
+    if (done) return;
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (waited > g_timeout)
+      throw Error(detail::concat(what, ": process ", g_rank, " waited ", g_timeout, " s for ",
+                                 peer >= 0 ? detail::concat("process ", peer) : std::string("the other processes"),
+                                 ", which may have hung or died; ending the job (the last checkpoint is intact; set "
+                                 "METAFEW_COMM_TIMEOUT, in seconds, for longer waits)"));
+    if (waited > 1e-3) std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
 }
 #endif
 
@@ -92,6 +116,13 @@ void init(int* argc, char*** argv) {
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
   MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+  if (const char* t = std::getenv("METAFEW_COMM_TIMEOUT"); t != nullptr && *t != '\0') {
+    char* end = nullptr;
+    const double v = std::strtod(t, &end);
+    MF_USAGE_CHECK(end != t && *end == '\0' && v > 0 && v < 1e9, "METAFEW_COMM_TIMEOUT must be a number of seconds "
+                   "above 0, got '", t, "'");
+    g_timeout = v;
+  }
 #else
   (void)argc;
   (void)argv;
@@ -133,7 +164,9 @@ void send(const void* data, size_t bytes, int to) {
   size_t off = 0;
   do {
     const size_t n = std::min(kPiece, bytes - off);
-    check(MPI_Send(p + off, static_cast<int>(n), MPI_BYTE, to, 0, MPI_COMM_WORLD), "send");
+    MPI_Request req;
+    check(MPI_Isend(p + off, static_cast<int>(n), MPI_BYTE, to, 0, MPI_COMM_WORLD, &req), "send");
+    wait_for(&req, "send", to);
     off += n;
   } while (off < bytes);
 #else
@@ -149,7 +182,9 @@ void recv(void* data, size_t bytes, int from) {
   size_t off = 0;
   do {
     const size_t n = std::min(kPiece, bytes - off);
-    check(MPI_Recv(p + off, static_cast<int>(n), MPI_BYTE, from, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE), "receive");
+    MPI_Request req;
+    check(MPI_Irecv(p + off, static_cast<int>(n), MPI_BYTE, from, 0, MPI_COMM_WORLD, &req), "receive");
+    wait_for(&req, "receive", from);
     off += n;
   } while (off < bytes);
 #else
@@ -163,9 +198,12 @@ void broadcast(void* data, size_t bytes, int root) {
 #ifdef METAFEW_WITH_MPI
   Timed t(bytes);
   char* p = static_cast<char*>(data);
-  for (size_t off = 0; off < bytes; off += kPiece)
-    check(MPI_Bcast(p + off, static_cast<int>(std::min(kPiece, bytes - off)), MPI_BYTE, root, MPI_COMM_WORLD),
+  for (size_t off = 0; off < bytes; off += kPiece) {
+    MPI_Request req;
+    check(MPI_Ibcast(p + off, static_cast<int>(std::min(kPiece, bytes - off)), MPI_BYTE, root, MPI_COMM_WORLD, &req),
           "broadcast");
+    wait_for(&req, "broadcast", g_rank == root ? -1 : root);
+  }
 #else
   (void)data, (void)bytes, (void)root;
 #endif
@@ -176,7 +214,9 @@ bool any(bool flag) {
 #ifdef METAFEW_WITH_MPI
   Timed t(sizeof(int));
   int mine = flag ? 1 : 0, all = 0;
-  check(MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD), "all-reduce");
+  MPI_Request req;
+  check(MPI_Iallreduce(&mine, &all, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD, &req), "all-reduce");
+  wait_for(&req, "all-reduce", -1);
   return all != 0;
 #else
   return flag;
@@ -189,16 +229,19 @@ std::vector<double> allgather(const std::vector<double>& mine) {
   Timed t(mine.size() * sizeof(double));
   int n = static_cast<int>(mine.size());
   std::vector<int> counts(static_cast<size_t>(g_size)), offsets(static_cast<size_t>(g_size));
-  check(MPI_Allgather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, MPI_COMM_WORLD), "all-gather");
+  MPI_Request req;
+  check(MPI_Iallgather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, MPI_COMM_WORLD, &req), "all-gather");
+  wait_for(&req, "all-gather", -1);
   int total = 0;
   for (int r = 0; r < g_size; ++r) {
     offsets[static_cast<size_t>(r)] = total;
     total += counts[static_cast<size_t>(r)];
   }
   std::vector<double> all(static_cast<size_t>(total));
-  check(MPI_Allgatherv(mine.data(), n, MPI_DOUBLE, all.data(), counts.data(), offsets.data(), MPI_DOUBLE,
-                       MPI_COMM_WORLD),
+  check(MPI_Iallgatherv(mine.data(), n, MPI_DOUBLE, all.data(), counts.data(), offsets.data(), MPI_DOUBLE,
+                        MPI_COMM_WORLD, &req),
         "all-gather");
+  wait_for(&req, "all-gather", -1);
   g_stats.bytes += static_cast<uint64_t>(total) * sizeof(double);
   return all;
 #else
@@ -213,7 +256,9 @@ std::vector<std::string> gather_text(const std::string& mine, int root) {
   MF_CHECK(mine.size() < (size_t{1} << 31), "dist::gather_text: a text of ", mine.size(), " bytes");
   int n = static_cast<int>(mine.size());
   std::vector<int> counts(static_cast<size_t>(g_size)), offsets(static_cast<size_t>(g_size));
-  check(MPI_Gather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, root, MPI_COMM_WORLD), "gather");
+  MPI_Request req;
+  check(MPI_Igather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, root, MPI_COMM_WORLD, &req), "gather");
+  wait_for(&req, "gather", g_rank == root ? -1 : root);
   int64_t total = 0;
   for (int r = 0; r < g_size; ++r) {
     offsets[static_cast<size_t>(r)] = static_cast<int>(total);
@@ -221,9 +266,10 @@ std::vector<std::string> gather_text(const std::string& mine, int root) {
   }
   MF_CHECK(g_rank != root || total < (int64_t{1} << 31), "dist::gather_text: ", total, " bytes in all");
   std::string all(g_rank == root ? static_cast<size_t>(total) : 0, '\0');
-  check(MPI_Gatherv(mine.data(), n, MPI_CHAR, all.data(), counts.data(), offsets.data(), MPI_CHAR, root,
-                    MPI_COMM_WORLD),
+  check(MPI_Igatherv(mine.data(), n, MPI_CHAR, all.data(), counts.data(), offsets.data(), MPI_CHAR, root,
+                     MPI_COMM_WORLD, &req),
         "gather");
+  wait_for(&req, "gather", g_rank == root ? -1 : root);
   if (g_rank != root) return {};
   g_stats.bytes += static_cast<uint64_t>(total);
   std::vector<std::string> out;

@@ -10,7 +10,8 @@
 // 0 alone owns the run folder and the terminal. A stop request (mpirun passes SIGINT / SIGTERM on to every
 // process as SIGTERM) is agreed with any() once per iteration, so every process stops at the same one and
 // process 0 saves. An error in any process prints its message with the process named and ends the job with
-// MPI_Abort (cli/main.cpp); a process killed outright makes mpirun end the others. Either way the last
+// MPI_Abort (cli/main.cpp); a process killed outright makes mpirun end the others, and one that hangs is
+// given up on after METAFEW_COMM_TIMEOUT seconds (Note [Hung processes] in dist.cpp). Either way the last
 // checkpoint is whole (checkpoints are written to a temporary file and renamed).
 //
 // Every collective here is called by every process at the same point; with one process each is a no-op.
