@@ -206,6 +206,13 @@ int run_meta_train(int argc, char** argv) {
                  cfg["train_split"].get<std::string>().c_str(), static_cast<long long>(ways),
                  static_cast<long long>(cfg["shots"].get<int64_t>()), static_cast<long long>(options.meta_batch),
                  static_cast<long long>(options.iterations), threads.c_str(), out.c_str());
+  if (root && dist::size() > options.meta_batch)
+    std::fprintf(stderr,
+                 "meta-train: warning: only %lld of the %d processes train (%s; a task is the unit divided, Note "
+                 "[Task-order reduction]); the others share only the validation episodes\n",
+                 static_cast<long long>(options.meta_batch), dist::size(),
+                 entry.batch_training ? "pretraining draws one batch per iteration"
+                                      : detail::concat("meta-batch ", options.meta_batch).c_str());
   if (resuming && root) std::fprintf(stderr, "meta-train: resumed at iteration %lld\n", static_cast<long long>(start.iteration));
 
   // The trainer (meta/training.h) runs the loop; this front end writes the run folder and the terminal.

@@ -151,6 +151,19 @@ TEST_CASE("cli: a run started over 2 processes resumes in one exactly, and eval 
   j3.erase("seconds");
   CHECK(j1 == j3);
 
+  // Pretraining draws one batch per iteration, which is not divided: process 1 shares only the validation,
+  // and says so; the parameters are still one process's.
+  const std::string pre = "meta-train --data builtin:glyphs --algo pretrain --filters 8 --batch-size 16 --iterations 3 "
+                          "--val-every 3 --val-episodes 5 --threads 1 --out ";
+  Result p1 = metafew(pre + (tmp.path / "pre1").string(), tmp.path);
+  REQUIRE(p1.code == 0);
+  Result p2 = mpi_metafew(2, pre + (tmp.path / "pre2").string(), tmp.path);
+  INFO(p2.err);
+  REQUIRE(p2.code == 0);
+  check_same_bits(params_of(tmp.path / "pre1" / "last"), params_of(tmp.path / "pre2" / "last"));
+  CHECK(p2.err.find("meta-train: warning: only 1 of the 2 processes train (pretraining draws one batch per "
+                    "iteration; a task is the unit divided") != std::string::npos);
+
   write_task_folders(tmp.path);
   Result ad = mpi_metafew(2, "adapt --checkpoint " + whole.string() + " --support " + (tmp.path / "support").string() +
                                  " --query " + (tmp.path / "query").string(),
