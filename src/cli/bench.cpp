@@ -16,6 +16,7 @@
 #include "backend/dnnl/bare.h"
 #include "backend/dnnl/context.h"
 #include "cli/common.h"
+#include "core/dist.h"
 #include "core/peak.h"
 #include "core/version.h"
 #include "io/settings.h"
@@ -212,7 +213,7 @@ int run_bench(int argc, char** argv) {
                      {"git", git_hash()},
                      {"cpus", omp_get_num_procs()}};
   const bool as_json = args.count("json") > 0;
-  if (!as_json)
+  if (!as_json && dist::rank() == 0)
     std::printf("%-11s %-8s %-6s %3s %7s %9s %9s %8s %8s %8s %9s %7s %7s %8s\n", "algo", "model", "task", "thr", "batch",
                 "s/iter", "spread", "tasks/s", "GFLOP", "GFLOP/s", "convGF/s", "of conv", "of FMA", "RSS MB");
 
@@ -259,20 +260,31 @@ int run_bench(int argc, char** argv) {
       if (s.batch > 0) outer.update({{"optimizer", "sgd"}, {"outer_lr", 0.05}, {"momentum", 0.9}, {"weight_decay", 5e-4}});
       opt = optim::make_optimizer(outer);
       data::EpisodeSampler sampler(ds, "train", {s.ways, std::max<int64_t>(s.shots, 1), s.queries}, 1);
+      // Over several processes (Note [Processes] in core/dist.h) each holds its block of every meta-batch, as
+      // meta-train does; the steps start together and process 0 times them and reports.
+      const auto [first, end] = dist::block(s.meta_batch, dist::rank(), dist::size());
       std::vector<std::vector<meta::Task>> batches(static_cast<size_t>(warmup + repeats));
       for (size_t b = 0; b < batches.size(); ++b)
-        for (int64_t t = 0; t < s.meta_batch; ++t) {
+        for (int64_t t = first; t < end; ++t) {
           const uint64_t i = b * static_cast<uint64_t>(s.meta_batch) + static_cast<uint64_t>(t);
           batches[b].push_back(s.batch > 0 ? pretrain_batch(sampler.episode(i), s.ways, s.batch, i)
                                            : to_task(sampler.episode(i), s.ways, i));
         }
-      std::vector<double> times;
+      std::vector<double> times, comm_seconds, comm_mb;
       for (size_t b = 0; b < batches.size(); ++b) {
+        if (dist::active()) dist::any(false);  // every process starts the step together
+        dist::take_stats();
         const auto t0 = std::chrono::steady_clock::now();
-        meta::meta_step(*algo, batches[b], *opt);
+        meta::meta_step(*algo, batches[b], first, s.meta_batch, *opt);
         const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        if (static_cast<int>(b) >= warmup) times.push_back(dt);
+        const dist::Stats c = dist::take_stats();
+        if (static_cast<int>(b) >= warmup) {
+          times.push_back(dt);
+          comm_seconds.push_back(c.seconds);
+          comm_mb.push_back(static_cast<double>(c.bytes) / 1e6);
+        }
       }
+      if (dist::rank() != 0) continue;
       const double med = median(times);
       const double spread = *std::max_element(times.begin(), times.end()) - *std::min_element(times.begin(), times.end());
       const double gflop = analytic_gflop(s, model, inner_batch);
@@ -307,6 +319,16 @@ int run_bench(int argc, char** argv) {
                {"fma_peak_fraction", gflops / fma_peak},
                {"peak_rss_mb", peak_resident_mb()}};
       row.update(machine);
+      if (dist::active()) {
+        // The job's ceilings are every process's; memory is process 0's.
+        row["processes"] = dist::size();
+        row["bare_conv_gflops"] = conv_peak[n] * dist::size();
+        row["fma_peak_gflops"] = fma_peak * dist::size();
+        row["peak_fraction"] = gflops / (conv_peak[n] * dist::size());
+        row["fma_peak_fraction"] = gflops / (fma_peak * dist::size());
+        row["comm_seconds_per_iter_median"] = median(comm_seconds);
+        row["comm_mb_per_iter"] = median(comm_mb);
+      }
       if (as_json) {
         std::printf("%s\n", row.dump().c_str());
       } else {
@@ -314,11 +336,15 @@ int run_bench(int argc, char** argv) {
         const std::string task = s.batch > 0 ? std::to_string(s.ways) + "c"
                                              : std::to_string(s.ways) + "w" + std::to_string(s.shots) + "s";
         const int64_t per_iter = s.batch > 0 ? s.batch : s.meta_batch;
+        const double procs = dist::size();
         std::printf("%-11s %-8s %-6s %3d %7lld %9.3f %9.3f %8.1f %8.1f %8.1f %9.1f %6.0f%% %6.0f%% %8.0f\n",
                     s.algo.c_str(), model_cfg["model"].get<std::string>().c_str(), task.c_str(), threads,
                     static_cast<long long>(per_iter), med, spread,
-                    static_cast<double>(per_iter) / med, gflop, gflops, conv_peak[n],
-                    100 * gflops / conv_peak[n], 100 * gflops / fma_peak, peak_resident_mb());
+                    static_cast<double>(per_iter) / med, gflop, gflops, conv_peak[n] * procs,
+                    100 * gflops / (conv_peak[n] * procs), 100 * gflops / (fma_peak * procs), peak_resident_mb());
+        if (dist::active())
+          std::printf("%-11s %d processes x %d threads: communication %.4f s and %.3f MB per iteration (median)\n",
+                      "", dist::size(), threads, median(comm_seconds), median(comm_mb));
       }
       std::fflush(stdout);
     }

@@ -72,11 +72,12 @@ int run(int argc, char** argv) {
                   metafew::dist::library_version().c_str());
       return 0;
     }
-    // meta-train and eval divide their work over several processes; any other command would run P copies.
-    MF_USAGE_CHECK(!metafew::dist::active() || cmd == "meta-train" || cmd == "eval", "metafew ", cmd,
-                   " runs as one process; it was started as one of ", metafew::dist::size(), " (mpirun -np ",
-                   metafew::dist::size(), "): only meta-train and eval divide their work over several processes; run ",
-                   cmd, " without mpirun");
+    // meta-train, eval and bench divide their work over several processes; any other command would run P
+    // copies.
+    MF_USAGE_CHECK(!metafew::dist::active() || cmd == "meta-train" || cmd == "eval" || cmd == "bench", "metafew ",
+                   cmd, " runs as one process; it was started as one of ", metafew::dist::size(), " (mpirun -np ",
+                   metafew::dist::size(), "): only meta-train, eval and bench divide their work over several "
+                   "processes; run ", cmd, " without mpirun");
     if (cmd == "meta-train") return metafew::cli::run_meta_train(argc - 1, argv + 1);
     if (cmd == "eval") return metafew::cli::run_eval(argc - 1, argv + 1);
     if (cmd == "adapt") return metafew::cli::run_adapt(argc - 1, argv + 1);

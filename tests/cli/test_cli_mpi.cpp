@@ -164,13 +164,24 @@ TEST_CASE("cli: a run started over 2 processes resumes in one exactly, and eval 
   CHECK(p2.err.find("meta-train: warning: only 1 of the 2 processes train (pretraining draws one batch per "
                     "iteration; a task is the unit divided") != std::string::npos);
 
+  // bench divides its meta-batches the same way and reports the communication; process 0 alone prints.
+  Result bench = mpi_metafew(2, "bench --algo maml --filters 8 --meta-batch 3 --warmup 0 --repeats 2 --threads 1 --json",
+                             tmp.path);
+  INFO(bench.err);
+  REQUIRE(bench.code == 0);
+  REQUIRE(std::count(bench.out.begin(), bench.out.end(), '\n') == 1);
+  const json br = json::parse(bench.out);
+  CHECK(br["processes"] == 2);
+  CHECK(br["comm_mb_per_iter"].get<double>() > 0);
+  CHECK(br["comm_seconds_per_iter_median"].get<double>() >= 0);
+
   write_task_folders(tmp.path);
   Result ad = mpi_metafew(2, "adapt --checkpoint " + whole.string() + " --support " + (tmp.path / "support").string() +
                                  " --query " + (tmp.path / "query").string(),
                           tmp.path);
   CHECK(ad.code == 2);
-  CHECK(ad.err.find("metafew adapt runs as one process; it was started as one of 2 (mpirun -np 2): only meta-train "
-                    "and eval divide their work") != std::string::npos);
+  CHECK(ad.err.find("metafew adapt runs as one process; it was started as one of 2 (mpirun -np 2): only meta-train, "
+                    "eval and bench divide their work") != std::string::npos);
   Result v = metafew("--version", tmp.path);
   CHECK(v.out.find("MPI Open MPI") != std::string::npos);
 }
