@@ -18,9 +18,11 @@ namespace {
 
 int g_rank = 0;
 int g_size = 1;
-bool g_mpi = false;  // MPI_Init was called
 Stats g_stats;
+#ifdef METAFEW_WITH_MPI
+bool g_mpi = false;      // MPI_Init was called
 double g_timeout = 600;  // seconds a process waits for another before ending the job (METAFEW_COMM_TIMEOUT)
+#endif
 
 // The job size an MPI launcher announces to the processes it starts (0: not started by one).
 int launcher_size() {
@@ -157,18 +159,28 @@ std::pair<int64_t, int64_t> block(int64_t n, int r, int p) {
   return {first, first + base + (r < extra ? 1 : 0)};
 }
 
-void send(const void* data, size_t bytes, int to) {
 #ifdef METAFEW_WITH_MPI
-  Timed t(bytes);
-  const char* p = static_cast<const char*>(data);
+// Runs start(piece, count, request) for each piece of at most kPiece bytes of [data, data + bytes) (one empty
+// piece for 0 bytes) and waits for each.
+template <class Start>
+void in_pieces(char* data, size_t bytes, const char* what, int peer, Start start) {
   size_t off = 0;
   do {
     const size_t n = std::min(kPiece, bytes - off);
     MPI_Request req;
-    check(MPI_Isend(p + off, static_cast<int>(n), MPI_BYTE, to, 0, MPI_COMM_WORLD, &req), "send");
-    wait_for(&req, "send", to);
+    check(start(data + off, static_cast<int>(n), &req), what);
+    wait_for(&req, what, peer);
     off += n;
   } while (off < bytes);
+}
+#endif
+
+void send(const void* data, size_t bytes, int to) {
+#ifdef METAFEW_WITH_MPI
+  Timed t(bytes);
+  in_pieces(const_cast<char*>(static_cast<const char*>(data)), bytes, "send", to, [&](char* p, int n, MPI_Request* r) {
+    return MPI_Isend(p, n, MPI_BYTE, to, 0, MPI_COMM_WORLD, r);
+  });
 #else
   (void)data, (void)bytes, (void)to;
   MF_CHECK(false, "dist::send without MPI");
@@ -178,15 +190,9 @@ void send(const void* data, size_t bytes, int to) {
 void recv(void* data, size_t bytes, int from) {
 #ifdef METAFEW_WITH_MPI
   Timed t(bytes);
-  char* p = static_cast<char*>(data);
-  size_t off = 0;
-  do {
-    const size_t n = std::min(kPiece, bytes - off);
-    MPI_Request req;
-    check(MPI_Irecv(p + off, static_cast<int>(n), MPI_BYTE, from, 0, MPI_COMM_WORLD, &req), "receive");
-    wait_for(&req, "receive", from);
-    off += n;
-  } while (off < bytes);
+  in_pieces(static_cast<char*>(data), bytes, "receive", from, [&](char* p, int n, MPI_Request* r) {
+    return MPI_Irecv(p, n, MPI_BYTE, from, 0, MPI_COMM_WORLD, r);
+  });
 #else
   (void)data, (void)bytes, (void)from;
   MF_CHECK(false, "dist::recv without MPI");
@@ -197,13 +203,9 @@ void broadcast(void* data, size_t bytes, int root) {
   if (g_size == 1) return;
 #ifdef METAFEW_WITH_MPI
   Timed t(bytes);
-  char* p = static_cast<char*>(data);
-  for (size_t off = 0; off < bytes; off += kPiece) {
-    MPI_Request req;
-    check(MPI_Ibcast(p + off, static_cast<int>(std::min(kPiece, bytes - off)), MPI_BYTE, root, MPI_COMM_WORLD, &req),
-          "broadcast");
-    wait_for(&req, "broadcast", g_rank == root ? -1 : root);
-  }
+  if (bytes == 0) return;
+  in_pieces(static_cast<char*>(data), bytes, "broadcast", g_rank == root ? -1 : root,
+            [&](char* p, int n, MPI_Request* r) { return MPI_Ibcast(p, n, MPI_BYTE, root, MPI_COMM_WORLD, r); });
 #else
   (void)data, (void)bytes, (void)root;
 #endif

@@ -38,20 +38,27 @@ void write_colour_class(const fs::path& dir, int k, int images, int side) {
   }
 }
 
-TEST_CASE("cli: conv-4 and ResNet-12 meta-train, evaluate, adapt and predict on a colour class-per-folder dataset") {
-  TempDir tmp;
-  const fs::path data = tmp.path / "colours";
+// dir/colours: 8 training, 5 validation and 5 test classes of 16x16 images written by `write_class`, `images`
+// each; and a new task from the 5 test classes: dir/support (img0 of each) and dir/query (img1 and `second`).
+template <class WriteClass>
+fs::path write_dataset(const fs::path& dir, WriteClass write_class, int images, const char* second) {
+  const fs::path data = dir / "colours";
   int k = 0;
   for (const auto& [split, classes] : {std::pair{"train", 8}, {"val", 5}, {"test", 5}})
-    for (int c = 0; c < classes; ++c, ++k) write_colour_class(data / split / class_name(k), k, 6, 16);
-  // A new task: 5 test classes, one support image each, the rest as queries.
+    for (int c = 0; c < classes; ++c, ++k) write_class(data / split / class_name(k), k, images, 16);
   for (int c = 13; c < 18; ++c) {
     const fs::path from = data / "test" / class_name(c);
-    fs::create_directories(tmp.path / "support" / class_name(c));
-    fs::copy_file(from / "img0.png", tmp.path / "support" / class_name(c) / "img0.png");
-    fs::create_directories(tmp.path / "query" / class_name(c));
-    for (const char* q : {"img1.png", "img2.jpg"}) fs::copy_file(from / q, tmp.path / "query" / class_name(c) / q);
+    fs::create_directories(dir / "support" / class_name(c));
+    fs::copy_file(from / "img0.png", dir / "support" / class_name(c) / "img0.png");
+    fs::create_directories(dir / "query" / class_name(c));
+    for (const char* q : {"img1.png", second}) fs::copy_file(from / q, dir / "query" / class_name(c) / q);
   }
+  return data;
+}
+
+TEST_CASE("cli: conv-4 and ResNet-12 meta-train, evaluate, adapt and predict on a colour class-per-folder dataset") {
+  TempDir tmp;
+  const fs::path data = write_dataset(tmp.path, write_colour_class, 6, "img2.jpg");
   for (const std::string model : {"--model conv4 --filters 8", "--model resnet12 --widths 4,8,8,8"}) {
     CAPTURE(model);
     const fs::path run = tmp.path / (model.find("resnet") != std::string::npos ? "resnet" : "conv4");
@@ -129,17 +136,7 @@ void write_nuisance_class(const fs::path& dir, int k, int images, int side) {
 // classes with the test-time heads, and start Meta-Baseline's ProtoNets stage from it; adapt + predict agree.
 TEST_CASE("cli: pretrain, test-time heads and Meta-Baseline on a colour class-per-folder dataset") {
   TempDir tmp;
-  const fs::path data = tmp.path / "colours";
-  int k = 0;
-  for (const auto& [split, classes] : {std::pair{"train", 8}, {"val", 5}, {"test", 5}})
-    for (int c = 0; c < classes; ++c, ++k) write_nuisance_class(data / split / class_name(k), k, 12, 16);
-  for (int c = 13; c < 18; ++c) {
-    const fs::path from = data / "test" / class_name(c);
-    fs::create_directories(tmp.path / "support" / class_name(c));
-    fs::copy_file(from / "img0.png", tmp.path / "support" / class_name(c) / "img0.png");
-    fs::create_directories(tmp.path / "query" / class_name(c));
-    for (const char* q : {"img1.png", "img2.png"}) fs::copy_file(from / q, tmp.path / "query" / class_name(c) / q);
-  }
+  const fs::path data = write_dataset(tmp.path, write_nuisance_class, 12, "img2.png");
   const fs::path pre = tmp.path / "pretrain";
   Result train = metafew("meta-train --data " + data.string() + " --channels 3 --image-size 16 --algo pretrain "
                          "--model conv4 --filters 8 --batch-size 16 --queries 3 --iterations 150 --optimizer sgd --outer-lr 0.05 "

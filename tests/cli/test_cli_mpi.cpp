@@ -20,17 +20,9 @@ namespace {
 // `mpirun -np P` in front of the binary (as root Open MPI wants --allow-run-as-root; --oversubscribe lets 3
 // processes share 2 cores).
 Result mpi_metafew(int procs, const std::string& args, const fs::path& dir) {
-  const fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
-  std::string cmd = "mpirun --oversubscribe ";
-  if (::geteuid() == 0) cmd += "--allow-run-as-root ";
-  cmd += "-np " + std::to_string(procs) + " " + METAFEW_BINARY + " " + args + " > " + out.string() + " 2> " +
-         err.string();
-  const int status = std::system(cmd.c_str());
-  Result r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = slurp(out);
-  r.err = slurp(err);
-  return r;
+  std::string launcher = "mpirun --oversubscribe ";
+  if (::geteuid() == 0) launcher += "--allow-run-as-root ";
+  return metafew_via(launcher + "-np " + std::to_string(procs) + " ", args, dir);
 }
 
 // The validation lines of a run's metrics (training windows carry timings and, over several processes, the

@@ -53,10 +53,11 @@ struct TempDir {
   }
 };
 
-// Runs `metafew <args>` with its stdout and stderr captured.
-inline Result metafew(const std::string& args, const fs::path& dir) {
+// Runs `<launcher>metafew <args>` with its stdout and stderr captured (launcher: "" or "mpirun ... ").
+inline Result metafew_via(const std::string& launcher, const std::string& args, const fs::path& dir) {
   const fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
-  const std::string cmd = std::string(METAFEW_BINARY) + " " + args + " > " + out.string() + " 2> " + err.string();
+  const std::string cmd =
+      launcher + std::string(METAFEW_BINARY) + " " + args + " > " + out.string() + " 2> " + err.string();
   const int status = std::system(cmd.c_str());
   Result r;
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -64,6 +65,9 @@ inline Result metafew(const std::string& args, const fs::path& dir) {
   r.err = slurp(err);
   return r;
 }
+
+// Runs `metafew <args>` with its stdout and stderr captured.
+inline Result metafew(const std::string& args, const fs::path& dir) { return metafew_via("", args, dir); }
 
 // A small, fast training configuration on builtin:glyphs.
 inline const char* kSmall =
