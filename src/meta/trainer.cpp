@@ -256,7 +256,8 @@ EvalResult evaluate(const Algorithm& algo, const std::function<Task(uint64_t)>& 
   MF_CHECK(episodes > 0, "evaluate: the number of episodes must be positive, got ", episodes);
   // Over several processes each runs its block of episodes and the scores are gathered in episode order,
   // so the mean and interval are those of one process.
-  const auto [lo, hi] = dist::block(episodes, dist::rank(), dist::size());
+  const std::pair<int64_t, int64_t> mine = dist::block(episodes, dist::rank(), dist::size());
+  const int64_t lo = mine.first, hi = mine.second;  // (clang 14 cannot capture structured bindings)
   std::vector<double> scores(static_cast<size_t>(hi - lo));
   std::atomic<bool> cancelled{false};
   parallel_tasks(hi - lo, [&](int64_t k) {
