@@ -59,7 +59,7 @@ $(SAN_BUILD)/Makefile:
 sanitize: $(SAN_BUILD)/Makefile
 	cmake --build $(SAN_BUILD) -j $(JOBS) --target metafew metafew_tests fuzz_checkpoint fuzz_config fuzz_image fuzz_scan
 	cd $(SAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -R '^(io|data|cli|settings): |^fuzz_' \
-	  -E 'SIGINT during validation|independently of the rest|resumes to the same parameters|carried inner state|headless Chromium|mpirun|processes|kill -9'
+	  -E 'SIGINT during validation|independently of the rest|resumes to the same parameters|carried inner state|headless Chromium|mpirun|processes|kill -9|hung process'
 
 # Each fuzz target for 10^6 inputs (FUZZ_RUNS) under ASan + UBSan; counts in bench/results/reliability.md.
 FUZZ_RUNS ?= 1000000
