@@ -272,7 +272,7 @@ int run_bench(int argc, char** argv) {
         }
       std::vector<double> times, comm_seconds, comm_mb;
       for (size_t b = 0; b < batches.size(); ++b) {
-        if (dist::active()) dist::any(false);  // every process starts the step together
+        dist::any(false);  // every process starts the step together
         dist::take_stats();
         const auto t0 = std::chrono::steady_clock::now();
         meta::meta_step(*algo, batches[b], first, s.meta_batch, *opt);

@@ -192,20 +192,25 @@ int run_meta_train(int argc, char** argv) {
   const std::string threads = dist::active() ? detail::concat(omp_get_max_threads(), " threads x ", dist::size(),
                                                                " processes")
                                             : detail::concat(omp_get_max_threads(), " threads");
-  if (!root) {
-  } else if (entry.batch_training)
-    std::fprintf(stderr,
-                 "meta-train: %s on %s, %s (%lld classes), batches of %lld images, %lld iterations, %s -> %s\n",
-                 cfg["algo"].get<std::string>().c_str(), cfg["data"].get<std::string>().c_str(),
-                 cfg["train_split"].get<std::string>().c_str(), static_cast<long long>(cfg["pretrain_classes"].get<int64_t>()),
-                 static_cast<long long>(cfg["batch_size"].get<int64_t>()), static_cast<long long>(options.iterations),
-                 threads.c_str(), out.c_str());
-  else
-    std::fprintf(stderr, "meta-train: %s on %s, %s, %lld-way %lld-shot, meta-batch %lld, %lld iterations, %s -> %s\n",
-                 cfg["algo"].get<std::string>().c_str(), cfg["data"].get<std::string>().c_str(),
-                 cfg["train_split"].get<std::string>().c_str(), static_cast<long long>(ways),
-                 static_cast<long long>(cfg["shots"].get<int64_t>()), static_cast<long long>(options.meta_batch),
-                 static_cast<long long>(options.iterations), threads.c_str(), out.c_str());
+  if (root) {
+    if (entry.batch_training)
+      std::fprintf(
+          stderr,
+          "meta-train: %s on %s, %s (%lld classes), batches of %lld images, %lld iterations, %s -> %s\n",
+          cfg["algo"].get<std::string>().c_str(), cfg["data"].get<std::string>().c_str(),
+          cfg["train_split"].get<std::string>().c_str(),
+          static_cast<long long>(cfg["pretrain_classes"].get<int64_t>()),
+          static_cast<long long>(cfg["batch_size"].get<int64_t>()),
+          static_cast<long long>(options.iterations), threads.c_str(), out.c_str());
+    else
+      std::fprintf(
+          stderr,
+          "meta-train: %s on %s, %s, %lld-way %lld-shot, meta-batch %lld, %lld iterations, %s -> %s\n",
+          cfg["algo"].get<std::string>().c_str(), cfg["data"].get<std::string>().c_str(),
+          cfg["train_split"].get<std::string>().c_str(), static_cast<long long>(ways),
+          static_cast<long long>(cfg["shots"].get<int64_t>()), static_cast<long long>(options.meta_batch),
+          static_cast<long long>(options.iterations), threads.c_str(), out.c_str());
+  }
   if (root && dist::size() > options.meta_batch)
     std::fprintf(stderr,
                  "meta-train: warning: only %lld of the %d processes train (%s; a task is the unit divided, Note "

@@ -272,7 +272,7 @@ EvalResult evaluate(const Algorithm& algo, const std::function<Task(uint64_t)>& 
     if (observe) observe(i, t, outputs);
   });
   const bool any_cancelled = dist::any(cancelled.load());
-  EvalResult r = summarize(dist::active() ? dist::allgather(scores) : scores);
+  EvalResult r = summarize(dist::allgather(scores));
   r.cancelled = any_cancelled;
   return r;
 }
