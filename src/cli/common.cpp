@@ -359,7 +359,7 @@ void require_split_fits(const json& cfg, const data::Dataset& ds, const std::str
 }
 
 TaskSource task_source(const json& cfg, const std::shared_ptr<const data::Dataset>& ds, const std::string& split,
-                       int64_t ways, int64_t shots, int64_t queries, uint64_t seed) {
+                       int64_t ways, int64_t shots, int64_t queries, uint64_t seed, data::Within within) {
   if (data::is_regression(cfg)) {
     return [=](uint64_t i) {
       data::RegressionTask r = data::sinusoid_task(seed, split, i, shots, queries);
@@ -373,7 +373,8 @@ TaskSource task_source(const json& cfg, const std::shared_ptr<const data::Datase
       return t;
     };
   }
-  auto sampler = std::make_shared<data::EpisodeSampler>(ds, split, data::EpisodeSpec{ways, shots, queries}, seed);
+  auto sampler = std::make_shared<data::EpisodeSampler>(ds, split, data::EpisodeSpec{ways, shots, queries}, seed,
+                                                        within);
   return [sampler, ways, seed](uint64_t i) {
     return to_task(sampler->episode(i), ways, core::derive_key(seed, {i, 0x7461736bULL}));
   };

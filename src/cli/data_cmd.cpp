@@ -3,12 +3,14 @@
 #include <cstdio>
 #include <cxxopts.hpp>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "cli/common.h"
 #include "core/error.h"
+#include "core/setting.h"
 #include "data/dataset.h"
 
 namespace metafew::cli {
@@ -57,6 +59,14 @@ int describe_sinusoid(bool json) {
         "split, i)\n");
   }
   return 0;
+}
+
+// Omniglot: the alphabets a split's characters come from, in name order (Lake's trials are drawn within one).
+std::vector<std::string> split_alphabets(const data::Dataset& ds, const data::Split& s) {
+  std::set<std::string> names;
+  for (const data::SplitClass& c : s.classes)
+    if (std::string a = ds.alphabet(c.base_class); !a.empty()) names.insert(std::move(a));
+  return {names.begin(), names.end()};
 }
 
 }  // namespace
@@ -136,8 +146,10 @@ int run_data(int argc, char** argv) {
     j["load_seconds"] = ds->load_seconds();
     j["base"] = {{"classes", ds->base_class_count()}, {"images", ds->base_image_count()}};
     nlohmann::ordered_json splits = nlohmann::ordered_json::object();
-    for (const data::Split& s : ds->splits())
+    for (const data::Split& s : ds->splits()) {
       splits[s.name] = {{"classes", s.classes.size()}, {"images", s.images}, {"rotated", s.rotated}};
+      if (ds->layout() == data::Layout::omniglot) splits[s.name]["alphabets"] = split_alphabets(*ds, s);
+    }
     j["splits"] = splits;
     j["split_order"] = ds->split_names();
     j["skipped"] = {{"non_image_files", scan.non_image_files},
@@ -163,9 +175,17 @@ int run_data(int argc, char** argv) {
   std::printf("base        %lld classes, %lld images\n", static_cast<long long>(ds->base_class_count()),
               static_cast<long long>(ds->base_image_count()));
   std::printf("splits\n");
-  for (const data::Split& s : ds->splits())
-    std::printf("  %-12s %6zu classes %8lld images%s\n", s.name.c_str(), s.classes.size(),
+  for (const data::Split& s : ds->splits()) {
+    std::printf("  %-16s %6zu classes %8lld images%s", s.name.c_str(), s.classes.size(),
                 static_cast<long long>(s.images), s.rotated ? "  (90-degree rotations as classes)" : "");
+    const std::vector<std::string> alphabets = split_alphabets(*ds, s);
+    if (alphabets.size() > 10)
+      std::printf("  %zu alphabets", alphabets.size());
+    else if (!alphabets.empty())
+      std::printf("  %zu alphabet%s: %s", alphabets.size(), alphabets.size() == 1 ? "" : "s",
+                  core::join(alphabets).c_str());
+    std::printf("\n");
+  }
   int64_t by_extension = 0;
   for (const auto& kind : scan.non_image_extensions) by_extension += kind.second;
   std::string kinds = non_image_kinds(scan);

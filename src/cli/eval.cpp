@@ -115,6 +115,10 @@ int run_eval(int argc, char** argv) {
       "ways", "classes per episode (default: the run's test ways)", cxxopts::value<int64_t>())(
       "shots", "shots per class (default: the run's test shots)", cxxopts::value<int64_t>())(
       "queries", "queries per class (default: the run's test queries)", cxxopts::value<int64_t>())(
+      "episodes-within",
+      "classes of an episode (default: the run's test_episodes_within): any, or alphabet (Lake's trials: the "
+      "characters of one Omniglot alphabet, the support drawn by one person and each query by another)",
+      cxxopts::value<std::string>())(
       "episodes", "test episodes", cxxopts::value<int64_t>()->default_value("600"))(
       "steps", "inner steps at test time (default: the run's eval_steps)", cxxopts::value<int64_t>())(
       "seed", "seed of the test episodes", cxxopts::value<uint64_t>()->default_value("0"))(
@@ -198,7 +202,13 @@ int run_eval(int argc, char** argv) {
     if (dist::rank() == 0) warn_about_data(*ds, "eval", true);
     require_split_fits(cfg, *ds, split, ways, "eval");
   }
-  TaskSource tasks = task_source(cfg, ds, split, regression ? 0 : ways, shots, queries, args["seed"].as<uint64_t>());
+  const std::string within = args.count("episodes-within") ? args["episodes-within"].as<std::string>()
+                                                            : cfg["test_episodes_within"].get<std::string>();
+  const data::Within within_rule = data::parse_within(within);
+  MF_USAGE_CHECK(!regression || within_rule == data::Within::any,
+                 "eval: --episodes-within applies to image datasets; builtin:sinusoid has no classes");
+  TaskSource tasks = task_source(cfg, ds, split, regression ? 0 : ways, shots, queries, args["seed"].as<uint64_t>(),
+                                 within_rule);
   const int64_t top_k = args["top-k"].as<int64_t>();
   MF_USAGE_CHECK(regression || (top_k >= 1 && top_k <= ways), "eval: --top-k must be from 1 to --ways (", ways,
                  "), got ", top_k);
@@ -229,6 +239,7 @@ int run_eval(int argc, char** argv) {
            {"ways", ways},
            {"shots", shots},
            {"queries", queries},
+           {"episodes_within", within},
            {"steps", steps},
            {"bn", cfg["bn"]},
            {"head", cfg["head"]},

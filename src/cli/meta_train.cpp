@@ -144,12 +144,13 @@ int run_meta_train(int argc, char** argv) {
   const uint64_t seed = cfg["seed"];
   TaskSource train = entry.batch_training
                          ? batch_source(cfg, ds, cfg["train_split"], seed)
-                         : task_source(cfg, ds, cfg["train_split"], ways, cfg["shots"], cfg["queries"], seed);
+                         : task_source(cfg, ds, cfg["train_split"], ways, cfg["shots"], cfg["queries"], seed,
+                                       data::parse_within(cfg["episodes_within"]));
   const std::string val_split = cfg["val_split"];
   TaskSource val;
   if (!val_split.empty())
     val = task_source(cfg, ds, val_split, test_ways, cfg["test_shots"], cfg["test_queries"],
-                      core::derive_key(seed, {0x76616cULL}));
+                      core::derive_key(seed, {0x76616cULL}), data::parse_within(cfg["test_episodes_within"]));
 
   std::unique_ptr<meta::Algorithm> algo;
   std::unique_ptr<optim::Optimizer> opt = optim::make_optimizer(cfg);

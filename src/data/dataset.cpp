@@ -35,6 +35,14 @@
 //    that must be compared with another should pass the same file (OpenOptions::split_file).
 //  With fewer than 1623 characters (a partial copy, a test folder) the three parts keep the same proportions:
 //  train = round(n * 1100 / 1623), val = round(n * 100 / 1623), test = the rest.
+//  * For Lake's protocol (20-way one-shot within an alphabet; data/episode.h, Within::alphabet) choices are
+//    made on alphabets of images_background held out from training: "background-val" holds 5 of its 30
+//    alphabets, "background-train" the other 25 (unrotated by default, like "background"). The 5 are drawn by
+//    core::Rng::from(split_seed, {hash("background-val")}) from the background alphabets with at least 20
+//    characters (so that every one of them can hold a 20-way trial). With split_seed = 1 they are Bengali,
+//    Japanese_(katakana), Latin, Malay_(Jawi_-_Arabic) and Tifinagh: 214 characters, leaving 750 to train on
+//    (`metafew data` lists each split's alphabets). With fewer alphabets (a partial copy), round(n * 5 / 30)
+//    of them, at least 1 and at most n - 1; no such splits with a single background alphabet.
 //
 // Note [Ratio split]
 // A class-per-folder dataset without train/val/test folders is split by class: the classes (sorted by name)
@@ -85,6 +93,8 @@ Dataset::Dataset(Contents contents) : c_(std::move(contents)) {
     next += c.image_count;
   }
   image_count_ = next;
+  MF_CHECK(c_.drawers.empty() || static_cast<int64_t>(c_.drawers.size()) == image_count_, "Dataset: ",
+           c_.drawers.size(), " drawer numbers for ", image_count_, " images");
   MF_CHECK(static_cast<int64_t>(c_.pixels.size()) == image_count_ * c_.image.pixels(),
            "Dataset: ", c_.pixels.size(), " pixel bytes for ", image_count_, " images of ", c_.image.pixels(),
            " bytes");
@@ -143,6 +153,18 @@ std::string Dataset::class_name(const SplitClass& c, bool rotated) const {
   return n;
 }
 
+std::string Dataset::alphabet(int64_t cls) const {
+  if (c_.layout != Layout::omniglot) return "";
+  const std::string& n = base_class(cls).name;
+  return n.substr(0, n.find('/'));
+}
+
+int32_t Dataset::drawer(int64_t base_image) const {
+  MF_CHECK(base_image >= 0 && base_image < image_count_, "Dataset::drawer: image ", base_image, " out of [0, ",
+           image_count_, ")");
+  return c_.drawers.empty() ? 0 : c_.drawers[static_cast<size_t>(base_image)];
+}
+
 const uint8_t* Dataset::image_u8(int64_t base_image) const {
   MF_CHECK(base_image >= 0 && base_image < image_count_, "Dataset::image_u8: image ", base_image,
            " out of [0, ", image_count_, ")");
@@ -199,6 +221,25 @@ std::array<std::vector<int32_t>, 3> vinyals_split(int64_t class_count, uint64_t 
   return out;
 }
 
+std::vector<std::string> background_val_alphabets(const std::vector<std::pair<std::string, int64_t>>& alphabets,
+                                                  uint64_t seed) {
+  const auto n = static_cast<int64_t>(alphabets.size());
+  if (n < 2) return {};
+  const int64_t k = std::clamp<int64_t>(std::llround(static_cast<double>(n) * 5.0 / 30.0), 1, n - 1);
+  std::vector<std::string> candidates, all;
+  for (const auto& [name, characters] : alphabets) {
+    all.push_back(name);
+    if (characters >= 20) candidates.push_back(name);
+  }
+  if (static_cast<int64_t>(candidates.size()) < k) candidates = all;
+  std::sort(candidates.begin(), candidates.end());
+  core::Rng rng = core::Rng::from(seed, {hash_string("background-val")});
+  rng.shuffle(candidates.begin(), candidates.end());
+  candidates.resize(static_cast<size_t>(k));
+  std::sort(candidates.begin(), candidates.end());
+  return candidates;
+}
+
 namespace {
 
 Split make_split(const std::string& name, const std::vector<int32_t>& classes, bool rotated) {
@@ -231,8 +272,28 @@ std::vector<Split> derive_splits(const detail::SourceListing& listing, const Ope
       if (!parts[static_cast<size_t>(p)].empty())
         out.push_back(make_split(names[p], parts[static_cast<size_t>(p)],
                                  is_rotated(names[p], opt.rotated_splits, {"train", "val", "test"})));
-    for (const char* g : {"background", "evaluation"})
-      if (groups.count(g)) out.push_back(make_split(g, groups[g], is_rotated(g, opt.rotated_splits, {})));
+    for (const char* g : {"background", "evaluation"}) {
+      if (!groups.count(g)) continue;
+      out.push_back(make_split(g, groups[g], is_rotated(g, opt.rotated_splits, {})));
+      if (std::string(g) != "background") continue;
+      // Lake's protocol's own validation alphabets (Note [Omniglot splits]).
+      std::map<std::string, int64_t> characters;
+      auto alphabet_of = [&](int32_t c) {
+        const std::string& name = listing.classes[static_cast<size_t>(c)].name;
+        return name.substr(0, name.find('/'));
+      };
+      for (int32_t c : groups[g]) ++characters[alphabet_of(c)];
+      const std::vector<std::string> held = background_val_alphabets({characters.begin(), characters.end()},
+                                                                      opt.split_seed);
+      if (held.empty()) continue;
+      std::vector<int32_t> part[2];
+      for (int32_t c : groups[g])
+        part[std::binary_search(held.begin(), held.end(), alphabet_of(c)) ? 1 : 0].push_back(c);
+      for (int p = 0; p < 2; ++p) {
+        const std::string name = p == 0 ? "background-train" : "background-val";
+        out.push_back(make_split(name, part[p], is_rotated(name, opt.rotated_splits, {})));
+      }
+    }
     return out;
   }
   if (!groups.count("")) {  // ROOT/{train,val,test}/<class>
@@ -304,6 +365,18 @@ std::string preprocessing_line(const ImageSpec& im, bool invert, const char* ext
   return s;
 }
 
+// Omniglot's file names are <character id>_<drawer>.png ("0965_07.png": drawer 7); 0 for any other name.
+int32_t omniglot_drawer(const std::string& path) {
+  std::string stem = fs::path(path).stem().string();
+  const size_t underscore = stem.rfind('_');
+  if (underscore == std::string::npos) return 0;
+  const std::string digits = stem.substr(underscore + 1);
+  if (digits.empty() || digits.size() > 4 ||
+      !std::all_of(digits.begin(), digits.end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
+    return 0;
+  return static_cast<int32_t>(std::stoi(digits));
+}
+
 std::shared_ptr<const Dataset> open_folder(const std::string& root, const OpenOptions& opt) {
   const auto t0 = std::chrono::steady_clock::now();
   detail::SourceListing listing = detail::scan_source(root, opt.layout);
@@ -337,6 +410,8 @@ std::shared_ptr<const Dataset> open_folder(const std::string& root, const OpenOp
   for (const auto& sc : listing.classes) {
     const int64_t first = c.classes.empty() ? 0 : c.classes.back().first_image + c.classes.back().image_count;
     c.classes.push_back({sc.name, first, static_cast<int64_t>(sc.files.size())});
+    if (listing.layout == Layout::omniglot)
+      for (const auto& f : sc.files) c.drawers.push_back(omniglot_drawer(f.path));
   }
 
   const std::string cache_dir = opt.cache_dir.empty() ? default_cache_dir() : opt.cache_dir;

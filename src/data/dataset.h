@@ -108,6 +108,9 @@ class Dataset {
     std::string preprocessing;  // one human-readable line
     std::vector<ClassEntry> classes;
     std::vector<uint8_t> pixels;  // images() * image.pixels() bytes, CHW per image, in class order
+    // Per base image, who drew it: Omniglot's drawer, the NN of "0965_NN.png" (1 to 20), 0 where a file name
+    // does not say. Empty for layouts without drawers.
+    std::vector<int32_t> drawers;
     std::vector<Split> splits;
     ScanReport scan;
     CacheReport cache;
@@ -144,6 +147,11 @@ class Dataset {
   std::string class_name(const SplitClass& c, bool rotated) const;
   int64_t class_size(const SplitClass& c) const { return base_class(c.base_class).image_count; }
 
+  // Omniglot's alphabet of a base class (the part of its name before the first '/'); empty for other layouts.
+  std::string alphabet(int64_t cls) const;
+  // The drawer of a base image (Contents::drawers); 0 when unknown.
+  int32_t drawer(int64_t base_image) const;
+
   // The raw stored image (image_spec().pixels() bytes, CHW).
   const uint8_t* image_u8(int64_t base_image) const;
   // Writes base image `base_image` rotated by quarter_turns * 90 degrees counter-clockwise as f32 in [0, 1]
@@ -173,5 +181,10 @@ std::vector<Split> read_split_file(const std::string& path, const std::vector<Cl
 
 // The Vinyals-style Omniglot split (Note [Omniglot splits]): class indices of train, val and test.
 std::array<std::vector<int32_t>, 3> vinyals_split(int64_t class_count, uint64_t seed);
+
+// The alphabets of images_background held out as "background-val" (Note [Omniglot splits]): from the
+// background alphabets (name and character count, in name order), those chosen by `seed`, in name order.
+std::vector<std::string> background_val_alphabets(const std::vector<std::pair<std::string, int64_t>>& alphabets,
+                                                  uint64_t seed);
 
 }  // namespace metafew::data

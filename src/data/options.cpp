@@ -18,6 +18,15 @@ std::vector<core::Setting> data_settings() {
       core::integer_setting("test_ways", 0, 0, 10000, "classes per validation/test task (0: same as --ways)"),
       core::integer_setting("test_shots", 0, 0, 10000, "shots per validation/test task (0: same as --shots)"),
       core::integer_setting("test_queries", 0, 0, 10000, "queries per validation/test task (0: same as --queries)"),
+      core::text_setting("episodes_within", within_name(Within::any),
+                         "classes of a training task: any (from anywhere in the split) or alphabet (Lake's "
+                         "trials: one Omniglot alphabet, support and queries by different drawers)",
+                         [](const std::string& v) { parse_within(v); }),
+      core::text_setting("test_episodes_within", "",
+                         "classes of a validation/test task: any or alphabet (empty: same as --episodes-within)",
+                         [](const std::string& v) {
+                           if (!v.empty()) parse_within(v, "--test-episodes-within");
+                         }),
       core::integer_setting("image_size", o.image.height, 1, 1024, "images are resized to image_size x image_size"),
       core::integer_setting("channels", o.image.channels, 1, 3, "image channels (1 grayscale, 3 RGB)"),
       core::text_setting("train_split", d.train_split, "split to meta-train on"),

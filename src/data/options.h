@@ -20,8 +20,8 @@ struct DataOptions {
   EpisodeSpec train;  // ways, shots, queries of a training task
 };
 
-// data, layout, cache_dir, ways, shots, queries, test_ways, test_shots, test_queries, image_size, channels,
-// train_split, val_split.
+// data, layout, cache_dir, ways, shots, queries, test_ways, test_shots, test_queries, episodes_within,
+// test_episodes_within, image_size, channels, train_split, val_split, split_file.
 std::vector<core::Setting> data_settings();
 // The settings a dataset changes from the generic defaults (builtin:sinusoid: MAML's regression recipe).
 nlohmann::json dataset_defaults(const std::string& data);

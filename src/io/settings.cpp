@@ -85,6 +85,9 @@ void check_related(const Setting& s, const json& cfg) {
     MF_USAGE_CHECK(regression || cfg["test_ways"].get<int64_t>() != 1,
                    "--test-ways must be 0 (same as --ways) or at least 2 (a 1-way task is always 100% correct), "
                    "got 1");
+  if ((s.key == "episodes_within" || s.key == "test_episodes_within") && regression)
+    MF_USAGE_CHECK(cfg[s.key] != "alphabet", flag_of(s.key), " alphabet applies to image datasets; ",
+                   cfg["data"].get<std::string>(), " has no classes");
   if (s.key == "channels")
     MF_USAGE_CHECK(cfg["channels"] == 1 || cfg["channels"] == 3, "--channels must be 1 or 3, got ", cfg["channels"]);
 }
@@ -146,6 +149,7 @@ json resolve_settings(const json& file, const json& flags) {
     const std::string train_key = std::string(k).substr(5);
     if (resolved[k].get<int64_t>() == 0) resolved[k] = resolved[train_key];
   }
+  if (resolved["test_episodes_within"] == "") resolved["test_episodes_within"] = resolved["episodes_within"];
   return resolved;
 }
 
@@ -230,6 +234,8 @@ json checkpoint_config(const io::Checkpoint& ck) {
   if (!cfg.contains("momentum")) cfg["momentum"] = 0.0;                 // plain SGD before momentum
   if (!cfg.contains("weight_decay")) cfg["weight_decay"] = 0.0;
   if (!cfg.contains("distance")) cfg["distance"] = "euclidean";         // ProtoNets before Meta-Baseline's
+  if (!cfg.contains("episodes_within")) cfg["episodes_within"] = "any";  // Lake's trials came later
+  if (!cfg.contains("test_episodes_within")) cfg["test_episodes_within"] = cfg["episodes_within"];
   const std::string where = "checkpoint " + ck.source;
   io::validate_settings(cfg, where);
   // The header's own fields that size or index something (Note [One check for every source]).

@@ -276,5 +276,124 @@ TEST_CASE("data: requests the data cannot serve are refused up front") {
   CHECK(ep.support_y.numel() == 8);
 }
 
+TEST_CASE("data: episodes within an alphabet follow Lake's trials") {
+  TempDir tmp("lake");
+  make_omniglot(tmp.path(), 6, 2, 4, 6);  // 24 background + 8 evaluation characters, drawers 1 to 6
+  auto ds = open_dataset(tmp.str(), no_cache());
+  CHECK(ds->drawer(0) == 1);
+  CHECK(ds->drawer(5) == 6);
+  CHECK(ds->alphabet(ds->split("evaluation").classes[0].base_class) == "Beta0");
+  // Lake's validation alphabets: round(6 * 5 / 30) = 1 of the 6 background alphabets, the rest to train on.
+  auto alphabets_of = [&](const std::string& split) {
+    std::set<std::string> out;
+    for (const auto& c : ds->split(split).classes) out.insert(ds->alphabet(c.base_class));
+    return out;
+  };
+  const std::set<std::string> held = alphabets_of("background-val"), kept = alphabets_of("background-train");
+  CHECK(held.size() == 1);
+  CHECK(kept.size() == 5);
+  for (const std::string& a : held) CHECK(kept.count(a) == 0);
+  CHECK(ds->class_count("background-train") + ds->class_count("background-val") == ds->class_count("background"));
+  CHECK_FALSE(ds->split("background-val").rotated);
+  CHECK(std::vector<std::string>(held.begin(), held.end()) ==
+        data::background_val_alphabets({{"Alpha0", 4}, {"Alpha1", 4}, {"Alpha2", 4}, {"Alpha3", 4}, {"Alpha4", 4},
+                                        {"Alpha5", 4}},
+                                       1));
+
+  auto of_class = [&](int64_t image, const std::string& name) {
+    for (int64_t c = 0; c < ds->base_class_count(); ++c)
+      if (ds->base_class(c).name == name)
+        return image >= ds->base_class(c).first_image &&
+               image < ds->base_class(c).first_image + ds->base_class(c).image_count;
+    return false;
+  };
+  // Every episode: the characters of one alphabet; one drawer for all the support images, and each query by
+  // a drawer who drew no support image; queries by distinct drawers within a class.
+  for (const char* split : {"background", "evaluation"}) {
+    data::EpisodeSampler s(ds, split, {4, 1, 3}, 7, data::Within::alphabet);
+    CHECK(s.alphabets().size() == (std::string(split) == "background" ? 6u : 2u));
+    std::set<std::string> alphabets_met;
+    std::set<int32_t> support_drawers_met;
+    for (uint64_t i = 0; i < 200; ++i) {
+      const data::Episode ep = s.episode(i);
+      std::set<std::string> alphabets;
+      for (const std::string& n : ep.class_names) alphabets.insert(n.substr(0, n.find('/')));
+      REQUIRE(alphabets.size() == 1);
+      alphabets_met.insert(*alphabets.begin());
+      REQUIRE(ep.support_images.size() == 4);
+      REQUIRE(ep.query_images.size() == 12);
+      const int32_t d = ds->drawer(ep.support_images[0]);
+      support_drawers_met.insert(d);
+      for (int64_t image : ep.support_images) CHECK(ds->drawer(image) == d);
+      for (int64_t w = 0; w < 4; ++w) {
+        std::set<int32_t> query_drawers;
+        for (int64_t q = 0; q < 3; ++q) {
+          const int64_t image = ep.query_images[static_cast<size_t>(w * 3 + q)];
+          CHECK(ds->drawer(image) != d);
+          query_drawers.insert(ds->drawer(image));
+          CHECK(of_class(image, ep.class_names[static_cast<size_t>(w)]));
+        }
+        CHECK(of_class(ep.support_images[static_cast<size_t>(w)], ep.class_names[static_cast<size_t>(w)]));
+        CHECK(query_drawers.size() == 3);
+      }
+    }
+    CHECK(alphabets_met.size() == s.alphabets().size());
+    CHECK(support_drawers_met.size() == 6);
+    // A pure function of (seed, split, index): the same twice and at any thread count.
+    std::vector<uint64_t> serial(100), par(100);
+    for (size_t i = 0; i < serial.size(); ++i) serial[i] = episode_hash(s.episode(i));
+#pragma omp parallel for num_threads(2) schedule(dynamic, 3)
+    for (int64_t i = 0; i < 100; ++i) par[static_cast<size_t>(i)] = episode_hash(s.episode(static_cast<uint64_t>(i)));
+    CHECK(par == serial);
+  }
+  // Rotated: each rotation of an alphabet is an alphabet of its own.
+  data::EpisodeSampler rot(ds, "train", {2, 1, 1}, 3, data::Within::alphabet);
+  for (const std::string& a : rot.alphabets()) CHECK(a.find("/rot") != std::string::npos);
+  for (uint64_t i = 0; i < 50; ++i) {
+    const data::Episode ep = rot.episode(i);
+    auto group = [](const std::string& n) { return n.substr(0, n.find('/')) + n.substr(n.rfind('/')); };
+    CHECK(group(ep.class_names[0]) == group(ep.class_names[1]));
+  }
+}
+
+TEST_CASE("data: episodes within an alphabet refuse what they cannot serve") {
+  TempDir tmp("lake-refuse");
+  make_omniglot(tmp / "omni", 2, 2, 4, 3);
+  auto ds = open_dataset((tmp / "omni").string(), no_cache());
+  CHECK_THROWS_WITH_AS(data::EpisodeSampler(ds, "evaluation", {5, 1, 1}, 0, data::Within::alphabet),
+                       doctest::Contains("5-way episodes need an alphabet with 5 characters, but the largest of "
+                                         "split 'evaluation' ('Beta0') has 4; use --ways 4 or fewer"),
+                       Error);
+  CHECK_NOTHROW(data::EpisodeSampler(ds, "evaluation", {5, 1, 1}, 0, data::Within::any));
+  CHECK_NOTHROW(data::EpisodeSampler(ds, "evaluation", {4, 1, 2}, 0, data::Within::alphabet));
+  // Four images by two drawers: enough images for 1 + 2, not enough drawers.
+  const fs::path ch = tmp / "omni" / "images_evaluation" / "Beta0" / "character01";
+  fs::remove_all(ch);
+  for (const char* name : {"0001_01.png", "0002_01.png", "0003_02.png", "0004_02.png"})
+    write_test_image(ch / name, 30, 30, 1, name[3] - '0');
+  auto two = open_dataset((tmp / "omni").string(), no_cache());
+  CHECK_NOTHROW(data::EpisodeSampler(two, "evaluation", {2, 1, 2}, 0, data::Within::any));
+  CHECK_THROWS_WITH_AS(data::EpisodeSampler(two, "evaluation", {2, 1, 2}, 0, data::Within::alphabet),
+                       doctest::Contains("character 'Beta0/character01' of split 'evaluation' has images by 2 "
+                                         "known drawers (from file names like 0965_07.png: drawer 7), fewer than "
+                                         "shots + queries = 3"),
+                       Error);
+  // File names that do not say who drew them.
+  make_class_folders(tmp / "omni2" / "images_evaluation" / "Gamma", 4, 4);
+  auto unnamed = open_dataset((tmp / "omni2").string(), no_cache());
+  CHECK_THROWS_WITH_AS(data::EpisodeSampler(unnamed, "evaluation", {2, 1, 1}, 0, data::Within::alphabet),
+                       doctest::Contains("has images by 0 known drawers (from file names like 0965_07.png"),
+                       Error);
+  // Not Omniglot's layout.
+  make_class_folders(tmp / "folders", 4, 4);
+  auto folders = open_dataset((tmp / "folders").string(), no_cache());
+  CHECK_THROWS_WITH_AS(data::EpisodeSampler(folders, "all", {2, 1, 1}, 0, data::Within::alphabet),
+                       doctest::Contains("--episodes-within alphabet needs a dataset in the Omniglot layout"), Error);
+  CHECK_THROWS_WITH_AS(data::parse_within("alphabets"),
+                       doctest::Contains("--episodes-within must be any (classes from anywhere in the split) or "
+                                         "alphabet"),
+                       Error);
+}
+
 }  // namespace
 }  // namespace metafew::testing

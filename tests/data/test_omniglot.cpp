@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <filesystem>
+#include <set>
 
 #include "data/data_support.h"
 #include "data/dataset.h"
@@ -44,6 +45,29 @@ TEST_CASE("data: omniglot counts (Lake's and Vinyals-style splits)") {
   CHECK(ds->image_count("train") == 4 * 1100 * 20);
   CHECK(ds->scan_report().non_image_files == 0);
   CHECK(ds->scan_report().skipped_links == 0);
+}
+
+TEST_CASE("data: omniglot's held-out background alphabets and Lake's 20-way trials") {
+  if (!fs::exists(kOmniglot)) {
+    MESSAGE("skipped: no Omniglot at ", kOmniglot);
+    return;
+  }
+  auto ds = omniglot();
+  std::set<std::string> held;
+  for (const auto& c : ds->split("background-val").classes) held.insert(ds->alphabet(c.base_class));
+  CHECK(held == std::set<std::string>{"Bengali", "Japanese_(katakana)", "Latin", "Malay_(Jawi_-_Arabic)", "Tifinagh"});
+  CHECK(ds->class_count("background-val") == 214);
+  CHECK(ds->class_count("background-train") == 750);
+  // Every one of the 20 evaluation alphabets has 20 characters or more; every character 20 drawers.
+  data::EpisodeSampler lake(ds, "evaluation", {20, 1, 19}, 0, data::Within::alphabet);
+  CHECK(lake.alphabets().size() == 20);
+  const data::Episode ep = lake.episode(0);
+  std::set<int32_t> drawers;
+  for (int64_t image : ep.query_images) drawers.insert(ds->drawer(image));
+  drawers.insert(ds->drawer(ep.support_images[0]));
+  CHECK(drawers.size() == 20);
+  data::EpisodeSampler val(ds, "background-val", {20, 1, 15}, 0, data::Within::alphabet);
+  CHECK(val.alphabets() == std::vector<std::string>(held.begin(), held.end()));
 }
 
 TEST_CASE("data: omniglot episodes are the same twice and with 1 and 2 threads") {
