@@ -24,18 +24,21 @@ mkdir -p "$RUNS" "$OUT"
 ROTATED="$RUNS/split_rotated.txt"
 [[ -f "$ROTATED" ]] || "$METAFEW" data --data "$OMNIGLOT" --rotate background-train --write-split "$ROTATED" >/dev/null
 
-# The base recipe: the Lake row's (ProtoNets, 60-way 1-shot 5 queries, Adam 1e-3 halved at 2,000 of 3,000).
-BASE="--algo protonet --ways 60 --shots 1 --queries 5 --iterations 3000 --schedule step --schedule-step 2000
-  --schedule-gamma 0.5 --train-split background-train --val-split background-val --test-episodes-within alphabet
-  --test-ways 20 --test-shots 1 --test-queries 5 --val-every 1000 --val-episodes 200"
+# The base recipe: the Lake row's (ProtoNets, 60-way 1-shot 5 queries, Adam 1e-3 halved at 2,000 of 3,000),
+# validated every 1,000 iterations on 200 within-alphabet trials (5 queries) of background-val.
+COMMON="--algo protonet --shots 1 --schedule step --schedule-step 2000 --schedule-gamma 0.5
+  --train-split background-train --val-split background-val --test-episodes-within alphabet --test-ways 20
+  --test-shots 1 --test-queries 5 --val-every 1000 --val-episodes 200"
+WIDE="--ways 60 --queries 5"
 declare -A VARIANT=(
-  [base]="$BASE"
-  [rotated]="$BASE --split-file $ROTATED"
-  [rotated_within]="$BASE --split-file $ROTATED --episodes-within alphabet --ways 20 --queries 15 --test-queries 15"
-  [rotated_56px]="$BASE --split-file $ROTATED --image-size 56"
-  [rotated_128f]="$BASE --split-file $ROTATED --filters 128"
+  [base]="$COMMON $WIDE --iterations 3000"
+  [rotated]="$COMMON $WIDE --iterations 3000 --split-file $ROTATED"
+  [rotated_within]="$COMMON --ways 20 --queries 15 --iterations 3000 --split-file $ROTATED --episodes-within alphabet"
+  [rotated_affine]="$COMMON $WIDE --iterations 3000 --split-file $ROTATED --augment affine"
+  [rotated_56px]="$COMMON $WIDE --iterations 3000 --split-file $ROTATED --image-size 56"
+  [rotated_128f]="$COMMON $WIDE --iterations 3000 --split-file $ROTATED --filters 128"
 )
-ORDER=(base rotated rotated_within rotated_56px rotated_128f)
+ORDER=(base rotated rotated_within rotated_affine rotated_56px rotated_128f)
 (($# > 0)) && ORDER=("$@")
 
 for v in "${ORDER[@]}"; do
@@ -43,12 +46,9 @@ for v in "${ORDER[@]}"; do
   [[ -f "$OUT/$v.json" ]] && { echo "validate: $v done ($OUT/$v.json)" >&2; continue; }
   run="$RUNS/$v"
   start=$(date +%s)
-  if [[ -f "$run/last" ]]; then
-    "$METAFEW" meta-train --resume "$run" --threads "$THREADS" --iterations 3000
-  else
-    # shellcheck disable=SC2086
-    "$METAFEW" meta-train --out "$run" --threads "$THREADS" --data "$OMNIGLOT" ${VARIANT[$v]}
-  fi
+  rm -rf "$run"  # an unfinished variant starts over
+  # shellcheck disable=SC2086
+  "$METAFEW" meta-train --out "$run" --threads "$THREADS" --data "$OMNIGLOT" ${VARIANT[$v]}
   trained=$(($(date +%s) - start))
   "$METAFEW" eval --checkpoint "$run/last" --split background-val --episodes-within alphabet --ways 20 --shots 1 \
     --queries 15 --episodes 1000 --seed 0 --threads "$THREADS" --no-record --json >"$run/val.json"

@@ -50,6 +50,8 @@ def row_line(r):
     else:
         setting = f"{res['ways']}w{res['shots']}s"
         score = f"{100 * res['accuracy']:.2f} +- {100 * res['ci95']:.2f}"
+    if res.get("episodes_within", "any") == "alphabet":
+        setting += " within an alphabet"  # Lake's trials (eval --episodes-within alphabet)
     if res.get("bn", "transductive") != "transductive":
         setting += f" {res['bn']}"  # test-time batch norm other than the default (eval --bn)
     name = NAMES.get(res["algo"], res["algo"])
@@ -69,11 +71,20 @@ def row_line(r):
             f"`{r['row']}.sh` |")
 
 
-def table(rows):
+# Lake et al. (2015) and Koch et al. (2015) on Lake's 20-way one-shot trials within an alphabet (../shared/
+# PROTOCOLS.md): the figures our within-alphabet rows stand beside.
+LAKE_PUBLISHED = [("People", "95.5"), ("Bayesian Program Learning (Lake et al.)", "96.7"),
+                  ("Siamese network with affine distortions (Koch et al.)", "92.0")]
+
+
+def table(rows, published=()):
     head = ("| algorithm | setting | accuracy % (95% CI) | published | iterations (of published) | training time | "
             "threads | machine | test episodes | script |\n"
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
-    return head + "\n".join(row_line(r) for r in rows) + "\n"
+    lines = [row_line(r) for r in rows]
+    lines += [f"| {who} | 20w1s within an alphabet | - | {figure} | - | - | - | - | 400 trials (20 runs) | - |"
+              for who, figure in published]
+    return head + "\n".join(lines) + "\n"
 
 
 def main():
@@ -84,10 +95,13 @@ def main():
         rows[r["row"]] = r
     scripts = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(HERE, "*_*.sh")))
     missing = [s for s in scripts if s not in rows]
+    def within(r):
+        return r["result"].get("episodes_within", "any") == "alphabet"
     def ablation(r):
         return r["result"]["algo"] == "matchingnet" and not reference_attention(r)
     groups = {"vinyals": [r for k, r in rows.items() if not k.startswith("lake_") and not ablation(r)],
-              "lake": [r for k, r in rows.items() if k.startswith("lake_")],
+              "lake": [r for k, r in rows.items() if k.startswith("lake_") and not within(r)],
+              "lake_within": [r for k, r in rows.items() if k.startswith("lake_") and within(r)],
               "ablation": [r for r in rows.values() if ablation(r)]}
     order = {s: i for i, s in enumerate(["protonet", "maml", "fomaml", "metasgd", "anil", "reptile",
                                          "matchingnet", "paramnet", "pretrain"])}
@@ -98,7 +112,7 @@ def main():
                               r["result"].get("bn", "transductive") != "transductive"))
     text = open(DOC).read()
     for name, g in groups.items():
-        body = table(g)
+        body = table(g, LAKE_PUBLISHED if name == "lake_within" else ())
         if name == "vinyals" and missing:
             body += "\nNot run yet: " + ", ".join(f"`{m}.sh`" for m in missing) + "\n"
         pattern = re.compile(rf"(<!-- table:{name} -->\n).*?(<!-- end table -->)", re.S)

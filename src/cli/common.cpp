@@ -358,8 +358,12 @@ void require_split_fits(const json& cfg, const data::Dataset& ds, const std::str
               ErrorKind::usage);
 }
 
+// "augment": the key of a training task's distortions (Note [Augmentation] in data/augment.cpp).
+constexpr uint64_t kAugmentTag = 0x6175676d656e74ULL;
+
 TaskSource task_source(const json& cfg, const std::shared_ptr<const data::Dataset>& ds, const std::string& split,
-                       int64_t ways, int64_t shots, int64_t queries, uint64_t seed, data::Within within) {
+                       int64_t ways, int64_t shots, int64_t queries, uint64_t seed, data::Within within,
+                       data::Augment augment) {
   if (data::is_regression(cfg)) {
     return [=](uint64_t i) {
       data::RegressionTask r = data::sinusoid_task(seed, split, i, shots, queries);
@@ -375,8 +379,14 @@ TaskSource task_source(const json& cfg, const std::shared_ptr<const data::Datase
   }
   auto sampler = std::make_shared<data::EpisodeSampler>(ds, split, data::EpisodeSpec{ways, shots, queries}, seed,
                                                         within);
-  return [sampler, ways, seed](uint64_t i) {
-    return to_task(sampler->episode(i), ways, core::derive_key(seed, {i, 0x7461736bULL}));
+  return [sampler, ways, seed, augment](uint64_t i) {
+    meta::Task t = to_task(sampler->episode(i), ways, core::derive_key(seed, {i, 0x7461736bULL}));
+    if (augment != data::Augment::none) {
+      const uint64_t key = core::derive_key(seed, {i, kAugmentTag});
+      data::augment_images(t.support_x, augment, key);
+      data::augment_images(t.query_x, augment, key, static_cast<uint64_t>(t.support_x.size(0)));
+    }
+    return t;
   };
 }
 
@@ -384,8 +394,10 @@ TaskSource batch_source(const json& cfg, const std::shared_ptr<const data::Datas
                         uint64_t seed) {
   auto sampler = std::make_shared<data::BatchSampler>(ds, split, cfg["batch_size"].get<int64_t>(), seed);
   const int64_t classes = sampler->classes();
-  return [sampler, classes, seed](uint64_t i) {
+  const data::Augment augment = data::parse_augment(cfg["augment"]);
+  return [sampler, classes, seed, augment](uint64_t i) {
     data::Batch b = sampler->batch(i);
+    data::augment_images(b.x, augment, core::derive_key(seed, {i, kAugmentTag}));
     meta::Task t;
     t.query_x = b.x;
     t.query_y = b.y;

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "data/augment.h"
 #include "data/dataset.h"
 #include "data/episode.h"
 #include "io/checkpoint.h"
@@ -71,11 +72,12 @@ void warn_about_data(const data::Dataset& ds, const std::string& who, bool chann
 // too small for the task] in common.cpp); `who` is the command ("meta-train" or "eval").
 void require_split_fits(const json& cfg, const data::Dataset& ds, const std::string& split, int64_t ways,
                         const std::string& who);
-// Episode i of `split` as a task: a pure function of (seed, split, i); `within` picks its classes (images only).
+// Episode i of `split` as a task: a pure function of (seed, split, i); `within` picks its classes and `augment`
+// distorts its images (Note [Augmentation] in data/augment.cpp; training tasks only).
 using TaskSource = std::function<meta::Task(uint64_t)>;
 TaskSource task_source(const json& cfg, const std::shared_ptr<const data::Dataset>& ds, const std::string& split,
                        int64_t ways, int64_t shots, int64_t queries, uint64_t seed,
-                       data::Within within = data::Within::any);
+                       data::Within within = data::Within::any, data::Augment augment = data::Augment::none);
 meta::Task to_task(const data::Episode& e, int64_t ways, uint64_t seed);
 
 // ---- checkpoints ----

@@ -145,7 +145,7 @@ int run_meta_train(int argc, char** argv) {
   TaskSource train = entry.batch_training
                          ? batch_source(cfg, ds, cfg["train_split"], seed)
                          : task_source(cfg, ds, cfg["train_split"], ways, cfg["shots"], cfg["queries"], seed,
-                                       data::parse_within(cfg["episodes_within"]));
+                                       data::parse_within(cfg["episodes_within"]), data::parse_augment(cfg["augment"]));
   const std::string val_split = cfg["val_split"];
   TaskSource val;
   if (!val_split.empty())

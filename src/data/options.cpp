@@ -27,6 +27,11 @@ std::vector<core::Setting> data_settings() {
                          [](const std::string& v) {
                            if (!v.empty()) parse_within(v, "--test-episodes-within");
                          }),
+      core::text_setting("augment", augment_name(Augment::none),
+                         "training-time augmentation of training tasks and pretraining batches (never of "
+                         "validation or test): none or affine (rotation, shear, scale, translation, as Koch et al. "
+                         "for characters)",
+                         [](const std::string& v) { parse_augment(v); }),
       core::integer_setting("image_size", o.image.height, 1, 1024, "images are resized to image_size x image_size"),
       core::integer_setting("channels", o.image.channels, 1, 3, "image channels (1 grayscale, 3 RGB)"),
       core::text_setting("train_split", d.train_split, "split to meta-train on"),

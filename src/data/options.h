@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/setting.h"
+#include "data/augment.h"
 #include "data/dataset.h"
 #include "data/episode.h"
 
@@ -21,7 +22,7 @@ struct DataOptions {
 };
 
 // data, layout, cache_dir, ways, shots, queries, test_ways, test_shots, test_queries, episodes_within,
-// test_episodes_within, image_size, channels, train_split, val_split, split_file.
+// test_episodes_within, augment, image_size, channels, train_split, val_split, split_file.
 std::vector<core::Setting> data_settings();
 // The settings a dataset changes from the generic defaults (builtin:sinusoid: MAML's regression recipe).
 nlohmann::json dataset_defaults(const std::string& data);

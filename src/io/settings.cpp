@@ -85,6 +85,9 @@ void check_related(const Setting& s, const json& cfg) {
     MF_USAGE_CHECK(regression || cfg["test_ways"].get<int64_t>() != 1,
                    "--test-ways must be 0 (same as --ways) or at least 2 (a 1-way task is always 100% correct), "
                    "got 1");
+  if (s.key == "augment" && regression)
+    MF_USAGE_CHECK(cfg["augment"] == "none", "--augment ", cfg["augment"].get<std::string>(),
+                   " applies to image datasets; ", cfg["data"].get<std::string>(), " has no images");
   if ((s.key == "episodes_within" || s.key == "test_episodes_within") && regression)
     MF_USAGE_CHECK(cfg[s.key] != "alphabet", flag_of(s.key), " alphabet applies to image datasets; ",
                    cfg["data"].get<std::string>(), " has no classes");
@@ -216,7 +219,7 @@ json checkpoint_config(const io::Checkpoint& ck) {
   // the setting's old value names, so it loads with that value: Reptile's fresh inner optimiser per task (and
   // no carried state), Matching Networks' cosine attention, conv4's flattened head input, LeCun head and
   // learned batch-norm scale, the MAML family's inner loop over every parameter, a fresh initialisation and
-  // derived class splits.
+  // derived class splits, cross-alphabet episodes and no augmentation.
   if (!cfg.contains("inner_state")) cfg["inner_state"] = "fresh";
   if (!cfg.contains("matching_attention")) cfg["matching_attention"] = "cosine";
   if (!cfg.contains("features")) cfg["features"] = "flatten";
@@ -236,6 +239,7 @@ json checkpoint_config(const io::Checkpoint& ck) {
   if (!cfg.contains("distance")) cfg["distance"] = "euclidean";         // ProtoNets before Meta-Baseline's
   if (!cfg.contains("episodes_within")) cfg["episodes_within"] = "any";  // Lake's trials came later
   if (!cfg.contains("test_episodes_within")) cfg["test_episodes_within"] = cfg["episodes_within"];
+  if (!cfg.contains("augment")) cfg["augment"] = "none";                // and augmentation
   const std::string where = "checkpoint " + ck.source;
   io::validate_settings(cfg, where);
   // The header's own fields that size or index something (Note [One check for every source]).

@@ -90,5 +90,47 @@ TEST_CASE("cli: Lake's protocol - within-alphabet validation and evaluation") {
                "--episodes-within alphabet needs a dataset in the Omniglot layout");
 }
 
+TEST_CASE("cli: --augment affine trains the same at 1 and 2 threads, and differently from none") {
+  TempDir tmp;
+  const fs::path d = tmp.path;
+  auto run = [&](const std::string& name, const std::string& extra) {
+    Result r = metafew("meta-train " + small("--algo protonet --iterations 6 --val-every 3 --log-every 3 " + extra +
+                                              " --out ") +
+                           (d / name).string(),
+                       d);
+    INFO(r.err);
+    REQUIRE(r.code == 0);
+    return params_of(d / name / "last");
+  };
+  const auto one = run("one", "--augment affine --threads 1");
+  const auto two = run("two", "--augment affine --threads 2");
+  const auto plain = run("plain", "--augment none --threads 2");
+  check_same_bits(one, two);
+  bool differ = false;
+  for (size_t i = 0; i < one.size(); ++i) differ |= one[i].to_vector() != plain[i].to_vector();
+  CHECK(differ);
+  CHECK(json::parse(slurp(d / "one" / "config.json"))["augment"] == "affine");
+  // Validation is never augmented: with a meta step size of 0 the parameters stay as initialised, and the
+  // training loss (augmented episodes) differs while the validation figures (plain episodes) do not.
+  auto frozen = [&](const std::string& name, const std::string& augment) {
+    REQUIRE(metafew("meta-train " + small("--algo protonet --iterations 3 --val-every 3 --log-every 3 --outer-lr 0 "
+                                           "--augment " + augment + " --out ") +
+                        (d / name).string(),
+                    d)
+                .code == 0);
+    json train, val;
+    std::istringstream lines(slurp(d / name / "metrics.jsonl"));
+    for (std::string line; std::getline(lines, line);) (line.find("\"split\"") != std::string::npos ? val : train) = json::parse(line);
+    return std::pair{train, val};
+  };
+  const auto affine = frozen("frozen_affine", "affine"), none = frozen("frozen_none", "none");
+  CHECK(affine.first["loss"] != none.first["loss"]);
+  CHECK(affine.second["val_accuracy"] == none.second["val_accuracy"]);
+  expect_error(metafew("meta-train --augment crop --out " + (d / "r").string(), d), 2,
+               "--augment must be none or affine");
+  expect_error(metafew("meta-train --data builtin:sinusoid --augment affine --out " + (d / "r").string(), d), 2,
+               "--augment affine applies to image datasets");
+}
+
 }  // namespace
 }  // namespace metafew::testing::cli
