@@ -358,7 +358,8 @@ std::string preprocessing_line(const ImageSpec& im, bool invert, const char* ext
   std::string s =
       "decoded to " + std::string(im.channels == 1 ? "grayscale" : "RGB") + ", resized to " +
       std::to_string(im.height) + "x" + std::to_string(im.width) +
-      " by area averaging (any source size, aspect not kept), quantised to 8 bits, served as f32 in "
+      " by area averaging after a centre crop to that aspect ratio (the shorter side kept, any source size), "
+      "quantised to 8 bits, served as f32 in "
       "[0, 1]";
   if (invert) s += ", inverted (strokes 1.0, background 0.0)";
   if (extra) s += extra;

@@ -246,17 +246,38 @@ void resize_area(const float* src, int64_t sw, int64_t sh, float* dst, int64_t d
   }
 }
 
+CropRect centre_crop(int64_t width, int64_t height, int64_t target_width, int64_t target_height) {
+  MF_CHECK(width > 0 && height > 0 && target_width > 0 && target_height > 0, "centre_crop: sizes must be positive, got ",
+           width, "x", height, " to ", target_width, "x", target_height);
+  CropRect r{0, 0, width, height};
+  // Compare width / height with target_width / target_height without rounding.
+  if (width * target_height > height * target_width) {
+    r.width = std::max<int64_t>(1, std::llround(static_cast<double>(height) * static_cast<double>(target_width) /
+                                                static_cast<double>(target_height)));
+    r.x = (width - r.width) / 2;
+  } else if (width * target_height < height * target_width) {
+    r.height = std::max<int64_t>(1, std::llround(static_cast<double>(width) * static_cast<double>(target_height) /
+                                                 static_cast<double>(target_width)));
+    r.y = (height - r.height) / 2;
+  }
+  return r;
+}
+
 void preprocess_image(const DecodedImage& img, const ImageSpec& spec, bool invert, uint8_t* out) {
   MF_CHECK(img.channels == spec.channels, "preprocess_image: image has ", img.channels,
            " channels, the spec asks for ", spec.channels);
-  const int64_t sw = img.width, sh = img.height, c = img.channels;
+  const int64_t c = img.channels;
+  const CropRect crop = centre_crop(img.width, img.height, spec.width, spec.height);
+  const int64_t sw = crop.width, sh = crop.height;
   std::vector<float> plane(static_cast<size_t>(sw * sh)),
       resized(static_cast<size_t>(spec.height * spec.width));
   for (int64_t ch = 0; ch < c; ++ch) {
-    for (int64_t i = 0; i < sw * sh; ++i) {
-      const float v = static_cast<float>(img.hwc[static_cast<size_t>(i * c + ch)]) * (1.0f / 255.0f);
-      plane[static_cast<size_t>(i)] = invert ? 1.0f - v : v;
-    }
+    for (int64_t y = 0; y < sh; ++y)
+      for (int64_t x = 0; x < sw; ++x) {
+        const size_t at = static_cast<size_t>(((crop.y + y) * img.width + crop.x + x) * c + ch);
+        const float v = static_cast<float>(img.hwc[at]) * (1.0f / 255.0f);
+        plane[static_cast<size_t>(y * sw + x)] = invert ? 1.0f - v : v;
+      }
     resize_area(plane.data(), sw, sh, resized.data(), spec.width, spec.height);
     uint8_t* o = out + ch * spec.height * spec.width;
     for (size_t i = 0; i < resized.size(); ++i) {

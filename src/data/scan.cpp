@@ -274,7 +274,8 @@ SourceListing scan_source(const std::string& root_str, Layout requested) {
 uint64_t listing_key(const SourceListing& listing, const ImageSpec& image, bool invert) {
   // Version of the decode/resize/quantise pipeline: bump it whenever preprocess_image changes its output.
   // 2: JPEG decoded by libjpeg-turbo instead of stb_image (its IDCT and upsampling round differently).
-  constexpr uint64_t kPreprocessVersion = 2;
+  // 3: a centre crop to the target's aspect ratio before the resize (images of another shape were stretched).
+  constexpr uint64_t kPreprocessVersion = 3;
   ChunkHasher h(kPreprocessVersion);
   h.add_string(layout_name(listing.layout));
   h.add_u64(static_cast<uint64_t>(image.channels));

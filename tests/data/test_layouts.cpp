@@ -252,6 +252,32 @@ TEST_CASE("data: mixed image sizes are all resized to the spec") {
   }
 }
 
+TEST_CASE("data: images of another aspect ratio are centre-cropped to the spec's, never stretched") {
+  CHECK(data::centre_crop(40, 20, 10, 10).x == 10);
+  CHECK(data::centre_crop(40, 20, 10, 10).width == 20);
+  CHECK(data::centre_crop(40, 20, 10, 10).height == 20);
+  CHECK(data::centre_crop(21, 40, 10, 10).y == 9);  // 40 - 21 = 19: 9 above, 10 below
+  CHECK(data::centre_crop(21, 40, 10, 10).height == 21);
+  CHECK(data::centre_crop(105, 105, 28, 28).width == 105);  // same shape: nothing cut
+  CHECK(data::centre_crop(100, 100, 20, 10).height == 50);  // a wide target crops rows
+  CHECK(data::centre_crop(100, 100, 20, 10).y == 25);
+  // A 40x20 RGB image: black left and right quarters around a white square of 20x20 with one red pixel in its
+  // top left corner. At 10x10 only the square remains (no black averaged in), its red corner in the corner.
+  data::DecodedImage img;
+  img.width = 40, img.height = 20, img.channels = 3, img.source_channels = 3;
+  img.hwc.assign(40 * 20 * 3, 0);
+  for (int y = 0; y < 20; ++y)
+    for (int x = 10; x < 30; ++x)
+      for (int c = 0; c < 3; ++c) img.hwc[static_cast<size_t>((y * 40 + x) * 3 + c)] = 255;
+  for (int c = 1; c < 3; ++c) img.hwc[static_cast<size_t>((0 * 40 + 10) * 3 + c)] = 0;
+  std::vector<uint8_t> out(3 * 10 * 10);
+  data::preprocess_image(img, {3, 10, 10}, false, out.data());
+  CHECK(out[0] == 255);                // red plane, corner
+  CHECK(out[100] == 191);              // green plane, corner: (0 + 3 * 255) / 4 of its 2x2 patch
+  CHECK(out[200] == 191);
+  for (size_t i = 1; i < 100; ++i) CHECK(out[100 + i] == 255);
+}
+
 TEST_CASE("data: requests the data cannot serve are refused up front") {
   TempDir tmp("refuse");
   make_class_folders(tmp / "train", 3, 4);
