@@ -46,10 +46,22 @@ for v in "${ORDER[@]}"; do
   [[ -f "$OUT/$v.json" ]] && { echo "validate: $v done ($OUT/$v.json)" >&2; continue; }
   run="$RUNS/$v"
   start=$(date +%s)
-  rm -rf "$run"  # an unfinished variant starts over
-  # shellcheck disable=SC2086
-  "$METAFEW" meta-train --out "$run" --threads "$THREADS" --data "$OMNIGLOT" ${VARIANT[$v]}
-  trained=$(($(date +%s) - start))
+  status=0 before=0
+  if [[ -f "$run/last" && "$(cat "$run/flags.txt" 2>/dev/null)" == "${VARIANT[$v]}" ]]; then
+    # An interrupted variant (Ctrl-C saves its last checkpoint) continues where it stopped.
+    before=$(cat "$run/seconds.txt" 2>/dev/null || echo 0)
+    "$METAFEW" meta-train --resume "$run" --threads "$THREADS" --iterations "$(jq .iterations "$run/config.json")" ||
+      status=$?
+  else
+    rm -rf "$run"
+    mkdir -p "$run"
+    echo "${VARIANT[$v]}" >"$run/flags.txt"
+    # shellcheck disable=SC2086
+    "$METAFEW" meta-train --out "$run" --threads "$THREADS" --data "$OMNIGLOT" ${VARIANT[$v]} || status=$?
+  fi
+  trained=$((before + $(date +%s) - start))  # wall time summed over interruptions
+  echo "$trained" >"$run/seconds.txt"
+  ((status == 0)) || { echo "validate: $v stopped (exit $status); run the script again to continue it" >&2; exit "$status"; }
   "$METAFEW" eval --checkpoint "$run/last" --split background-val --episodes-within alphabet --ways 20 --shots 1 \
     --queries 15 --episodes 1000 --seed 0 --threads "$THREADS" --no-record --json >"$run/val.json"
   jq --arg v "$v" --arg flags "${VARIANT[$v]//$ROOT\//}" --argjson trained "$trained" \
