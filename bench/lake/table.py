@@ -9,9 +9,9 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOC = os.path.join(ROOT, "bench", "results", "lake_validation.md")
-COMMON = ("--algo protonet --shots 1 --schedule step --schedule-step 2000 --schedule-gamma 0.5 "
-          "--train-split background-train --val-split background-val --test-episodes-within alphabet --test-ways 20 "
-          "--test-shots 1 --test-queries 5 --val-every 1000 --val-episodes 200")
+COMMON = ("--algo protonet --shots 1 --schedule step --schedule-gamma 0.5 --train-split background-train "
+          "--val-split background-val --test-episodes-within alphabet --test-ways 20 --test-shots 1 "
+          "--test-queries 5 --val-every 1000 --val-episodes 200")
 
 rows = []
 for path in sorted(glob.glob(os.path.join(ROOT, "bench", "results", "lake", "*.json"))):
@@ -21,7 +21,8 @@ for path in sorted(glob.glob(os.path.join(ROOT, "bench", "results", "lake", "*.j
     shared = {" ".join(common[i:i + 2]) for i in range(0, len(common), 2)}
     flags = " ".join(p for p in pairs if p not in shared)
     rows.append((r["variant"], flags, r))
-order = ["base", "rotated", "rotated_within", "rotated_affine", "rotated_56px", "rotated_128f"]
+order = ["base", "rotated", "rotated_within", "rotated_affine", "rotated_56px", "rotated_128f", "rotated_long",
+         "rotated_affine_long"]
 rows.sort(key=lambda x: (order.index(x[0]) if x[0] in order else len(order), x[0]))
 lines = ["| variant | flags beyond the common ones | background-val, 20-way 1-shot within an alphabet (95% CI) | "
          "training time (2 threads) |", "| --- | --- | --- | --- |"]

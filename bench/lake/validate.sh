@@ -25,20 +25,25 @@ ROTATED="$RUNS/split_rotated.txt"
 [[ -f "$ROTATED" ]] || "$METAFEW" data --data "$OMNIGLOT" --rotate background-train --write-split "$ROTATED" >/dev/null
 
 # The base recipe: the Lake row's (ProtoNets, 60-way 1-shot 5 queries, Adam 1e-3 halved at 2,000 of 3,000),
-# validated every 1,000 iterations on 200 within-alphabet trials (5 queries) of background-val.
-COMMON="--algo protonet --shots 1 --schedule step --schedule-step 2000 --schedule-gamma 0.5
-  --train-split background-train --val-split background-val --test-episodes-within alphabet --test-ways 20
-  --test-shots 1 --test-queries 5 --val-every 1000 --val-episodes 200"
+# validated every 1,000 iterations on 200 within-alphabet trials (5 queries) of background-val. The long
+# variants halve the step size at 2/3 of their length too.
+COMMON="--algo protonet --shots 1 --schedule step --schedule-gamma 0.5 --train-split background-train
+  --val-split background-val --test-episodes-within alphabet --test-ways 20 --test-shots 1 --test-queries 5
+  --val-every 1000 --val-episodes 200"
 WIDE="--ways 60 --queries 5"
+SHORT="--iterations 3000 --schedule-step 2000"
+LONG="--iterations 15000 --schedule-step 10000"
 declare -A VARIANT=(
-  [base]="$COMMON $WIDE --iterations 3000"
-  [rotated]="$COMMON $WIDE --iterations 3000 --split-file $ROTATED"
-  [rotated_within]="$COMMON --ways 20 --queries 15 --iterations 3000 --split-file $ROTATED --episodes-within alphabet"
-  [rotated_affine]="$COMMON $WIDE --iterations 3000 --split-file $ROTATED --augment affine"
-  [rotated_56px]="$COMMON $WIDE --iterations 3000 --split-file $ROTATED --image-size 56"
-  [rotated_128f]="$COMMON $WIDE --iterations 3000 --split-file $ROTATED --filters 128"
+  [base]="$COMMON $WIDE $SHORT"
+  [rotated]="$COMMON $WIDE $SHORT --split-file $ROTATED"
+  [rotated_within]="$COMMON --ways 20 --queries 15 $SHORT --split-file $ROTATED --episodes-within alphabet"
+  [rotated_affine]="$COMMON $WIDE $SHORT --split-file $ROTATED --augment affine"
+  [rotated_56px]="$COMMON $WIDE $SHORT --split-file $ROTATED --image-size 56"
+  [rotated_128f]="$COMMON $WIDE $SHORT --split-file $ROTATED --filters 128"
+  [rotated_long]="$COMMON $WIDE $LONG --split-file $ROTATED"
+  [rotated_affine_long]="$COMMON $WIDE $LONG --split-file $ROTATED --augment affine"
 )
-ORDER=(base rotated rotated_within rotated_affine rotated_56px rotated_128f)
+ORDER=(base rotated rotated_within rotated_affine rotated_56px rotated_128f rotated_long rotated_affine_long)
 (($# > 0)) && ORDER=("$@")
 
 for v in "${ORDER[@]}"; do
