@@ -82,12 +82,16 @@ std::pair<std::vector<float>, std::vector<float>> unsplit_weight_gradient(const 
 TEST_CASE("oneDNN conv: split calls give the same numbers at 1, 2 and 3 threads") {
   // Shapes large enough to be split: batch chunks (forward, backward data), output-channel groups (direct
   // backward weights) and batch chunks with partial sums (Winograd backward weights); NCHW and nChw16c
-  // activations, with and without bias.
-  const ConvShape big = make_shape(40, 64, 12, 12, 96, 3, 1, 1), wide = make_shape(20, 160, 6, 6, 320, 3, 1, 1);
-  for (const ConvShape& base : {big, wide}) {
+  // activations, with and without bias. Winograd splits only `tiled`: the others have too few 4x4 tiles.
+  const ConvShape big = make_shape(40, 64, 12, 12, 96, 3, 1, 1), wide = make_shape(20, 160, 6, 6, 320, 3, 1, 1),
+                  tiled = make_shape(64, 32, 16, 16, 48, 3, 1, 1);
+  for (const ConvShape& base : {big, wide, tiled}) {
     for (ConvAlgorithm a : {ConvAlgorithm::direct, ConvAlgorithm::winograd}) {
       const ConvShape s = with_algorithm(base, a);
       REQUIRE(s.macs() >= (int64_t{1} << 26));  // past the split threshold of backward weights
+      if (a == ConvAlgorithm::winograd && base == tiled)
+        for (ConvKernel k : {ConvKernel::forward, ConvKernel::backward_data, ConvKernel::backward_weights})
+          REQUIRE(dnnl_backend::conv2d_winograd_chunks(s, k) == 4);
       for (bool blocked : {false, true}) {
         const bool bias = !blocked;
         CAPTURE(s.to_string());
@@ -105,6 +109,19 @@ TEST_CASE("oneDNN conv: split calls give the same numbers at 1, 2 and 3 threads"
     }
   }
   dnnl_backend::release_thread_cache();
+}
+
+TEST_CASE("oneDNN conv: Winograd calls split only into chunks of enough tiles") {
+  // Note [Winograd convolution]: ResNet-12's last block (4x4 pixels: one tile an image) runs whole up to 511
+  // images; its first (32x32: 64 tiles) in chunks of 16 images, at most 4.
+  const ConvShape last = with_algorithm(make_shape(80, 640, 4, 4, 640, 3, 1, 1), ConvAlgorithm::winograd),
+                  first = with_algorithm(make_shape(80, 64, 32, 32, 64, 3, 1, 1), ConvAlgorithm::winograd),
+                  third = with_algorithm(make_shape(80, 320, 8, 8, 320, 3, 1, 1), ConvAlgorithm::winograd);
+  for (ConvKernel k : {ConvKernel::forward, ConvKernel::backward_data, ConvKernel::backward_weights}) {
+    CHECK(dnnl_backend::conv2d_winograd_chunks(last, k) == 1);
+    CHECK(dnnl_backend::conv2d_winograd_chunks(third, k) == 1);  // 4 tiles an image: chunks of 64 images
+    CHECK(dnnl_backend::conv2d_winograd_chunks(first, k) == 4);
+  }
 }
 
 TEST_CASE("oneDNN conv: split backward weights equal the unsplit primitive bit for bit") {

@@ -110,6 +110,15 @@ namespace metafew::backend::dnnl_backend {
 // only. Forward and backward data in batch chunks give the unchunked numbers on most shapes but not all
 // (640 channels at 4x4 differ), which does not matter: the chunks depend on the shape alone. Backward weights
 // splits the batch into winograd_weight_chunks pieces and sums their gradients in order.
+// Every execution transforms the weights again (36 floats for each 3x3 filter) and streams them through one
+// product per 6x6 tile position, so a call needs enough 4x4 output tiles to pay for that. Measured on bare
+// primitives (one thread, GFLOP/s-equivalent, forward / backward data / backward weights): 640->640 at 4x4
+// pixels (one tile an image) ran at 38 / 66 / 61 at batch 16 and 155 / 130 / 178 at batch 64; 320->320 at
+// 8x8 (4 tiles) 151 / 128 / 233 at 16 images and 231 / 174 / 240 at 64; 160->160 at 16x16 (16 tiles) 188 /
+// 264 / 203 already at 16. So chunks hold at least kWinogradChunkTiles tiles and kWinogradChunkImages images
+// (winograd_chunks): on ResNet-12 at 32x32, the last two blocks run unchunked at a batch of 64-80. The old
+// rule (4 chunks of at least 16 images, whatever the tiles) made ResNet-12 pretraining at 32x32 1.5x
+// slower at 1 thread (bench/results/speed.md).
 
 // Note [Batch chunks]
 // A blocked convolution reorders its activations into per-thread slots, runs the primitive on them and
@@ -173,14 +182,14 @@ constexpr int64_t kOneThreadMacs = int64_t{1} << 21;  // ~2.1 M
 // At most this many pieces of a call split over threads, where nothing else bounds their number.
 constexpr int64_t kMaxPieces = 16;
 // Backward weights is split (Note [Conv threads]) from this many multiply-adds on: direct kernels into groups
-// of kGroupChannels output channels, Winograd ones into kWinogradChunkImages-image chunks, at most
-// kWinogradWeightChunks of them (each a partial gradient of the weights' size).
+// of kGroupChannels output channels, Winograd ones into batch chunks (each a partial gradient of the weights'
+// size).
 constexpr int64_t kSplitWeightsMacs = int64_t{1} << 26;  // ~67 M
 constexpr int64_t kGroupChannels = 16;
+// Winograd calls (all three kernels): batch chunks of at least kWinogradChunkImages images and
+// kWinogradChunkTiles 4x4 output tiles, at most kWinogradPieces of them (Note [Winograd convolution]).
 constexpr int64_t kWinogradChunkImages = 16;
-constexpr int64_t kWinogradWeightChunks = 4;
-// Winograd forward and backward data: batch chunks of at least kWinogradChunkImages images, at most
-// kWinogradPieces of them.
+constexpr int64_t kWinogradChunkTiles = 256;
 constexpr int64_t kWinogradPieces = 4;
 // Note [Weights cache].
 constexpr int kWeightsCacheEntries = 16;
@@ -796,12 +805,22 @@ void for_pieces(int64_t n, bool threads, Fn&& fn) {
   if (error) std::rethrow_exception(error);
 }
 
+// Batch chunks of a Winograd call (Note [Winograd convolution]): as many as kWinogradPieces whose images
+// hold at least kWinogradChunkTiles output tiles and kWinogradChunkImages images each, at least 1.
+int64_t winograd_chunks(const ConvShape& s) {
+  const int64_t tiles = ((s.oh() + 3) / 4) * ((s.ow() + 3) / 4);
+  const int64_t least = std::max(kWinogradChunkImages, (kWinogradChunkTiles + tiles - 1) / tiles);
+  return std::clamp<int64_t>(s.n / least, 1, kWinogradPieces);
+}
+
 // Images per chunk of a blocked forward or backward-data call (Note [Batch chunks]), from the shape and the
 // blocked arguments only: small enough for L2 when there are reorders, otherwise at most kMaxPieces chunks.
 // An image takes c * h * w floats in nChw16c as in nchw (c a multiple of 16 there).
 int64_t images_per_chunk(const ConvShape& s, ConvKernel kernel, unsigned nchw16c) {
-  // Note [Winograd convolution]: every execution transforms the weights again.
-  if (winograd_for(s, kernel)) return s.n < 2 * kWinogradChunkImages ? s.n : (s.n + kWinogradPieces - 1) / kWinogradPieces;
+  if (winograd_for(s, kernel)) {
+    const int64_t chunks = winograd_chunks(s);
+    return (s.n + chunks - 1) / chunks;
+  }
   const int64_t x_image = s.ic * s.ih * s.iw, y_image = s.oc * s.oh() * s.ow();
   const auto [x_arg, y_arg] = activation_args(kernel);
   const unsigned both = nchw16c_arg(x_arg) | nchw16c_arg(y_arg);
@@ -886,11 +905,8 @@ void run_weight_groups(const char* op, const ConvShape& s, bool bias,
 }
 
 // Batch chunks of a Winograd backward-weights call (Note [Winograd convolution]): 1 (no split) for small
-// batches, else up to kWinogradWeightChunks.
-int64_t winograd_weight_chunks(const ConvShape& s) {
-  if (s.macs() < kSplitWeightsMacs) return 1;
-  return std::clamp<int64_t>(s.n / kWinogradChunkImages, 1, kWinogradWeightChunks);
-}
+// calls, else winograd_chunks.
+int64_t winograd_weight_chunks(const ConvShape& s) { return s.macs() < kSplitWeightsMacs ? 1 : winograd_chunks(s); }
 
 // Winograd backward weights in batch chunks: chunk 0 writes gw (and gbias), the others partial gradients,
 // added to it in chunk order.
@@ -969,6 +985,10 @@ constexpr int bits(std::initializer_list<int> indices) {
 }  // namespace
 
 bool conv2d_winograd(const ConvShape& s, ConvKernel kernel) { return winograd_for(s, kernel); }
+
+int64_t conv2d_winograd_chunks(const ConvShape& s, ConvKernel kernel) {
+  return kernel == ConvKernel::backward_weights ? winograd_weight_chunks(s) : winograd_chunks(s);
+}
 
 // Note [Conv layout] states the rule and the measurements behind it.
 ConvLayout conv2d_layout(const ConvShape& s, ConvKernel kernel) {

@@ -75,6 +75,10 @@ bool conv2d_direct_supported(const tensor::ConvShape& s, ConvKernel kernel);
 // CPU allow it; Note [Winograd convolution] in conv.cpp).
 bool conv2d_winograd(const tensor::ConvShape& s, ConvKernel kernel);
 
+// How many batch chunks a Winograd call of this shape runs in (Note [Winograd convolution]); backward weights
+// splits only from a size on (Note [Conv threads]).
+int64_t conv2d_winograd_chunks(const tensor::ConvShape& s, ConvKernel kernel);
+
 // What ConvLayout::automatic resolves to for this shape and kernel (never returns automatic).
 ConvLayout conv2d_layout(const tensor::ConvShape& s, ConvKernel kernel);
 
