@@ -3,6 +3,8 @@
 # back for the rows of bench/results/speed.md. Run from anywhere; needs python3-torch and libopenblas0-openmp.
 # MATRIX=1: every cell of issue 6's table (6 algorithms x {5w1s, 20w1s} x {1, 2} threads) as a markdown table
 # (about 20 minutes); CELLS="algo:ways:threads ...": those cells only, as MATRIX; ONE_THREAD=1: the main rows at 1 thread;
+# "bare conv" is the bare forward primitives of the model's convolutions, "bare step" the three kernels of a
+# training step (Note [Bare conv of the model's layers] in src/cli/bench.cpp).
 # IMAGES=1: issue 26's rows (ResNet-12 at 32x32x3 and 84x84x3, conv-4 at miniImageNet's shape; about 15 minutes,
 # REPEATS=3 timed iterations each, 1 warm-up); PRETRAIN=1: issue 27's pretraining rows (conv-4 28x28x1 and
 # ResNet-12 32x32x3 at 1 and 2 threads; LARGE=1 adds ResNet-12 84x84x3, batch 32); neither: the main rows.
@@ -39,7 +41,7 @@ image_row() {
       LD_LIBRARY_PATH=$BL /usr/bin/python3 ../shared/peers/torch_meta.py --mode bench --algo "$a" --threads "$t" \
       --ways 5 --shots 1 --queries "$q" --meta-batch "$mb" --inner-steps "$st" --inner-lr "$lr" --image-size "$size" \
       --channels "$ch" $rflags --warmup 1 --timed "${REPEATS:-3}" 2>/dev/null | tail -1)
-  jq -rn --argjson m "$m" --argjson r "$r" --arg t "$(date +%H:%M:%S)" '"| \($m.algo) \($m.model) \($m.image_size)x\($m.image_size)x\($m.channels) mb \($m.meta_batch) steps \($m.inner_steps) | \($m.conv_algorithm) | \($m.threads) | \($m.seconds_per_iter_median * 1000 | round / 1000) | \($r.seconds_per_meta_iter_median) | \($r.seconds_per_meta_iter_median / $m.seconds_per_iter_median * 100 | round / 100)x | \($m.gflops | round) | \($m.bare_conv_gflops | round) | \($m.peak_fraction * 100 | round)% | \($m.peak_rss_mb | round) | \($r.peak_rss_mb | round) | \($t) |"'
+  jq -rn --argjson m "$m" --argjson r "$r" --arg t "$(date +%H:%M:%S)" '"| \($m.algo) \($m.model) \($m.image_size)x\($m.image_size)x\($m.channels) mb \($m.meta_batch) steps \($m.inner_steps) | \($m.conv_algorithm) | \($m.threads) | \($m.seconds_per_iter_median * 1000 | round / 1000) | \($r.seconds_per_meta_iter_median) | \($r.seconds_per_meta_iter_median / $m.seconds_per_iter_median * 100 | round / 100)x | \($m.gflops | round) | \($m.bare_conv_gflops | round) | \($m.peak_fraction * 100 | round)% | \($m.bare_step_conv_gflops | round) | \($m.step_peak_fraction * 100 | round)% | \($m.peak_rss_mb | round) | \($r.peak_rss_mb | round) | \($t) |"'
 }
 # One row of issue 27's pretraining table (Note [Benchmarking pretraining] in src/cli/bench.cpp): a mini-batch
 # of BATCH images over 64 classes, SGD with momentum; the speed-up is metafew's images/s over the reference's.
@@ -54,20 +56,20 @@ pretrain_row() {
       LD_LIBRARY_PATH=$BL /usr/bin/python3 ../shared/peers/torch_meta.py --mode bench --algo pretrain --threads "$t" \
       --meta-batch "$b" --pretrain-classes 64 --image-size "$size" --channels "$ch" $rflags --warmup 1 \
       --timed "${REPEATS:-5}" 2>/dev/null | tail -1)
-  jq -rn --argjson m "$m" --argjson r "$r" --arg t "$(date +%H:%M:%S)" '"| pretrain \($m.model) \($m.image_size)x\($m.image_size)x\($m.channels) batch \($m.batch_size) | \($m.conv_algorithm) | \($m.threads) | \($m.images_per_second * 10 | round / 10) | \($r.images_per_second) | \($m.images_per_second / $r.images_per_second * 100 | round / 100)x | \($m.gflops | round) | \($r.achieved_gflops | round) | \($m.bare_conv_gflops | round) | \($m.peak_fraction * 100 | round)% | \($m.peak_rss_mb | round) | \($r.peak_rss_mb | round) | \($t) |"'
+  jq -rn --argjson m "$m" --argjson r "$r" --arg t "$(date +%H:%M:%S)" '"| pretrain \($m.model) \($m.image_size)x\($m.image_size)x\($m.channels) batch \($m.batch_size) | \($m.conv_algorithm) | \($m.threads) | \($m.images_per_second * 10 | round / 10) | \($r.images_per_second) | \($m.images_per_second / $r.images_per_second * 100 | round / 100)x | \($m.gflops | round) | \($r.achieved_gflops | round) | \($m.bare_conv_gflops | round) | \($m.peak_fraction * 100 | round)% | \($m.bare_step_conv_gflops | round) | \($m.step_peak_fraction * 100 | round)% | \($m.peak_rss_mb | round) | \($r.peak_rss_mb | round) | \($t) |"'
 }
 uptime
 if [ "${PRETRAIN:-0}" = 1 ]; then  # issue 27's rows: conv-4 28x28x1, ResNet-12 32x32x3, ResNet-12 84x84x3 (batch 32)
-  echo "| row | convolutions | threads | metafew images/s | PyTorch images/s | speed-up | metafew GFLOP/s | PyTorch GFLOP/s | bare conv GFLOP/s | of bare conv | metafew RSS MB | PyTorch RSS MB | time |"
-  echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+  echo "| row | convolutions | threads | metafew images/s | PyTorch images/s | speed-up | metafew GFLOP/s | PyTorch GFLOP/s | bare conv GFLOP/s | of bare conv | bare step GFLOP/s | of bare step | metafew RSS MB | PyTorch RSS MB | time |"
+  echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
   for t in 1 2; do
     pretrain_row $t conv4 28 1 64 64
     pretrain_row $t resnet12 32 3 64,160,320,640 64
   done
   if [ "${LARGE:-0}" = 1 ]; then for t in 1 2; do pretrain_row $t resnet12 84 3 64,160,320,640 32; done; fi
 elif [ "${IMAGES:-0}" = 1 ]; then
-  echo "| row | convolutions | threads | metafew s/iter | PyTorch s/iter | speed-up | metafew GFLOP/s | bare conv GFLOP/s | of bare conv | metafew RSS MB | PyTorch RSS MB | time |"
-  echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+  echo "| row | convolutions | threads | metafew s/iter | PyTorch s/iter | speed-up | metafew GFLOP/s | bare conv GFLOP/s | of bare conv | bare step GFLOP/s | of bare step | metafew RSS MB | PyTorch RSS MB | time |"
+  echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
   for t in 1 2; do
     image_row protonet $t 15 1 1 0.4 resnet12 32 3 64,160,320,640
     image_row maml $t 15 2 1 0.01 resnet12 32 3 64,160,320,640

@@ -214,29 +214,44 @@ int run_bench(int argc, char** argv) {
                      {"cpus", omp_get_num_procs()}};
   const bool as_json = args.count("json") > 0;
   if (!as_json && dist::rank() == 0)
-    std::printf("%-11s %-8s %-6s %3s %7s %9s %9s %8s %8s %8s %9s %7s %7s %8s\n", "algo", "model", "task", "thr", "batch",
-                "s/iter", "spread", "tasks/s", "GFLOP", "GFLOP/s", "convGF/s", "of conv", "of FMA", "RSS MB");
+    std::printf("%-11s %-8s %-6s %3s %7s %9s %9s %8s %8s %8s %9s %7s %7s %7s %8s\n", "algo", "model", "task", "thr",
+                "batch", "s/iter", "spread", "tasks/s", "GFLOP", "GFLOP/s", "convGF/s", "of conv", "of step", "of FMA",
+                "RSS MB");
 
   for (int threads : thread_counts) {
     omp_set_num_threads(threads);
     const double fma_peak = core::fma_peak_gflops(threads);
-    std::map<int64_t, double> conv_peak;  // per batch
+    struct Ceiling {
+      double forward = 0, step = 0;  // GFLOP/s
+    };
+    std::map<int64_t, Ceiling> conv_ceiling;  // per batch
     for (const Setting& s : rows) {
-      // Note [Bare conv of the model's layers]: the ceiling a row is compared with is the bare oneDNN forward
-      // primitive of each of the model's convolutions on one task's query set (Reptile: an inner batch), one
-      // task per thread, combined as one forward pass would spend its time: sum of FLOP / sum of seconds.
+      // Note [Bare conv of the model's layers]: the ceilings a row is compared with are bare oneDNN primitives
+      // (backend/dnnl/bare.h) of each of the model's convolutions on one task's query set (Reptile: an inner
+      // batch; pretraining: the mini-batch), one task per thread, combined as a pass over the model would
+      // spend its time: sum of FLOP / sum of seconds. `forward` runs the forward primitives alone; `step` the
+      // three kernels a training step runs for every layer (forward, backward data, backward weights, equal
+      // FLOP each, as gflop_per_iter counts them). A training row can reach neither, but `step` is the one
+      // that does the same kinds of work: oneDNN's kernels differ in rate (e.g. Winograd on ResNet-12's
+      // 640->640 layer at 4x4, batch 64: forward 155, backward data 130 GFLOP/s-equivalent on one thread).
       const int64_t n = s.batch > 0 ? s.batch
                                     : s.ways * (meta::find_algorithm(s.algo).own_bench_recipe ? inner_batch : s.queries);
-      if (!conv_peak.count(n)) {
-        double flop = 0, seconds = 0;
+      if (!conv_ceiling.count(n)) {
+        using backend::dnnl_backend::ConvKernel;
+        double flop = 0, forward_seconds = 0, step_seconds = 0;
         for (const tensor::ConvShape& cs : nn::Model(nn::model_config(model_cfg, 0)).conv_layers(n)) {
           const double f = 2.0 * static_cast<double>(cs.macs());
           flop += f;
-          seconds += f / (1e9 * backend::dnnl_backend::bare_conv_gflops(cs, backend::dnnl_backend::ConvKernel::forward,
-                                                                        threads, 0.2));
+          const double fwd = f / (1e9 * backend::dnnl_backend::bare_conv_gflops(cs, ConvKernel::forward, threads, 0.2));
+          forward_seconds += fwd;
+          step_seconds += fwd;
+          for (ConvKernel k : {ConvKernel::backward_data, ConvKernel::backward_weights})
+            step_seconds += f / (1e9 * backend::dnnl_backend::bare_conv_gflops(cs, k, threads, 0.2));
         }
-        conv_peak[n] = flop / seconds / 1e9;
+        conv_ceiling[n] = {flop / forward_seconds / 1e9, 3 * flop / step_seconds / 1e9};
       }
+      const double procs = dist::size();
+      const Ceiling ceiling{conv_ceiling[n].forward * procs, conv_ceiling[n].step * procs};  // the job's
       // Each row's peak memory is its own: hand every cached and freed buffer back to the system first.
       tensor::release_cached_buffers();
       malloc_trim(0);
@@ -313,19 +328,17 @@ int run_bench(int argc, char** argv) {
                {"batch_size", s.batch > 0 ? json(s.batch) : json(nullptr)},
                {"gflop_per_iter", gflop},
                {"gflops", gflops},
-               {"bare_conv_gflops", conv_peak[n]},
-               {"fma_peak_gflops", fma_peak},
-               {"peak_fraction", gflops / conv_peak[n]},
-               {"fma_peak_fraction", gflops / fma_peak},
+               {"bare_conv_gflops", ceiling.forward},
+               {"bare_step_conv_gflops", ceiling.step},
+               {"fma_peak_gflops", fma_peak * procs},
+               {"peak_fraction", gflops / ceiling.forward},
+               {"step_peak_fraction", gflops / ceiling.step},
+               {"fma_peak_fraction", gflops / (fma_peak * procs)},
                {"peak_rss_mb", peak_resident_mb()}};
       row.update(machine);
       if (dist::active()) {
-        // The job's ceilings are every process's; memory is process 0's.
+        // The job's ceilings are every process's (above); memory is process 0's.
         row["processes"] = dist::size();
-        row["bare_conv_gflops"] = conv_peak[n] * dist::size();
-        row["fma_peak_gflops"] = fma_peak * dist::size();
-        row["peak_fraction"] = gflops / (conv_peak[n] * dist::size());
-        row["fma_peak_fraction"] = gflops / (fma_peak * dist::size());
         row["comm_seconds_per_iter_median"] = median(comm_seconds);
         row["comm_mb_per_iter"] = median(comm_mb);
       }
@@ -336,12 +349,11 @@ int run_bench(int argc, char** argv) {
         const std::string task = s.batch > 0 ? std::to_string(s.ways) + "c"
                                              : std::to_string(s.ways) + "w" + std::to_string(s.shots) + "s";
         const int64_t per_iter = s.batch > 0 ? s.batch : s.meta_batch;
-        const double procs = dist::size();
-        std::printf("%-11s %-8s %-6s %3d %7lld %9.3f %9.3f %8.1f %8.1f %8.1f %9.1f %6.0f%% %6.0f%% %8.0f\n",
+        std::printf("%-11s %-8s %-6s %3d %7lld %9.3f %9.3f %8.1f %8.1f %8.1f %9.1f %6.0f%% %6.0f%% %6.0f%% %8.0f\n",
                     s.algo.c_str(), model_cfg["model"].get<std::string>().c_str(), task.c_str(), threads,
-                    static_cast<long long>(per_iter), med, spread,
-                    static_cast<double>(per_iter) / med, gflop, gflops, conv_peak[n] * procs,
-                    100 * gflops / (conv_peak[n] * procs), 100 * gflops / (fma_peak * procs), peak_resident_mb());
+                    static_cast<long long>(per_iter), med, spread, static_cast<double>(per_iter) / med, gflop,
+                    gflops, ceiling.forward, 100 * gflops / ceiling.forward, 100 * gflops / ceiling.step,
+                    100 * gflops / (fma_peak * procs), peak_resident_mb());
         if (dist::active())
           std::printf("%-11s %d processes x %d threads: communication %.4f s and %.3f MB per iteration (median)\n",
                       "", dist::size(), threads, median(comm_seconds), median(comm_mb));

@@ -3,6 +3,7 @@
 // one unsplit oneDNN primitive, and Winograd within its own error bound of the f64 reference.
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "backend/dnnl/bare.h"
 #include "backend/dnnl/context.h"
 #include "support/conv_cases.h"
 
@@ -205,4 +206,15 @@ TEST_CASE("oneDNN conv: Winograd kernels match the f64 reference within their er
     dnnl_backend::release_thread_cache();
   }
   MESSAGE("largest |error| / Winograd tolerance: ", worst);
+}
+
+TEST_CASE("bare conv: every kernel measures at 2 threads") {
+  // metafew bench's ceilings (Note [Bare conv of the model's layers] in src/cli/bench.cpp) run one bare
+  // primitive per thread inside a parallel region. ResNet-12's first layer (3 input channels) once hung there
+  // in backward data: its primitive was made for the region's 2 threads and waited for a second one.
+  const ConvShape first = with_algorithm(make_shape(64, 3, 32, 32, 64, 3, 1, 1), ConvAlgorithm::winograd);
+  for (ConvKernel k : {ConvKernel::forward, ConvKernel::backward_data, ConvKernel::backward_weights}) {
+    CAPTURE(static_cast<int>(k));
+    CHECK(dnnl_backend::bare_conv_gflops(first, k, 2, 0.01) > 0);
+  }
 }

@@ -166,6 +166,11 @@ TEST_CASE("cli: pretrain learns a classifier over the training classes, the same
   CHECK(b["ways"] == 16);
   CHECK(b["images_per_second"].get<double>() == doctest::Approx(32 / b["seconds_per_iter_median"].get<double>()));
   CHECK(b["gflop_per_iter"].get<double>() > 0);
+  // Its ceilings (Note [Bare conv of the model's layers]): forward primitives, and a training step's kernels.
+  CHECK(b["step_peak_fraction"].get<double>() ==
+        doctest::Approx(b["gflops"].get<double>() / b["bare_step_conv_gflops"].get<double>()));
+  CHECK(b["peak_fraction"].get<double>() ==
+        doctest::Approx(b["gflops"].get<double>() / b["bare_conv_gflops"].get<double>()));
   expect_error(metafew("bench --algo pretrain --pretrain-classes 1", tmp.path), 2,
                "bench: --pretrain-classes must be from 2 to 960");
   expect_error(metafew("meta-train --data builtin:sinusoid --algo pretrain --iterations 2 --out " +
