@@ -153,10 +153,10 @@ std::string Dataset::class_name(const SplitClass& c, bool rotated) const {
   return n;
 }
 
+std::string omniglot_alphabet(const std::string& class_name) { return class_name.substr(0, class_name.find('/')); }
+
 std::string Dataset::alphabet(int64_t cls) const {
-  if (c_.layout != Layout::omniglot) return "";
-  const std::string& n = base_class(cls).name;
-  return n.substr(0, n.find('/'));
+  return c_.layout == Layout::omniglot ? omniglot_alphabet(base_class(cls).name) : "";
 }
 
 int32_t Dataset::drawer(int64_t base_image) const {
@@ -278,10 +278,7 @@ std::vector<Split> derive_splits(const detail::SourceListing& listing, const Ope
       if (std::string(g) != "background") continue;
       // Lake's protocol's own validation alphabets (Note [Omniglot splits]).
       std::map<std::string, int64_t> characters;
-      auto alphabet_of = [&](int32_t c) {
-        const std::string& name = listing.classes[static_cast<size_t>(c)].name;
-        return name.substr(0, name.find('/'));
-      };
+      auto alphabet_of = [&](int32_t c) { return omniglot_alphabet(listing.classes[static_cast<size_t>(c)].name); };
       for (int32_t c : groups[g]) ++characters[alphabet_of(c)];
       const std::vector<std::string> held = background_val_alphabets({characters.begin(), characters.end()},
                                                                       opt.split_seed);

@@ -182,6 +182,10 @@ std::vector<Split> read_split_file(const std::string& path, const std::vector<Cl
 // The Vinyals-style Omniglot split (Note [Omniglot splits]): class indices of train, val and test.
 std::array<std::vector<int32_t>, 3> vinyals_split(int64_t class_count, uint64_t seed);
 
+// The alphabet of an Omniglot character's class name: the part before the first '/' ("Greek" of
+// "Greek/character05").
+std::string omniglot_alphabet(const std::string& class_name);
+
 // The alphabets of images_background held out as "background-val" (Note [Omniglot splits]): from the
 // background alphabets (name and character count, in name order), those chosen by `seed`, in name order.
 std::vector<std::string> background_val_alphabets(const std::vector<std::pair<std::string, int64_t>>& alphabets,

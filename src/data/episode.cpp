@@ -141,9 +141,12 @@ EpisodeSampler::EpisodeSampler(std::shared_ptr<const Dataset> ds, const std::str
   for (auto& [name, members] : by_alphabet) {
     if (members.size() > most) most = members.size(), largest = name;
     if (static_cast<int64_t>(members.size()) < spec.ways) continue;
+    drawer_images_.resize(split_->classes.size());
     for (int64_t i : members) {
       const SplitClass& c = split_->classes[static_cast<size_t>(i)];
-      const auto drawers = static_cast<int64_t>(drawer_images(*ds_, ds_->base_class(c.base_class)).size());
+      auto& table = drawer_images_[static_cast<size_t>(i)];
+      table = drawer_images(*ds_, ds_->base_class(c.base_class));
+      const auto drawers = static_cast<int64_t>(table.size());
       MF_USAGE_CHECK(drawers >= spec.shots + spec.queries, "--episodes-within alphabet: character '",
                      ds_->class_name(c, rotated), "' of split '", split, "' has images by ", drawers,
                      " known drawers (from file names like 0965_07.png: drawer 7), fewer than shots + queries = ",
@@ -167,19 +170,20 @@ Episode EpisodeSampler::alphabet_episode(uint64_t index) const {
   const std::vector<int64_t>& group = groups_[static_cast<size_t>(rng.below(groups_.size()))];
   const std::vector<int64_t> picked = choose_distinct(rng, static_cast<int64_t>(group.size()), ways);
   std::vector<const SplitClass*> classes;
+  std::vector<const std::vector<std::pair<int32_t, int64_t>>*> images;  // each character's image by each drawer
   std::vector<std::string> names;
   for (int64_t p : picked) {
-    classes.push_back(&split_->classes[static_cast<size_t>(group[static_cast<size_t>(p)])]);
+    const auto i = static_cast<size_t>(group[static_cast<size_t>(p)]);
+    classes.push_back(&split_->classes[i]);
+    images.push_back(&drawer_images_[i]);
     names.push_back(ds_->class_name(*classes.back(), split_->rotated));
   }
-  // The drawers who drew every chosen character, and each character's image by each of them.
-  std::vector<std::vector<std::pair<int32_t, int64_t>>> images;
+  // The drawers who drew every chosen character.
   std::vector<int32_t> common;
-  for (const SplitClass* c : classes) {
-    images.push_back(drawer_images(*ds_, ds_->base_class(c->base_class)));
+  for (size_t w = 0; w < images.size(); ++w) {
     std::vector<int32_t> mine;
-    for (const auto& entry : images.back()) mine.push_back(entry.first);
-    if (images.size() > 1) {
+    for (const auto& entry : *images[w]) mine.push_back(entry.first);
+    if (w > 0) {
       std::vector<int32_t> both;
       std::set_intersection(common.begin(), common.end(), mine.begin(), mine.end(), std::back_inserter(both));
       mine = std::move(both);
@@ -193,7 +197,7 @@ Episode EpisodeSampler::alphabet_episode(uint64_t index) const {
   EpisodeBuilder b(*ds_, spec_);
   for (int64_t w = 0; w < ways; ++w) {
     b.name(std::move(names[static_cast<size_t>(w)]));
-    const auto& mine = images[static_cast<size_t>(w)];
+    const auto& mine = *images[static_cast<size_t>(w)];
     for (int64_t k = 0; k < shots + queries; ++k) {
       const int32_t d = common[static_cast<size_t>(drawers[static_cast<size_t>(k)])];
       const auto it = std::lower_bound(mine.begin(), mine.end(), d,

@@ -70,6 +70,9 @@ class EpisodeSampler {
   Within within_;
   std::vector<std::vector<int64_t>> groups_;  // Within::alphabet: per alphabet, indices into split_->classes
   std::vector<std::string> group_names_;
+  // Within::alphabet: per index into split_->classes (empty outside groups_), drawer -> the class's base
+  // image by that drawer, sorted by drawer.
+  std::vector<std::vector<std::pair<int32_t, int64_t>>> drawer_images_;
 };
 
 }  // namespace metafew::data
