@@ -36,16 +36,7 @@ BareConv make_bare_conv(ConvKernel kernel, const tensor::ConvShape& s, const flo
   // Inside a parallel region the primitive runs on this thread alone, so it must be made for one thread too:
   // a kernel laid out for the region's size would wait at its own barriers for threads that never come (some
   // backward-data kernels did, at 2 threads).
-  struct OneThread {
-    const int saved = omp_get_max_threads();
-    const bool nested = omp_in_parallel();
-    OneThread() {
-      if (nested) omp_set_num_threads(1);
-    }
-    ~OneThread() {
-      if (nested) omp_set_num_threads(saved);
-    }
-  } const one_thread;
+  const OneThreadScope one_thread(omp_in_parallel());
   const engine& eng = cpu_engine();
   const memory::dims xd{s.n, s.ic, s.ih, s.iw}, wd{s.oc, s.ic, s.kh, s.kw}, yd{s.n, s.oc, s.oh(), s.ow()},
       strides{s.sh, s.sw}, pad{s.ph, s.pw};

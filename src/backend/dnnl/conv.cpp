@@ -299,25 +299,6 @@ std::string layout_name(const md& d, bool weights) {
   return weights ? find(kWei) : find(kAct);
 }
 
-// Sets the calling thread's nthreads ICV to 1 while alive when `enable`: oneDNN then creates or runs a
-// primitive for one thread, on the calling thread. Inside a parallel region this only affects the calling
-// thread.
-class OneThreadScope {
- public:
-  explicit OneThreadScope(bool enable) : enable_(enable), saved_(enable ? omp_get_max_threads() : 1) {
-    if (enable_) omp_set_num_threads(1);
-  }
-  ~OneThreadScope() {
-    if (enable_) omp_set_num_threads(saved_);
-  }
-  OneThreadScope(const OneThreadScope&) = delete;
-  OneThreadScope& operator=(const OneThreadScope&) = delete;
-
- private:
-  bool enable_;
-  int saved_;
-};
-
 dn::primitive_attr user_scratchpad_attr() {
   dn::primitive_attr attr;
   attr.set_scratchpad_mode(dn::scratchpad_mode::user);
@@ -813,26 +794,26 @@ int64_t winograd_chunks(const ConvShape& s) {
   return std::clamp<int64_t>(s.n / least, 1, kWinogradPieces);
 }
 
-// Images per chunk of a blocked forward or backward-data call (Note [Batch chunks]), from the shape and the
-// blocked arguments only: small enough for L2 when there are reorders, otherwise at most kMaxPieces chunks.
-// An image takes c * h * w floats in nChw16c as in nchw (c a multiple of 16 there).
-int64_t images_per_chunk(const ConvShape& s, ConvKernel kernel, unsigned nchw16c) {
-  if (winograd_for(s, kernel)) {
-    const int64_t chunks = winograd_chunks(s);
-    return (s.n + chunks - 1) / chunks;
-  }
+// Batch chunks of a blocked forward or backward-data call (Note [Batch chunks]), from the shape and the
+// blocked arguments only: Winograd's rule (winograd_chunks); else chunks small enough for L2 when there are
+// reorders, otherwise kMaxPieces. An image takes c * h * w floats in nChw16c as in nchw (c a multiple of 16
+// there). At most s.n.
+int64_t batch_chunks(const ConvShape& s, ConvKernel kernel, unsigned nchw16c) {
+  if (winograd_for(s, kernel)) return winograd_chunks(s);
   const int64_t x_image = s.ic * s.ih * s.iw, y_image = s.oc * s.oh() * s.ow();
   const auto [x_arg, y_arg] = activation_args(kernel);
   const unsigned both = nchw16c_arg(x_arg) | nchw16c_arg(y_arg);
-  if ((nchw16c & both) == both) return (s.n + kMaxPieces - 1) / kMaxPieces;
-  return std::max<int64_t>(1, kChunkBytes / (static_cast<int64_t>(sizeof(float)) * std::max(x_image, y_image)));
+  const int64_t per_chunk =
+      (nchw16c & both) == both
+          ? (s.n + kMaxPieces - 1) / kMaxPieces
+          : std::max<int64_t>(1, kChunkBytes / (static_cast<int64_t>(sizeof(float)) * std::max(x_image, y_image)));
+  return (s.n + per_chunk - 1) / per_chunk;
 }
 
-// Forward (x -> y) or backward data (gy -> gx) in batch chunks, on the threads when `threads`.
+// Forward (x -> y) or backward data (gy -> gx) in `chunks` batch chunks, on the threads when `threads`.
 void run_batch_chunks(const char* op, const ConvShape& s, ConvKernel kernel, bool bias,
                       const std::array<const void*, kUserPointers>& pointers, uint64_t w_generation,
-                      unsigned nchw16c, int64_t per_chunk, bool threads) {
-  const int64_t chunks = (s.n + per_chunk - 1) / per_chunk;
+                      unsigned nchw16c, int64_t chunks, bool threads) {
   const int64_t base = s.n / chunks, extra = s.n % chunks;  // the first `extra` chunks take one image more
   const int64_t x_image = s.ic * s.ih * s.iw, y_image = s.oc * s.oh() * s.ow();
   const int in = 0, out = kernel == ConvKernel::forward ? 3 : 2;
@@ -968,8 +949,8 @@ void run(const char* op, const ConvShape& s, ConvKernel kernel, bool bias, ConvL
         run_weight_groups(op, s, bias, pointers, nchw16c, threads);
         return;
       }
-    } else if (const int64_t per_chunk = images_per_chunk(s, kernel, nchw16c); s.n > per_chunk) {
-      run_batch_chunks(op, s, kernel, bias, pointers, w_generation, nchw16c, per_chunk, threads);
+    } else if (const int64_t chunks = batch_chunks(s, kernel, nchw16c); chunks > 1) {
+      run_batch_chunks(op, s, kernel, bias, pointers, w_generation, nchw16c, chunks, threads);
       return;
     }
   }
