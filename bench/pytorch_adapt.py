@@ -68,7 +68,7 @@ class Conv4(torch.nn.Module):
         return x.mean((2, 3)) if self.features == "mean" else x.flatten(1)
 
 
-def load_images(files, pre):
+def load_images(files, pre, cfg):
     mode = "L" if pre["channels"] == 1 else "RGB"
     arrays = []
     for f in files:
@@ -76,7 +76,12 @@ def load_images(files, pre):
         assert a.shape[:2] == (pre["height"], pre["width"]), f"{f}: resize it to the model's size first"
         a = 255.0 - a if pre["invert"] else a
         arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-    return torch.from_numpy(np.stack(arrays) / np.float32(255.0))
+    x = torch.from_numpy(np.stack(arrays) / np.float32(255.0))
+    if cfg.get("normalize") == "channel":  # metafew's input normalisation (colour models by default)
+        mean = torch.tensor([float(v) for v in cfg["input_mean"].split(",")])[None, :, None, None]
+        std = torch.tensor([float(v) for v in cfg["input_std"].split(",")])[None, :, None, None]
+        x = (x - mean) / std
+    return x
 
 
 def main(model_path, support_dir, query_dir):
@@ -93,7 +98,7 @@ def main(model_path, support_dir, query_dir):
             support_labels.append(label)
     query_files = sorted(p for p in pathlib.Path(query_dir).rglob("*") if p.is_file())
     with torch.no_grad():
-        xs, xq = load_images(support_files, pre), load_images(query_files, pre)
+        xs, xq = load_images(support_files, pre, cfg), load_images(query_files, pre, cfg)
         fs, fq = model(xs, xs), model(xq, xs)
         labels = torch.tensor(support_labels)
         prototypes = torch.stack([fs[labels == k].mean(0) for k in range(len(classes))])

@@ -141,6 +141,16 @@ int run_meta_train(int argc, char** argv) {
                    cfg["train_split"].get<std::string>(), "' (leave it unset: meta-train fills it in)");
     cfg["pretrain_classes"] = classes;
   }
+  if (ds && !resuming && nn::parse_normalize(cfg["normalize"]) == nn::Normalize::channel && cfg["input_mean"] == "") {
+    // Note [Input normalisation] in nn/options.cpp: the training split's statistics, recorded in the config.
+    const data::ChannelStatistics st = data::channel_statistics(*ds, cfg["train_split"]);
+    cfg["input_mean"] = nn::channel_values_name(st.mean);
+    cfg["input_std"] = nn::channel_values_name(st.std);
+    if (root)
+      std::fprintf(stderr, "meta-train: inputs normalised per channel with split '%s': mean %s, std %s\n",
+                   cfg["train_split"].get<std::string>().c_str(), cfg["input_mean"].get<std::string>().c_str(),
+                   cfg["input_std"].get<std::string>().c_str());
+  }
   const uint64_t seed = cfg["seed"];
   TaskSource train = entry.batch_training
                          ? batch_source(cfg, ds, cfg["train_split"], seed)

@@ -17,16 +17,32 @@
 // derive_key(seed, {i, "augment"}): 14 draws per image whatever is applied, so no image's draw depends on
 // another's, on the thread count or on a resume. Training tasks and pretraining batches are augmented (support
 // and queries alike); validation, eval, adapt and predict never are.
+//
+// --augment photo is the usual augmentation of the ResNet-12 papers' photographs (RFS, Meta-Baseline): a random
+// resized crop as torchvision's RandomResizedCrop draws it (area 8% to 100% of the image, aspect ratio
+// log-uniform in 3/4 to 4/3, place uniform), except that a side longer than the image is cut to it instead of
+// the draw being repeated (so every image takes the same number of draws); the crop is sampled bilinearly back
+// to the full size; a horizontal flip half the time; and colour jitter with brightness, contrast and
+// saturation factors each uniform in [0.6, 1.4] (RFS's 0.4), applied in that fixed order (torchvision shuffles
+// it). 8 draws per image, from the same Rng::from(key, {r}) as affine's.
 
 namespace metafew::data {
 
-const char* augment_name(Augment kind) { return kind == Augment::affine ? "affine" : "none"; }
+const char* augment_name(Augment kind) {
+  switch (kind) {
+    case Augment::affine: return "affine";
+    case Augment::photo: return "photo";
+    case Augment::none: break;
+  }
+  return "none";
+}
 
 Augment parse_augment(const std::string& name, const std::string& flag) {
-  if (name == "none") return Augment::none;
-  if (name == "affine") return Augment::affine;
-  throw Error(::metafew::detail::concat(flag, " must be none or affine (rotation, shear, scale and translation of ",
-                                        "characters), got '", name, "'"),
+  for (Augment k : {Augment::none, Augment::affine, Augment::photo})
+    if (name == augment_name(k)) return k;
+  throw Error(::metafew::detail::concat(flag, " must be none, affine (rotation, shear, scale and translation of ",
+                                        "characters) or photo (random resized crop, horizontal flip and colour ",
+                                        "jitter), got '", name, "'"),
               ErrorKind::usage);
 }
 
@@ -80,6 +96,60 @@ AffineMap draw_affine(uint64_t key, uint64_t row, int64_t height, int64_t width)
   return m;
 }
 
+AffineMap crop_map(double x0, double y0, double crop_width, double crop_height, bool flip, int64_t height,
+                   int64_t width) {
+  // Output pixel p (centre at p, the image's centre at c = (size - 1) / 2) samples the source at
+  // crop_centre + S (p - c), S = diag(+-crop_width / width, crop_height / height); as warp_affine's
+  // c + inverse(A) (p - c - shift): A = inverse(S), shift = -A (crop_centre - c).
+  const double sx = (flip ? -1.0 : 1.0) * crop_width / static_cast<double>(width);
+  const double sy = crop_height / static_cast<double>(height);
+  const double dx = x0 - 0.5 + 0.5 * crop_width - 0.5 * static_cast<double>(width - 1);
+  const double dy = y0 - 0.5 + 0.5 * crop_height - 0.5 * static_cast<double>(height - 1);
+  AffineMap m;
+  m.matrix = {1.0 / sx, 0.0, 0.0, 1.0 / sy};
+  m.shift = {-dx / sx, -dy / sy};
+  return m;
+}
+
+PhotoDraw draw_photo(uint64_t key, uint64_t row, int64_t height, int64_t width) {
+  core::Rng rng = core::Rng::from(key, {row});
+  const double area = rng.uniform(0.08, 1.0);
+  const double ratio = std::exp(rng.uniform(std::log(3.0 / 4.0), std::log(4.0 / 3.0)));
+  const double ux = rng.uniform(), uy = rng.uniform();
+  const bool flip = rng.uniform() < 0.5;
+  PhotoDraw d;
+  d.brightness = rng.uniform(0.6, 1.4);
+  d.contrast = rng.uniform(0.6, 1.4);
+  d.saturation = rng.uniform(0.6, 1.4);
+  const auto w = static_cast<double>(width), h = static_cast<double>(height);
+  const double cw = std::min(w, std::sqrt(area * w * h * ratio)), ch = std::min(h, std::sqrt(area * w * h / ratio));
+  d.crop = crop_map(ux * (w - cw), uy * (h - ch), cw, ch, flip, height, width);
+  return d;
+}
+
+void jitter_colour(float* image, int64_t channels, int64_t height, int64_t width, double brightness, double contrast,
+                   double saturation) {
+  const int64_t plane = height * width;
+  auto clamp01 = [](double v) { return static_cast<float>(std::clamp(v, 0.0, 1.0)); };
+  auto luminance = [&](int64_t k) {
+    return channels == 3 ? 0.299 * image[k] + 0.587 * image[plane + k] + 0.114 * image[2 * plane + k]
+                         : static_cast<double>(image[k]);
+  };
+  for (int64_t k = 0; k < channels * plane; ++k) image[k] = clamp01(brightness * image[k]);
+  double mean = 0;
+  for (int64_t k = 0; k < plane; ++k) mean += luminance(k);
+  mean /= static_cast<double>(plane);
+  for (int64_t k = 0; k < channels * plane; ++k) image[k] = clamp01(contrast * image[k] + (1.0 - contrast) * mean);
+  if (channels != 3) return;
+  for (int64_t k = 0; k < plane; ++k) {
+    const double gray = luminance(k);
+    for (int64_t c = 0; c < 3; ++c) {
+      float& v = image[c * plane + k];
+      v = clamp01(saturation * v + (1.0 - saturation) * gray);
+    }
+  }
+}
+
 void augment_images(tensor::Tensor& images, Augment kind, uint64_t key, uint64_t first_row) {
   if (kind == Augment::none || images.numel() == 0) return;
   MF_CHECK(images.dim() == 4, "augment_images: expected (N, C, H, W) images, got ", images.dim(), " dimensions");
@@ -88,7 +158,14 @@ void augment_images(tensor::Tensor& images, Augment kind, uint64_t key, uint64_t
   std::vector<float> src(static_cast<size_t>(px));
   for (int64_t i = 0; i < n; ++i) {
     std::copy(data + i * px, data + (i + 1) * px, src.begin());
-    warp_affine(src.data(), data + i * px, c, h, w, draw_affine(key, first_row + static_cast<uint64_t>(i), h, w));
+    const uint64_t row = first_row + static_cast<uint64_t>(i);
+    if (kind == Augment::affine) {
+      warp_affine(src.data(), data + i * px, c, h, w, draw_affine(key, row, h, w));
+    } else {
+      const PhotoDraw d = draw_photo(key, row, h, w);
+      warp_affine(src.data(), data + i * px, c, h, w, d.crop);
+      jitter_colour(data + i * px, c, h, w, d.brightness, d.contrast, d.saturation);
+    }
   }
 }
 

@@ -1,6 +1,47 @@
 #include "data/options.h"
 
+#include <cmath>
+
+#include "core/error.h"
+
 namespace metafew::data {
+
+ChannelStatistics channel_statistics(const Dataset& ds, const std::string& split_name) {
+  const Split& split = ds.split(split_name);
+  const ImageSpec& im = ds.image_spec();
+  const int64_t plane = im.height * im.width;
+  std::vector<bool> seen(static_cast<size_t>(ds.base_class_count()), false);
+  // Exact integer sums (an 8-bit channel of 2^40 pixels still fits), so the figures do not depend on the order.
+  std::vector<uint64_t> sum(static_cast<size_t>(im.channels), 0), squares(sum);
+  uint64_t n = 0;  // pixels per channel
+  for (const SplitClass& sc : split.classes) {
+    if (seen[static_cast<size_t>(sc.base_class)]) continue;
+    seen[static_cast<size_t>(sc.base_class)] = true;
+    const ClassEntry& c = ds.base_class(sc.base_class);
+    for (int64_t i = 0; i < c.image_count; ++i) {
+      const uint8_t* px = ds.image_u8(c.first_image + i);
+      for (int64_t ch = 0; ch < im.channels; ++ch)
+        for (int64_t k = 0; k < plane; ++k) {
+          const uint64_t v = px[ch * plane + k];
+          sum[static_cast<size_t>(ch)] += v;
+          squares[static_cast<size_t>(ch)] += v * v;
+        }
+      n += static_cast<uint64_t>(plane);
+    }
+  }
+  MF_USAGE_CHECK(n > 0, "split '", split_name, "' has no images to take the input statistics from");
+  ChannelStatistics out;
+  for (size_t ch = 0; ch < sum.size(); ++ch) {
+    const long double nn = static_cast<long double>(n);
+    const long double mean = static_cast<long double>(sum[ch]) / nn;
+    const long double var = static_cast<long double>(squares[ch]) / nn - mean * mean;  // exactly 0 when constant
+    MF_USAGE_CHECK(var > 0, "--normalize channel: channel ", ch, " of split '", split_name,
+                   "' has the same value in every pixel (standard deviation 0); pass --normalize none");
+    out.mean.push_back(static_cast<float>(mean / 255.0L));
+    out.std.push_back(static_cast<float>(std::sqrt(var) / 255.0L));
+  }
+  return out;
+}
 
 std::vector<core::Setting> data_settings() {
   const DataOptions d;
@@ -29,8 +70,8 @@ std::vector<core::Setting> data_settings() {
                          }),
       core::text_setting("augment", augment_name(Augment::none),
                          "training-time augmentation of training tasks and pretraining batches (never of "
-                         "validation or test): none or affine (rotation, shear, scale, translation, as Koch et al. "
-                         "for characters)",
+                         "validation or test): none, affine (rotation, shear, scale, translation, as Koch et al. "
+                         "for characters) or photo (random resized crop, horizontal flip, colour jitter)",
                          [](const std::string& v) { parse_augment(v); }),
       core::integer_setting("image_size", o.image.height, 1, 1024, "images are resized to image_size x image_size"),
       core::integer_setting("channels", o.image.channels, 1, 3, "image channels (1 grayscale, 3 RGB)"),

@@ -21,6 +21,14 @@ struct DataOptions {
   EpisodeSpec train;  // ways, shots, queries of a training task
 };
 
+// Per-channel mean and standard deviation (population) of the images of `split`, in [0, 1] units, each base
+// image counted once (what meta-train fills input_mean and input_std with: Note [Input normalisation] in
+// nn/options.cpp); throws (usage) naming the split when a channel is constant (nothing to divide by).
+struct ChannelStatistics {
+  std::vector<float> mean, std;
+};
+ChannelStatistics channel_statistics(const Dataset& ds, const std::string& split);
+
 // data, layout, cache_dir, ways, shots, queries, test_ways, test_shots, test_queries, episodes_within,
 // test_episodes_within, augment, image_size, channels, train_split, val_split, split_file.
 std::vector<core::Setting> data_settings();

@@ -93,6 +93,25 @@ void check_related(const Setting& s, const json& cfg) {
                    cfg["data"].get<std::string>(), " has no classes");
   if (s.key == "channels")
     MF_USAGE_CHECK(cfg["channels"] == 1 || cfg["channels"] == 3, "--channels must be 1 or 3, got ", cfg["channels"]);
+  // Note [Input normalisation] in nn/options.cpp.
+  if (s.key == "normalize" && regression)
+    MF_USAGE_CHECK(cfg["normalize"] != "channel", "--normalize channel applies to image datasets; ",
+                   cfg["data"].get<std::string>(), " has no images");
+  if ((s.key == "input_mean" || s.key == "input_std") && !cfg[s.key].get<std::string>().empty()) {
+    const std::vector<float> v = nn::parse_channel_values(cfg[s.key], flag_of(s.key), s.key == "input_std");
+    MF_USAGE_CHECK(!regression, flag_of(s.key), " applies to image datasets; ", cfg["data"].get<std::string>(),
+                   " has no images");
+    MF_USAGE_CHECK(!cfg["channels"].is_number_integer() || static_cast<int64_t>(v.size()) == cfg["channels"].get<int64_t>(),
+                   flag_of(s.key), " gives ", v.size(), " value", v.size() == 1 ? "" : "s", " ('",
+                   cfg[s.key].get<std::string>(), "') but the images have --channels ", cfg["channels"],
+                   ": give one per channel");
+    MF_USAGE_CHECK(cfg["normalize"] != "none", flag_of(s.key), " is given but --normalize is none: pass --normalize "
+                   "channel to normalise with it, or leave it out");
+  }
+  if (s.key == "input_std")
+    MF_USAGE_CHECK(cfg["input_mean"].get<std::string>().empty() == cfg["input_std"].get<std::string>().empty(),
+                   "--input-mean and --input-std go together: give both (one value per channel each) or neither "
+                   "(meta-train then takes the training split's)");
 }
 
 void check_combination(const json& cfg) {
@@ -240,8 +259,17 @@ json checkpoint_config(const io::Checkpoint& ck) {
   if (!cfg.contains("episodes_within")) cfg["episodes_within"] = "any";  // Lake's trials came later
   if (!cfg.contains("test_episodes_within")) cfg["test_episodes_within"] = cfg["episodes_within"];
   if (!cfg.contains("augment")) cfg["augment"] = "none";                // and augmentation
+  if (!cfg.contains("normalize")) cfg["normalize"] = "none";            // and input normalisation
+  if (!cfg.contains("input_mean")) cfg["input_mean"] = "";
+  if (!cfg.contains("input_std")) cfg["input_std"] = "";
   const std::string where = "checkpoint " + ck.source;
   io::validate_settings(cfg, where);
+  // A trained model normalises with recorded values (meta-train fills them in): without them it would see
+  // other inputs than it was trained on.
+  MF_USAGE_CHECK(nn::parse_normalize(cfg["normalize"]) == nn::Normalize::none || !cfg["input_mean"].get<std::string>().empty(),
+                 where, ": setting \"normalize\" is ", cfg["normalize"].get<std::string>(),
+                 " but \"input_mean\" and \"input_std\" are empty; the values the model was trained with are "
+                 "missing (the file is damaged or its header was edited)");
   // The header's own fields that size or index something (Note [One check for every source]).
   auto header_int = [&](const char* key, int64_t min, int64_t max) {
     if (!ck.header.contains(key)) return;

@@ -40,10 +40,41 @@ std::vector<Variable> Model::init(core::Rng& rng) const {
   return params;
 }
 
+namespace {
+
+template <class T>
+void normalise_planes(const T* x, T* y, int64_t n, int64_t channels, int64_t plane, const std::vector<float>& mean,
+                      const std::vector<float>& sd) {
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < channels; ++c) {
+      const T m = static_cast<T>(mean[static_cast<size_t>(c)]), s = static_cast<T>(sd[static_cast<size_t>(c)]);
+      const int64_t at = (i * channels + c) * plane;
+      for (int64_t k = 0; k < plane; ++k) y[at + k] = (x[at + k] - m) / s;
+    }
+}
+
+}  // namespace
+
+Variable Model::input(const Variable& x) const {
+  if (config_.input_mean.empty() || !x.defined()) return x;
+  const Shape& s = x.shape();
+  const auto channels = static_cast<int64_t>(config_.input_mean.size());
+  MF_CHECK(s.size() == 4 && s[1] == channels && config_.input_std.size() == config_.input_mean.size(),
+           "model: input normalisation has ", channels, " channel values, the input has shape ", tensor::to_string(s));
+  const tensor::Tensor& t = x.data();
+  tensor::Tensor y = tensor::Tensor::empty(s, t.dtype());
+  const int64_t plane = s[2] * s[3];
+  if (t.dtype() == tensor::DType::f64)
+    normalise_planes(t.data<double>(), y.data<double>(), s[0], channels, plane, config_.input_mean, config_.input_std);
+  else
+    normalise_planes(t.data<float>(), y.data<float>(), s[0], channels, plane, config_.input_mean, config_.input_std);
+  return Variable(y);
+}
+
 Variable Model::embed(const std::vector<Variable>& params, const Variable& x) const {
   MF_CHECK(params.size() >= head_begin_, "model: ", params.size(), " parameters given, the backbone needs ",
            head_begin_);
-  return backbone_->forward(params, Stream{x, Variable()}).x;
+  return backbone_->forward(params, Stream{input(x), Variable()}).x;
 }
 
 std::pair<Variable, Variable> Model::embed_pair(const std::vector<Variable>& params, const Variable& xs,
@@ -61,7 +92,7 @@ std::pair<Variable, Variable> Model::embed_pair(const std::vector<Variable>& par
   }
   MF_CHECK(params.size() >= head_begin_, "model: ", params.size(), " parameters given, the backbone needs ",
            head_begin_);
-  Stream out = backbone_->forward(params, Stream{xq, xs});
+  Stream out = backbone_->forward(params, Stream{input(xq), input(xs)});
   return {out.support, out.x};
 }
 

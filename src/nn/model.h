@@ -52,6 +52,9 @@ class Model {
   std::vector<tensor::ConvShape> conv_layers(int64_t n) const { return backbone_->conv_layers(n); }
 
  private:
+  // x as the backbone takes it: normalised per channel when the config says so (a constant: no gradient).
+  Variable input(const Variable& x) const;
+
   ModelConfig config_;
   std::shared_ptr<const Backbone> backbone_;
   std::vector<ParamSpec> specs_;

@@ -23,6 +23,9 @@
 namespace metafew::nn {
 
 enum class BnMode { transductive, support, nontransductive };
+// Input normalisation (Note [Input normalisation] in nn/options.cpp): none, or channel (x -> (x - mean_c) /
+// std_c with the training split's per-channel statistics, or those given).
+enum class Normalize { none, channel };
 // "transductive", "support", "nontransductive"; throws a usage error naming the accepted values otherwise.
 BnMode parse_bn_mode(const std::string& name);
 
@@ -48,7 +51,21 @@ struct ModelConfig {
   // How the 3x3 convolutions are computed (Note [Winograd convolution] in backend/dnnl/conv.cpp); the default
   // of a backbone's registry entry (resnet12: winograd) unless set.
   tensor::ConvAlgorithm conv_algorithm = tensor::ConvAlgorithm::direct;
+  // Image inputs become (x - input_mean[c]) / input_std[c] before the backbone when normalize is channel and
+  // the values are known (Note [Input normalisation] in nn/options.cpp; meta-train fills them in); empty: taken
+  // as they are. One value per input channel.
+  Normalize normalize = Normalize::none;
+  std::vector<float> input_mean, input_std;
 };
+
+// "none" | "channel" (ModelConfig::normalize); throws (usage) naming `flag` and the accepted values otherwise.
+Normalize parse_normalize(const std::string& name, const std::string& flag = "--normalize");
+const char* normalize_name(Normalize kind);
+// "0.485,0.456,0.406": empty, or 1 to 3 finite numbers (positive when `positive`); a usage error naming `flag`
+// otherwise.
+std::vector<float> parse_channel_values(const std::string& text, const std::string& flag, bool positive);
+// The shortest text that parse_channel_values reads back to the same floats.
+std::string channel_values_name(const std::vector<float>& values);
 
 // "flatten" / "mean" and "lecun" / "normal"; throw a usage error naming the accepted values otherwise.
 ModelConfig::Features parse_features(const std::string& name);
@@ -64,7 +81,8 @@ std::string bn_mode_name(BnMode mode);
 std::string features_name(ModelConfig::Features features);
 std::string head_init_name(ModelConfig::HeadInit init);
 
-// The model's settings (model, filters, max_pool, features, head_init, bn, bn_scale).
+// The model's settings (model, filters, widths, conv_algorithm, normalize, input_mean, input_std, max_pool,
+// features, head_init, bn, bn_scale).
 std::vector<core::Setting> model_settings();
 // The options of a resolved configuration, with a head of `outputs` (0: none). Image size and channels come
 // from the data settings (image_size, channels).

@@ -4,6 +4,8 @@
 #include <doctest/doctest.h>
 #include <stb/stb_image_write.h>
 
+#include "data/options.h"
+#include "nn/options.h"
 #include "support/cli_run.h"
 
 namespace metafew::testing::cli {
@@ -77,7 +79,8 @@ void check_task_predictions(const json& adapted_out, const fs::path& adapted, co
 TEST_CASE("cli: conv-4 and ResNet-12 meta-train, evaluate, adapt and predict on a colour class-per-folder dataset") {
   TempDir tmp;
   const fs::path data = write_dataset(tmp.path, write_colour_class, 6, "img2.jpg");
-  for (const std::string model : {"--model conv4 --filters 8", "--model resnet12 --widths 4,8,8,8"}) {
+  // conv-4 with the inputs normalised per channel (Note [Input normalisation]), ResNet-12 without.
+  for (const std::string model : {"--model conv4 --filters 8 --normalize channel", "--model resnet12 --widths 4,8,8,8"}) {
     CAPTURE(model);
     const fs::path run = tmp.path / (model.find("resnet") != std::string::npos ? "resnet" : "conv4");
     Result train = metafew("meta-train --data " + data.string() + " --channels 3 --image-size 16 --algo protonet " +
@@ -86,6 +89,22 @@ TEST_CASE("cli: conv-4 and ResNet-12 meta-train, evaluate, adapt and predict on 
                            tmp.path);
     INFO(train.err);
     REQUIRE(train.code == 0);
+    // The training split's statistics are recorded in the run; eval, adapt and predict below take them from
+    // the checkpoint (predict's labels must equal adapt's).
+    const json cfg = json::parse(slurp(run / "config.json"));
+    if (model.find("--normalize channel") != std::string::npos) {
+      CHECK(cfg["normalize"] == "channel");
+      data::OpenOptions opt;
+      opt.image = {3, 16, 16};
+      opt.use_cache = false;
+      const data::ChannelStatistics st = data::channel_statistics(*data::open_dataset(data.string(), opt), "train");
+      CHECK(cfg["input_mean"] == nn::channel_values_name(st.mean));
+      CHECK(cfg["input_std"] == nn::channel_values_name(st.std));
+      CHECK(train.err.find("inputs normalised per channel with split 'train'") != std::string::npos);
+    } else {
+      CHECK(cfg["normalize"] == "none");
+      CHECK(cfg["input_mean"] == "");
+    }
     Result ev = metafew("eval --checkpoint " + run.string() + " --split test --episodes 50 --json --threads 2", tmp.path);
     INFO(ev.err);
     REQUIRE(ev.code == 0);

@@ -90,7 +90,7 @@ TEST_CASE("cli: Lake's protocol - within-alphabet validation and evaluation") {
                "--episodes-within alphabet needs a dataset in the Omniglot layout");
 }
 
-TEST_CASE("cli: --augment affine trains the same at 1 and 2 threads, and differently from none") {
+TEST_CASE("cli: --augment affine and photo train the same at 1 and 2 threads, and differently from none") {
   TempDir tmp;
   const fs::path d = tmp.path;
   auto run = [&](const std::string& name, const std::string& extra) {
@@ -126,8 +126,10 @@ TEST_CASE("cli: --augment affine trains the same at 1 and 2 threads, and differe
   const auto affine = frozen("frozen_affine", "affine"), none = frozen("frozen_none", "none");
   CHECK(affine.first["loss"] != none.first["loss"]);
   CHECK(affine.second["val_accuracy"] == none.second["val_accuracy"]);
+  // --augment photo, too, is the same at 1 and 2 threads.
+  check_same_bits(run("photo1", "--augment photo --threads 1"), run("photo2", "--augment photo --threads 2"));
   expect_error(metafew("meta-train --augment crop --out " + (d / "r").string(), d), 2,
-               "--augment must be none or affine");
+               "--augment must be none, affine");
   expect_error(metafew("meta-train --data builtin:sinusoid --augment affine --out " + (d / "r").string(), d), 2,
                "--augment affine applies to image datasets");
 }

@@ -9,6 +9,7 @@
 #include "data/dataset.h"
 #include "data/episode.h"
 #include "data/image.h"
+#include "data/options.h"
 
 namespace metafew::testing {
 namespace {
@@ -419,6 +420,44 @@ TEST_CASE("data: episodes within an alphabet refuse what they cannot serve") {
                        doctest::Contains("--episodes-within must be any (classes from anywhere in the split) or "
                                          "alphabet"),
                        Error);
+}
+
+// Note [Input normalisation]: the statistics meta-train fills input_mean and input_std with, against the same
+// sums done here in double: per channel, every base image of the split once (a rotated copy of a class adds
+// nothing), population standard deviation, in [0, 1] units.
+TEST_CASE("data: channel statistics of a split count each base image once, per channel") {
+  data::Dataset::Contents c;
+  c.source = "test";
+  c.layout = data::Layout::folder;
+  c.image = {3, 2, 2};
+  c.classes = {{"a", 0, 2}, {"b", 2, 1}, {"c", 3, 1}};
+  for (int i = 0; i < 4; ++i)
+    for (int k = 0; k < 12; ++k) c.pixels.push_back(static_cast<uint8_t>((i * 97 + k * k * 29 + 13) % 256));
+  c.splits = {{"train", {{0, 0}, {0, 1}, {1, 0}}, true, 0}, {"test", {{1, 0}}, false, 0}, {"flat", {{2, 0}}, false, 0}};
+  // Image 3 has a constant first channel.
+  for (int k = 0; k < 4; ++k) c.pixels[static_cast<size_t>(3 * 12 + k)] = 200;
+  const data::Dataset ds(std::move(c));
+  const data::ChannelStatistics st = data::channel_statistics(ds, "train");
+  REQUIRE(st.mean.size() == 3);
+  REQUIRE(st.std.size() == 3);
+  for (int ch = 0; ch < 3; ++ch) {
+    double sum = 0, squares = 0;
+    for (int image : {0, 1, 2})
+      for (int k = 0; k < 4; ++k) {
+        const double v = ds.image_u8(image)[ch * 4 + k] / 255.0;
+        sum += v;
+        squares += v * v;
+      }
+    const double mean = sum / 12, sd = std::sqrt(squares / 12 - mean * mean);
+    CHECK(st.mean[static_cast<size_t>(ch)] == doctest::Approx(mean).epsilon(1e-6));
+    CHECK(st.std[static_cast<size_t>(ch)] == doctest::Approx(sd).epsilon(1e-6));
+  }
+  // One image: its own statistics.
+  const data::ChannelStatistics one = data::channel_statistics(ds, "test");
+  CHECK(one.mean[1] == doctest::Approx((ds.image_u8(2)[4] + ds.image_u8(2)[5] + ds.image_u8(2)[6] + ds.image_u8(2)[7]) /
+                                       (4 * 255.0)).epsilon(1e-6));
+  CHECK_THROWS_WITH(data::channel_statistics(ds, "flat"),
+                    doctest::Contains("channel 0 of split 'flat' has the same value in every pixel"));
 }
 
 }  // namespace

@@ -130,6 +130,59 @@ TEST_CASE("settings: one meta-batch larger than the machine's memory is refused 
   }
 }
 
+// Note [Input normalisation]: the default, the combinations refused (by flag, with what was expected), and
+// checkpoints: one from before the setting loads without normalisation, one whose header says channel but lost
+// its values is refused.
+TEST_CASE("settings: input normalisation is off unless asked for and refuses values that do not fit") {
+  auto resolved = [](const json& flags) { return cli::resolve_config(json::object(), flags); };
+  CHECK(resolved(json::object())["normalize"] == "none");
+  CHECK(resolved({{"channels", 3}})["normalize"] == "none");
+  CHECK(resolved({{"channels", 3}, {"normalize", "channel"}})["input_mean"] == "");  // meta-train fills it in
+  CHECK(resolved({{"normalize", "channel"}, {"input_mean", "0.5"}, {"input_std", "0.25"}})["input_std"] == "0.25");
+  auto error_of = [&](const json& flags) -> std::string {
+    try {
+      resolved(flags);
+    } catch (const Error& e) {
+      CHECK(e.kind() == ErrorKind::usage);
+      return e.what();
+    }
+    return "";
+  };
+  const auto npos = std::string::npos;
+  CHECK(error_of({{"channels", 3}, {"normalize", "channel"}, {"input_mean", "0.5,0.5"}, {"input_std", "0.2,0.2"}})
+            .find("--input-mean gives 2 values ('0.5,0.5') but the images have --channels 3") != npos);
+  CHECK(error_of({{"normalize", "channel"}, {"input_mean", "0.5"}}).find("--input-mean and --input-std go together") !=
+        npos);
+  CHECK(error_of({{"normalize", "none"}, {"input_mean", "0.5"}, {"input_std", "0.2"}})
+            .find("--input-mean is given but --normalize is none") != npos);
+  for (const char* bad : {"0", "-1", "nan", "inf", "0.2,", "x", " 0.2", "1,2,3,4"})
+    CHECK(error_of({{"normalize", "channel"}, {"input_mean", "0.5"}, {"input_std", bad}})
+              .find("--input-std must be 1 to 3 comma-separated") != npos);
+  CHECK(error_of({{"normalize", "per-pixel"}}).find("--normalize must be none or channel") != npos);
+  CHECK(error_of({{"input_mean", "0.5"}, {"input_std", "0.25"}}).find("--input-mean is given but --normalize is none") !=
+        npos);
+  CHECK(error_of({{"data", "builtin:sinusoid"}, {"normalize", "channel"}})
+            .find("--normalize channel applies to image datasets; builtin:sinusoid has no images") != npos);
+  // The values as written are read back exactly.
+  const std::vector<float> v{0.1f, 1.0f / 3.0f, 0.7071068f};
+  CHECK(nn::parse_channel_values(nn::channel_values_name(v), "--input-mean", false) == v);
+
+  TempDir tmp;
+  io::Checkpoint old = small_checkpoint();
+  for (const char* key : {"normalize", "input_mean", "input_std"}) old.header["config"].erase(key);
+  CHECK(load_error(old, "filters", 8, tmp).empty());
+  CHECK(nn::model_config(io::checkpoint_config(old), 5).input_mean.empty());
+  CHECK(load_error(small_checkpoint(), "normalize", "channel", tmp)
+            .find("setting \"normalize\" is channel but \"input_mean\" and \"input_std\" are empty") != npos);
+  io::Checkpoint given = small_checkpoint();
+  given.header["config"]["input_mean"] = "0.25";
+  given.header["config"]["input_std"] = "0.5";
+  given.header["config"]["normalize"] = "channel";
+  const nn::ModelConfig mc = nn::model_config(io::checkpoint_config(given), 5);
+  CHECK(mc.input_mean == std::vector<float>{0.25f});
+  CHECK(mc.input_std == std::vector<float>{0.5f});
+}
+
 // Issue 26, item 5: the settings of one backbone over another's parameters (an edited or mixed-up header) are
 // refused by name, never built into a model that reads the wrong tensors.
 TEST_CASE("settings: a checkpoint whose header names another backbone or other widths is refused by parameter") {

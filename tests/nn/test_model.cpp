@@ -156,3 +156,59 @@ TEST_CASE("nn: features and head_init parse, and anything else is refused naming
 
 }  // namespace
 }  // namespace metafew::testing
+
+namespace metafew::testing {
+namespace {
+
+// x with each channel c mapped to (x - mean[c]) / sd[c], computed here by hand.
+Tensor normalised_by_hand(const Tensor& x, const std::vector<float>& mean, const std::vector<float>& sd) {
+  Tensor y = x.clone();
+  const Shape& s = x.shape();
+  float* p = y.data<float>();
+  for (int64_t i = 0; i < s[0]; ++i)
+    for (int64_t c = 0; c < s[1]; ++c)
+      for (int64_t k = 0; k < s[2] * s[3]; ++k) {
+        float& v = p[((i * s[1] + c) * s[2] * s[3]) + k];
+        v = (v - mean[static_cast<size_t>(c)]) / sd[static_cast<size_t>(c)];
+      }
+  return y;
+}
+
+// Note [Input normalisation]: the model with input_mean / input_std gives, in every batch-norm mode and with
+// every image backbone, exactly what the same model without them gives on inputs normalised by hand.
+TEST_CASE("nn: input normalisation is (x - mean) / std per channel before the backbone, in every bn mode") {
+  const std::vector<float> mean{0.2f, 0.5f, 0.7f}, sd{0.25f, 0.5f, 2.0f};
+  for (const char* arch : {"conv4", "resnet12"})
+    for (nn::BnMode bn : {nn::BnMode::transductive, nn::BnMode::support, nn::BnMode::nontransductive}) {
+      nn::ModelConfig plain = tiny(bn);
+      plain.arch = arch;
+      plain.in_channels = 3;
+      plain.widths = {4, 6};
+      nn::ModelConfig with = plain;
+      with.input_mean = mean;
+      with.input_std = sd;
+      nn::Model a(plain), b(with);
+      core::Rng init(5);
+      const std::vector<Variable> p = a.init(init);
+      std::mt19937 rng(9);
+      const Tensor xs = random_tensor({3, 3, 16, 16}, rng, 0, 1, DType::f32);
+      const Tensor xq = random_tensor({4, 3, 16, 16}, rng, 0, 1, DType::f32);
+      const Tensor xs_n = normalised_by_hand(xs, mean, sd), xq_n = normalised_by_hand(xq, mean, sd);
+      autograd::NoGradGuard ng;
+      CHECK(b.embed(p, Variable(xs)).data().to_vector() == a.embed(p, Variable(xs_n)).data().to_vector());
+      auto [fs, fq] = b.embed_pair(p, Variable(xs), Variable(xq));
+      auto [gs, gq] = a.embed_pair(p, Variable(xs_n), Variable(xq_n));
+      CHECK(fs.data().to_vector() == gs.data().to_vector());
+      CHECK(fq.data().to_vector() == gq.data().to_vector());
+      CHECK(b.forward(p, Variable(xq)).data().to_vector() == a.forward(p, Variable(xq_n)).data().to_vector());
+      // And it is not the identity: without it the same inputs give other features.
+      CHECK(b.embed(p, Variable(xs)).data().to_vector() != a.embed(p, Variable(xs)).data().to_vector());
+      // An input of another channel count is refused by name before the backbone sees it.
+      const Tensor grey = random_tensor({2, 1, 16, 16}, rng, 0, 1, DType::f32);
+      CHECK_THROWS_WITH_AS(b.embed(p, Variable(grey)), doctest::Contains("input normalisation has 3 channel values"),
+                           Error);
+    }
+}
+
+}  // namespace
+}  // namespace metafew::testing
