@@ -105,11 +105,11 @@ evaluate() {
     echo "reproduce: TRAIN_ONLY=1: $row not tested; its run is in $dir" >&2
     return
   fi
-  local model="$RESULTS/checkpoints/$run.mfck"
+  local model="$RESULTS/checkpoints/$run.mfck" rel="${RESULTS#"$ROOT"/}"
   "$METAFEW" export --checkpoint "$dir" --out "$model" >&2 || die "exporting $dir failed"
   local data=()
   [[ "${DATA:-}" == builtin:* ]] || data=(--data "$OMNIGLOT")
-  local printable="metafew eval --checkpoint bench/results/omniglot/checkpoints/$run.mfck"
+  local printable="metafew eval --checkpoint $rel/checkpoints/$run.mfck"
   ((${#data[@]})) && printable+=" --data \$OMNIGLOT"
   printable+=" --threads $THREADS $*"
   echo "reproduce: $printable" >&2
@@ -122,7 +122,7 @@ evaluate() {
   machine="$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores"
   jq -n --arg row "$row" --arg published "$published" --arg cmd "$printable" \
     --arg machine "$machine" --arg version "$("$METAFEW" --version | head -1)" \
-    --arg checkpoint "bench/results/omniglot/checkpoints/$run.mfck" \
+    --arg checkpoint "$rel/checkpoints/$run.mfck" \
     --argjson eval_seconds "$(echo "$end - $start" | bc)" \
     --slurpfile train "$dir/train.json" --slurpfile result "$dir/eval-$row.json" \
     '{row: $row, published: $published, result: ($result[0] | del(.checkpoint, .data, .per_class, .most_confused)), eval_command: $cmd,
