@@ -93,6 +93,12 @@ void check_related(const Setting& s, const json& cfg) {
                    cfg["data"].get<std::string>(), " has no classes");
   if (s.key == "channels")
     MF_USAGE_CHECK(cfg["channels"] == 1 || cfg["channels"] == 3, "--channels must be 1 or 3, got ", cfg["channels"]);
+  if (s.key == "drop_rate") {
+    MF_USAGE_CHECK(cfg["drop_rate"].get<double>() < 1, "--drop-rate must be below 1 (the fraction of activations ",
+                   "dropped), got ", cfg["drop_rate"]);
+    MF_USAGE_CHECK(cfg["drop_rate"].get<double>() == 0 || cfg["model"] == "resnet12", "--drop-rate applies to ",
+                   "--model resnet12 (RFS's dropout and DropBlock), not ", cfg["model"].get<std::string>());
+  }
   // Note [Input normalisation] in nn/options.cpp.
   if (s.key == "normalize" && regression)
     MF_USAGE_CHECK(cfg["normalize"] != "channel", "--normalize channel applies to image datasets; ",
@@ -259,6 +265,8 @@ json checkpoint_config(const io::Checkpoint& ck) {
   if (!cfg.contains("episodes_within")) cfg["episodes_within"] = "any";  // Lake's trials came later
   if (!cfg.contains("test_episodes_within")) cfg["test_episodes_within"] = cfg["episodes_within"];
   if (!cfg.contains("augment")) cfg["augment"] = "none";                // and augmentation
+  if (!cfg.contains("drop_rate")) cfg["drop_rate"] = 0.0;               // and DropBlock
+  if (!cfg.contains("dropblock_size")) cfg["dropblock_size"] = 5;
   if (!cfg.contains("normalize")) cfg["normalize"] = "none";            // and input normalisation
   if (!cfg.contains("input_mean")) cfg["input_mean"] = "";
   if (!cfg.contains("input_std")) cfg["input_std"] = "";

@@ -9,6 +9,8 @@
 #include <exception>
 
 #include "core/dist.h"
+#include "core/rng.h"
+#include "nn/noise.h"
 #include "tensor/kernels.h"
 
 namespace metafew::meta {
@@ -164,7 +166,10 @@ StepResult run_tasks(const Algorithm& algo, const std::vector<Task>& tasks, int6
   const int64_t b = static_cast<int64_t>(tasks.size());
   std::vector<std::vector<Tensor>> grads(tasks.size());
   std::vector<TaskOutput> outs(tasks.size());
-  parallel_tasks(b, [&](int64_t i) { outs[i] = algo.meta_gradient(tasks[i], grads[i]); });
+  parallel_tasks(b, [&](int64_t i) {
+    const nn::NoiseScope noise(core::derive_key(tasks[i].seed, {0x6e6f697365ULL}));  // Note [Training noise]
+    outs[i] = algo.meta_gradient(tasks[i], grads[i]);
+  });
   const size_t np = algo.parameters().size();
   std::vector<Tensor> like;
   std::vector<std::string> names = algo.parameter_names();

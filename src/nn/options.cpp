@@ -140,6 +140,11 @@ std::vector<core::Setting> model_settings() {
       core::text_setting("widths", widths_name(d.widths),
                          "resnet12 output channels of each residual block (MetaOptNet / RFS: 64,160,320,640)",
                          [](const std::string& v) { parse_widths(v); }),
+      core::number_setting("drop_rate", d.drop_rate,
+                           "resnet12 in training: dropout at this rate after its first two blocks and DropBlock "
+                           "after the others (RFS: 0.1); 0: none; below 1"),
+      core::integer_setting("dropblock_size", d.dropblock_size, 1, 64,
+                            "resnet12: side of DropBlock's dropped squares (RFS: 5; cut to the feature map)"),
       core::text_setting("conv_algorithm", conv_algorithm_name(d.conv_algorithm),
                          "3x3 convolutions: direct, or winograd (faster, about 4x the rounding error; where the "
                          "shape allows, direct elsewhere). Default: the backbone's (resnet12: winograd)",
@@ -182,6 +187,8 @@ ModelConfig model_config(const nlohmann::json& cfg, int64_t outputs) {
   m.height = m.width = cfg["image_size"];
   m.filters = cfg["filters"];
   m.widths = parse_widths(cfg["widths"]);
+  m.drop_rate = cfg["drop_rate"];
+  m.dropblock_size = cfg["dropblock_size"];
   m.max_pool = cfg["max_pool"];
   m.features = parse_features(cfg["features"]);
   m.bn_scale = cfg["bn_scale"];

@@ -47,6 +47,10 @@ struct ModelConfig {
   int64_t outputs = 5;           // head outputs (ways, or 1 for regression); 0 = no head (metric methods)
   std::vector<int64_t> hidden = {40, 40};  // mlp: hidden widths
   std::vector<int64_t> widths = {64, 160, 320, 640};  // resnet12: output channels of its residual blocks
+  // resnet12 in training (Note [Training noise] in nn/noise.cpp): dropout at this rate after the first two
+  // blocks, DropBlock with blocks of dropblock_size after the others; 0: none. RFS: 0.1 and 5.
+  double drop_rate = 0.0;
+  int64_t dropblock_size = 5;
   int64_t in_features = 1;       // mlp: input width
   // How the 3x3 convolutions are computed (Note [Winograd convolution] in backend/dnnl/conv.cpp); the default
   // of a backbone's registry entry (resnet12: winograd) unless set.
@@ -81,8 +85,8 @@ std::string bn_mode_name(BnMode mode);
 std::string features_name(ModelConfig::Features features);
 std::string head_init_name(ModelConfig::HeadInit init);
 
-// The model's settings (model, filters, widths, conv_algorithm, normalize, input_mean, input_std, max_pool,
-// features, head_init, bn, bn_scale).
+// The model's settings (model, filters, widths, drop_rate, dropblock_size, conv_algorithm, normalize,
+// input_mean, input_std, max_pool, features, head_init, bn, bn_scale).
 std::vector<core::Setting> model_settings();
 // The options of a resolved configuration, with a head of `outputs` (0: none). Image size and channels come
 // from the data settings (image_size, channels).

@@ -1,10 +1,12 @@
 // ResNet-12 as MetaOptNet (Lee et al. 2019) and RFS (Tian et al. 2020) use it: residual blocks of three 3x3
 // convolutions (no bias) with batch norm, LeakyReLU(0.1) after the first two, a 1x1 convolution + batch norm
 // shortcut, the sum through LeakyReLU(0.1), then 2x2 max-pooling; the features are the last block's mean over
-// its pixels. Widths 64-160-320-640 by default. DropBlock is not implemented (it regularises training on
-// miniImageNet-sized data; the cost of an iteration does not depend on it).
+// its pixels. Widths 64-160-320-640 by default. In training, with drop_rate > 0, RFS's dropout after the
+// first two blocks and DropBlock after the others (Note [Training noise] in nn/noise.cpp).
 #include "core/error.h"
+#include "core/rng.h"
 #include "nn/backbone.h"
+#include "nn/noise.h"
 
 namespace metafew::nn {
 
@@ -50,6 +52,7 @@ class ResNet12 : public Backbone {
                    "resnet12: expected input (N, ", c_.in_channels, ", ", c_.height, ", ", c_.width, "), got ",
                    tensor::to_string(x.shape()));
     const ops::Conv2dParams same{1, 1, c_.conv_algorithm}, pointwise{1, 0};
+    const std::optional<uint64_t> noise = c_.drop_rate > 0 ? next_noise_key() : std::nullopt;
     Stream h = input;
     for (size_t b = 0; b < c_.widths.size(); ++b) {
       const Variable* q = p.data() + kPerBlock * b;
@@ -59,6 +62,7 @@ class ResNet12 : public Backbone {
       // normalised tensor nor their sum.
       h = max_pool2x2(batch_norm_add_leaky_relu(conv2d(y, q[6], same), q[7], q[8], conv2d(h, q[9], pointwise), q[10],
                                                 q[11], kSlope));
+      if (noise) h = drop(h, b, *noise);
     }
     return spatial_mean(h);
   }
@@ -87,6 +91,19 @@ class ResNet12 : public Backbone {
   }
 
  private:
+  // Block b's output times its training mask: dropout after blocks 1 and 2, DropBlock after the others; the
+  // support batch of a paired stream draws its own.
+  Stream drop(const Stream& s, size_t b, uint64_t key) const {
+    auto masked = [&](const Variable& v, uint64_t part) {
+      if (!v.defined()) return v;
+      const uint64_t k = core::derive_key(key, {static_cast<uint64_t>(b), part});
+      const tensor::Tensor m = b < 2 ? dropout_mask(v.shape(), c_.drop_rate, k)
+                                     : dropblock_mask(v.shape(), c_.drop_rate, c_.dropblock_size, k);
+      return ops::mul(v, Variable(v.dtype() == tensor::DType::f64 ? m.to(tensor::DType::f64) : m));
+    };
+    return {masked(s.x, 0), masked(s.support, 1)};
+  }
+
   ModelConfig c_;
   std::vector<tensor::Shape> block_in_;  // (C, H, W) entering each block
 };

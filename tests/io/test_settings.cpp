@@ -183,6 +183,25 @@ TEST_CASE("settings: input normalisation is off unless asked for and refuses val
   CHECK(mc.input_std == std::vector<float>{0.5f});
 }
 
+// Note [Training noise]: RFS's dropout and DropBlock belong to ResNet-12; a rate of 1 would drop everything.
+TEST_CASE("settings: --drop-rate is refused for other backbones and at 1 or more") {
+  auto error_of = [](const json& flags) -> std::string {
+    try {
+      cli::resolve_config(json::object(), flags);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  CHECK(error_of({{"model", "resnet12"}, {"drop_rate", 0.1}, {"dropblock_size", 5}}).empty());
+  CHECK(error_of({{"drop_rate", 0.1}}).find("--drop-rate applies to --model resnet12") != std::string::npos);
+  CHECK(error_of({{"model", "resnet12"}, {"drop_rate", 1.0}}).find("--drop-rate must be below 1") != std::string::npos);
+  CHECK(error_of({{"model", "resnet12"}, {"dropblock_size", 0}}).find("--dropblock-size") != std::string::npos);
+  io::Checkpoint old = small_checkpoint();
+  for (const char* key : {"drop_rate", "dropblock_size"}) old.header["config"].erase(key);
+  CHECK(io::checkpoint_config(old)["drop_rate"] == 0.0);
+}
+
 // Issue 26, item 5: the settings of one backbone over another's parameters (an edited or mixed-up header) are
 // refused by name, never built into a model that reads the wrong tensors.
 TEST_CASE("settings: a checkpoint whose header names another backbone or other widths is refused by parameter") {

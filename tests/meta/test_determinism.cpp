@@ -105,6 +105,27 @@ TEST_CASE("determinism: ResNet-12 meta-gradients are bit-identical with 1, 2 and
   }
 }
 
+// Note [Training noise]: RFS's dropout and DropBlock draw their masks from each task's seed, so a meta-batch
+// is the same at any thread count (tasks on threads or ops split over them), and the masks change it.
+TEST_CASE("determinism: ResNet-12 with dropout and DropBlock is bit-identical with 1 and 2 threads") {
+  nn::ModelConfig mc;
+  mc.arch = "resnet12";
+  mc.in_channels = 3;
+  mc.height = mc.width = 16;
+  mc.widths = {16, 32, 32, 48};
+  mc.conv_algorithm = tensor::ConvAlgorithm::winograd;
+  const std::vector<meta::Task> tasks = glyph_like_tasks(2, 11, 3, 16, 7);
+  const std::vector<Tensor> plain = meta_grad(mc, "maml", 1, 5, tasks, 2);
+  mc.drop_rate = 0.1;
+  mc.dropblock_size = 2;
+  for (const char* algo : {"protonet", "maml"}) {
+    CAPTURE(std::string(algo));
+    const std::vector<Tensor> one = meta_grad(mc, algo, 1, 5, tasks, 1);
+    CHECK(bit_identical(one, meta_grad(mc, algo, 1, 5, tasks, 2)));
+  }
+  CHECK_FALSE(bit_identical(plain, meta_grad(mc, "maml", 1, 5, tasks, 2)));
+}
+
 // Two Reptile meta-steps (4 tasks, inner Adam state carried): parameters and carried state at `threads`.
 std::vector<Tensor> reptile_carry_with_threads(int threads) {
   const int before = omp_get_max_threads();
