@@ -83,14 +83,18 @@ TEST_CASE("determinism: meta-gradients are bit-identical with 1 and 2 threads") 
 
 // A small ResNet-12 on 3-channel 16x16 images with Winograd convolutions (the backbone's default), 7 queries
 // per class: large enough for the convolutions to be split over the threads (Note [Conv threads]).
-std::vector<Tensor> resnet_meta_grad_with_threads(const std::string& algo, int threads, int tasks) {
+nn::ModelConfig small_resnet12() {
   nn::ModelConfig mc;
   mc.arch = "resnet12";
   mc.in_channels = 3;
   mc.height = mc.width = 16;
   mc.widths = {16, 32, 32, 48};
   mc.conv_algorithm = tensor::ConvAlgorithm::winograd;
-  return meta_grad(mc, algo, 1, 5, glyph_like_tasks(tasks, 11, 3, 16, 7), threads);
+  return mc;
+}
+
+std::vector<Tensor> resnet_meta_grad_with_threads(const std::string& algo, int threads, int tasks) {
+  return meta_grad(small_resnet12(), algo, 1, 5, glyph_like_tasks(tasks, 11, 3, 16, 7), threads);
 }
 
 TEST_CASE("determinism: ResNet-12 meta-gradients are bit-identical with 1, 2 and 3 threads") {
@@ -108,12 +112,7 @@ TEST_CASE("determinism: ResNet-12 meta-gradients are bit-identical with 1, 2 and
 // Note [Training noise]: RFS's dropout and DropBlock draw their masks from each task's seed, so a meta-batch
 // is the same at any thread count (tasks on threads or ops split over them), and the masks change it.
 TEST_CASE("determinism: ResNet-12 with dropout and DropBlock is bit-identical with 1 and 2 threads") {
-  nn::ModelConfig mc;
-  mc.arch = "resnet12";
-  mc.in_channels = 3;
-  mc.height = mc.width = 16;
-  mc.widths = {16, 32, 32, 48};
-  mc.conv_algorithm = tensor::ConvAlgorithm::winograd;
+  nn::ModelConfig mc = small_resnet12();
   const std::vector<meta::Task> tasks = glyph_like_tasks(2, 11, 3, 16, 7);
   const std::vector<Tensor> plain = meta_grad(mc, "maml", 1, 5, tasks, 2);
   mc.drop_rate = 0.1;
